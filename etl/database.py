@@ -1,0 +1,101 @@
+"""Which database gridwatch uses, and getting it ready (reachable, PostGIS, schema)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from etl.server import EmbeddedServer
+from gridwatch.errors import DatabaseError
+from gridwatch.settings import Settings, get_settings
+
+__all__ = ["database_url", "engine_for", "ensure_database", "upgrade_schema", "check_postgis"]
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def database_url(settings: Settings | None = None) -> str:
+    """The libpq URL in use: ``GRIDWATCH_DATABASE_URL`` or the embedded cluster's."""
+    settings = settings or get_settings()
+    if settings.database_url:
+        return settings.database_url
+    return EmbeddedServer(settings).url()
+
+
+def _sqlalchemy_url(url: str) -> sa.URL:
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise DatabaseError(
+            f"could not parse the database URL {url!r}: expected "
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (check GRIDWATCH_DATABASE_URL)"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def engine_for(url: str, **kwargs) -> Engine:
+    """A SQLAlchemy engine (psycopg 3) for a libpq URL."""
+    return sa.create_engine(_sqlalchemy_url(url), pool_pre_ping=True, **kwargs)
+
+
+def _describe(url: str) -> str:
+    parsed = make_url(url)
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database}"
+
+
+def check_postgis(engine: Engine) -> str:
+    """Connect, make sure PostGIS is enabled, and return its version."""
+    url = engine.url.render_as_string(hide_password=False)
+    try:
+        with engine.begin() as conn:
+            available = conn.execute(
+                sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'")
+            ).scalar()
+            if not available:
+                raise DatabaseError(
+                    f"the database at {_describe(url)} has no PostGIS: install it on that "
+                    "server (e.g. apt-get install postgresql-NN-postgis-3)"
+                )
+            conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis"))
+            return str(conn.execute(sa.text("SELECT postgis_lib_version()")).scalar())
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseError(
+            f"cannot connect to the database at {_describe(url)} ({reason}): "
+            "check GRIDWATCH_DATABASE_URL, or unset it to use the embedded database"
+        ) from None
+    except sa.exc.ProgrammingError as exc:
+        raise DatabaseError(
+            f"cannot enable PostGIS in {_describe(url)} ({str(exc.orig).strip().splitlines()[0]}): "
+            "run CREATE EXTENSION postgis there as a superuser"
+        ) from None
+
+
+def upgrade_schema(url: str) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["url"] = url
+    command.upgrade(config, "head")
+
+
+def ensure_database(settings: Settings | None = None, *, upgrade: bool = True) -> Engine:
+    """Start the embedded server if it is the one in use, check PostGIS, migrate.
+
+    Returns an engine on the ready database.
+    """
+    settings = settings or get_settings()
+    if not settings.database_url:
+        EmbeddedServer(settings).start()
+    url = database_url(settings)
+    engine = engine_for(url)
+    check_postgis(engine)
+    if upgrade:
+        upgrade_schema(url)
+    return engine

@@ -1,0 +1,91 @@
+"""All settings of gridwatch, in one place, with typed and documented defaults.
+
+Every field can be overridden by an environment variable named
+``GRIDWATCH_<FIELD>`` (dicts as JSON), e.g. ``GRIDWATCH_DATABASE_URL`` or
+``GRIDWATCH_COVERAGE_LIMIT_H='{"border_closed": 3}'``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings", "ZONE_KINDS", "UNIT_KINDS"]
+
+ZONE_KINDS = ("border_closed", "port_control", "social_surface")
+UNIT_KINDS = ("foot", "vehicle", "drone", "post", "checkpoint")
+
+
+class Settings(BaseSettings):
+    """Settings read from ``GRIDWATCH_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDWATCH_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="An existing PostGIS server to use instead of the embedded one.",
+    )
+    home: Path = Field(
+        default=Path(".gridwatch"),
+        description="Where the embedded cluster, generated data and spools live.",
+    )
+    db_port: int | None = Field(
+        default=None, description="Port of the embedded cluster; a free one when unset."
+    )
+    db_name: str = Field(default="gridwatch", description="Database name in the embedded cluster.")
+    host: str = Field(default="127.0.0.1", description="Dashboard host.")
+    port: int = Field(default=8050, description="Dashboard port.")
+    timezone: str = Field(default="Asia/Shanghai", description="Site time zone for display.")
+    coverage_limit_h: dict[str, float] = Field(
+        default={"border_closed": 4.0, "port_control": 2.0, "social_surface": 24.0},
+        description="Hours after which a place of each zone kind counts as uncovered.",
+    )
+    detection_radius_m: dict[str, float] = Field(
+        default={"foot": 150.0, "vehicle": 300.0, "drone": 1000.0, "post": 500.0, "checkpoint": 200.0},
+        description="How far a unit of each kind sees around its position.",
+    )
+    max_speed_kmh: dict[str, float] = Field(
+        default={"foot": 15.0, "vehicle": 160.0, "drone": 150.0, "post": 15.0, "checkpoint": 15.0},
+        description="Implied speeds above this between two fixes reject the later fix.",
+    )
+    h3_resolution: int = Field(default=9, ge=0, le=15, description="H3 resolution of hex coverage.")
+    border_segment_m: float = Field(default=1000.0, gt=0, description="Border segment length.")
+    future_tolerance_s: float = Field(
+        default=300.0, ge=0, description="Fixes later than now + this are rejected."
+    )
+    max_accuracy_m: float = Field(
+        default=500.0, gt=0, description="Fixes with a worse accuracy are rejected."
+    )
+    unit_silent_after_s: float = Field(
+        default=600.0, gt=0, description="A unit with no fix for this long is silent."
+    )
+    data_stale_after_s: float = Field(
+        default=900.0, gt=0, description="The dashboard warns when the newest fix is older."
+    )
+    sliver_area_m2: float = Field(
+        default=2000.0, ge=0, description="Fused-grid pieces below this area are absorbed."
+    )
+    grid_priority: list[str] = Field(
+        default=[], description="Departments in order of authority for grid fusion."
+    )
+
+    @field_validator("coverage_limit_h")
+    @classmethod
+    def _known_zone_kinds(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(ZONE_KINDS)
+        if unknown:
+            raise ValueError(f"zone kinds {sorted(unknown)} are not in {list(ZONE_KINDS)}")
+        return {**{"border_closed": 4.0, "port_control": 2.0, "social_surface": 24.0}, **value}
+
+    @property
+    def home_dir(self) -> Path:
+        """The home folder as an absolute path."""
+        return self.home.expanduser().resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

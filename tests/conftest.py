@@ -1,0 +1,87 @@
+"""Shared fixtures: a real PostGIS started by gridwatch's own code.
+
+The session starts the embedded cluster (or uses ``GRIDWATCH_DATABASE_URL`` as
+the server), creates a database for this test run, migrates it, and drops it
+at the end.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from etl.database import check_postgis, database_url, engine_for, upgrade_schema
+from etl.server import EmbeddedServer
+from gridwatch.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+
+# Tables holding data (not the PostGIS catalog), emptied by ``clean_db``.
+DATA_TABLES = (
+    "command_unit", "police_area", "grid_source", "grid", "grid_lineage", "grid_version",
+    "audit_log", "zone", "defence_line", "checkpoint", "border_segment", "road", "river",
+    "settlement", "port", "sensor", "unit", "position", "unit_latest", "incident",
+    "grid_coverage", "segment_coverage", "hex_coverage", "quarantine", "etl_run",
+)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """A libpq URL of a PostGIS server: the embedded one, started here."""
+    settings = Settings(home=ROOT / ".gridwatch")
+    if settings.database_url:
+        return settings.database_url
+    EmbeddedServer(settings).start()
+    return database_url(settings)
+
+
+@pytest.fixture(scope="session")
+def db_url(server_url: str) -> Iterator[str]:
+    """A fresh, migrated database for this test run, dropped afterwards."""
+    name = f"gridwatch_test_{uuid.uuid4().hex[:8]}"
+    admin = make_url(server_url).set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    engine = engine_for(url)
+    check_postgis(engine)
+    engine.dispose()
+    upgrade_schema(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    eng = engine_for(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def clean_db(engine: sa.Engine) -> sa.Engine:
+    """The test database with every data table emptied."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE"))
+    return engine
+
+
+@pytest.fixture
+def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for running the ``gridwatch`` command against the test database."""
+    return {**os.environ, "GRIDWATCH_DATABASE_URL": db_url, "GRIDWATCH_HOME": str(tmp_path / "home")}
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where tests leave screenshots and reports for a person to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

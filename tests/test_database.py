@@ -1,0 +1,137 @@
+"""The embedded PostGIS: lifecycle, crash recovery and clear errors."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from etl.server import EmbeddedServer, _alive
+from gridwatch.settings import Settings
+
+GRIDWATCH = [sys.executable, "-m", "gridwatch.cli"]
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*GRIDWATCH, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Under /tmp so the unprivileged server user can reach it when tests run as root.
+    path = tmp_path_factory.mktemp("home")
+    path.chmod(0o755)
+    for parent in path.parents:
+        if parent.stat().st_mode & 0o001 == 0 and parent != Path("/"):
+            parent.chmod(parent.stat().st_mode | 0o001)
+    return path
+
+
+@pytest.fixture
+def env(home: Path) -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if k != "GRIDWATCH_DATABASE_URL"}
+    return {**environ, "GRIDWATCH_HOME": str(home)}
+
+
+@pytest.fixture
+def server(home: Path, env: dict[str, str]):
+    yield EmbeddedServer(Settings(home=home))
+    run_cli("db", "stop", env=env)
+
+
+def test_start_twice_kill9_recover_and_stop(server: EmbeddedServer, env: dict[str, str]) -> None:
+    first = run_cli("db", "start", env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("started")
+    second = run_cli("db", "start", env=env)
+    assert second.returncode == 0 and second.stdout.startswith("already running")
+
+    url = run_cli("db", "url", env=env).stdout.strip()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT postgis_lib_version()").fetchone()[0].startswith("3")
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+    assert {"grid", "position", "incident", "quarantine", "etl_run"} <= tables
+
+    # A crash with a client connected: kill -9 the postmaster, then start again.
+    idle = psycopg.connect(url)
+    os.kill(server.pid(), signal.SIGKILL)
+    time.sleep(0.3)
+    assert not server.is_running()
+    again = run_cli("db", "start", env=env)
+    assert again.returncode == 0, again.stderr
+    idle.close()
+    with psycopg.connect(run_cli("db", "url", env=env).stdout.strip()) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+    pid = server.pid()
+    assert run_cli("db", "stop", env=env).stdout.strip() == "stopped"
+    assert not _alive(pid)
+    status = run_cli("db", "status", env=env)
+    assert status.returncode == 3 and "stopped" in status.stdout
+    assert run_cli("db", "stop", env=env).stdout.strip() == "not running"
+
+
+def test_port_in_use_is_one_clear_line(server: EmbeddedServer, env: dict[str, str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("db", "start", env={**env, "GRIDWATCH_DB_PORT": str(port)})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"gridwatch: error: port {port} (GRIDWATCH_DB_PORT) is in use by another program: "
+        "free it or choose another port"
+    )
+
+
+def test_datadir_of_another_user(server: EmbeddedServer, env: dict[str, str], home: Path) -> None:
+    datadir = home / "pgdata"
+    datadir.mkdir()
+    (datadir / "PG_VERSION").write_text("15\n")
+    os.chown(datadir, 12345, 12345) if os.geteuid() == 0 else pytest.fail("tests run as root here")
+    result = run_cli("db", "start", env=env)
+    assert result.returncode == 1
+    assert "belongs to user '12345'" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://nobody:x@127.0.0.1:1/none", "cannot connect to the database at 127.0.0.1:1/none"),
+        ("not a url", "could not parse"),
+    ],
+)
+def test_external_url_that_does_not_answer(url: str, message: str, env: dict[str, str]) -> None:
+    result = run_cli("db", "start", env={**env, "GRIDWATCH_DATABASE_URL": url})
+    assert result.returncode == 1
+    assert message in result.stderr.lower() or message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_external_database_without_postgis(server_url: str, env: dict[str, str]) -> None:
+    """A database where PostGIS is not available to this user gets a clear line."""
+    admin = sa.engine.make_url(server_url).set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS gridwatch_nogis")
+        conn.execute("DROP ROLE IF EXISTS gridwatch_plain")
+        conn.execute("CREATE ROLE gridwatch_plain LOGIN PASSWORD 'plain'")
+        conn.execute("CREATE DATABASE gridwatch_nogis OWNER gridwatch_plain")
+    parsed = sa.engine.make_url(server_url)
+    url = f"postgresql://gridwatch_plain:plain@{parsed.host}:{parsed.port}/gridwatch_nogis"
+    try:
+        result = run_cli("db", "start", env={**env, "GRIDWATCH_DATABASE_URL": url})
+        assert result.returncode == 1
+        assert "cannot enable PostGIS" in result.stderr and "superuser" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS gridwatch_nogis WITH (FORCE)")
+            conn.execute("DROP ROLE IF EXISTS gridwatch_plain")
