@@ -124,6 +124,16 @@ def sample(seed: int, scale: str, out_dir: Path) -> None:
     click.echo(f"wrote {manifest}")
 
 
+@cli.command()
+@click.argument("name")
+@click.option("--scale", default="prefecture", show_default=True, help="Sample scale to measure on.")
+def bench(name: str, scale: str) -> None:
+    """Run a benchmark (sample, etl, tiles, ...) and print its figures."""
+    from gridwatch.bench import format_figures, run_benchmark
+
+    click.echo(format_figures(run_benchmark(name, get_settings(), scale=scale)))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning expected failures into one line."""
     try:

@@ -1,0 +1,84 @@
+"""The run log (``etl_run``) and the quarantine: where every input row is accounted for.
+
+Each job runs inside :func:`job_run`, which records a row in ``etl_run`` in
+its own transaction (so a failed job still leaves a ``failed`` row), and hands
+the job a :class:`RunCounts` to fill. Rejected rows go to ``quarantine`` with
+the original record and a reason, in the job's transaction, so a killed job
+leaves neither loaded nor quarantined rows behind.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pandas as pd
+import psycopg
+import sqlalchemy as sa
+
+from etl._copy import copy_rows
+
+__all__ = ["RunCounts", "job_run", "quarantine_rows"]
+
+
+@dataclass
+class RunCounts:
+    """What a job saw: rows in, loaded, rejected (into quarantine)."""
+
+    run_id: int
+    rows_in: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+
+
+@contextmanager
+def job_run(engine: sa.Engine, job: str, source: str | None = None) -> Iterator[RunCounts]:
+    """Record a job in ``etl_run``: ``running``, then ``ok`` with counts or ``failed``."""
+    with engine.begin() as conn:
+        run_id = conn.execute(
+            sa.text("INSERT INTO etl_run (job, source) VALUES (:job, :source) RETURNING id"),
+            {"job": job, "source": source},
+        ).scalar_one()
+    counts = RunCounts(run_id)
+    try:
+        yield counts
+    except BaseException as exc:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE etl_run SET finished = now(), status = 'failed', message = :msg WHERE id = :id"
+                ),
+                {"id": run_id, "msg": f"{type(exc).__name__}: {exc}"[:2000]},
+            )
+        raise
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE etl_run SET finished = now(), status = 'ok', rows_in = :i, rows_loaded = :l, "
+                "rows_rejected = :r WHERE id = :id"
+            ),
+            {"id": run_id, "i": counts.rows_in, "l": counts.rows_loaded, "r": counts.rows_rejected},
+        )
+
+
+def quarantine_rows(
+    conn: psycopg.Connection, run_id: int | None, source: str, records: pd.DataFrame, reasons: pd.Series | str
+) -> int:
+    """Put rejected input rows into ``quarantine`` with their reason (one COPY).
+
+    ``records`` holds the original fields (geometry as WKT if any); ``reasons``
+    is one reason per row or one for all.
+    """
+    if records.empty:
+        return 0
+    as_json = records.astype(object).where(records.notna(), None).to_dict(orient="records")
+    frame = pd.DataFrame(
+        {
+            "run_id": run_id,
+            "source": source,
+            "record": [json.dumps(r, ensure_ascii=False, default=str) for r in as_json],
+            "reason": reasons if isinstance(reasons, str) else reasons.to_numpy(),
+        }
+    )
+    return copy_rows(conn, "quarantine", frame)
