@@ -8,10 +8,12 @@ leaves neither loaded nor quarantined rows behind.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import psycopg
@@ -19,7 +21,7 @@ import sqlalchemy as sa
 
 from etl._copy import copy_rows
 
-__all__ = ["RunCounts", "job_run", "quarantine_rows"]
+__all__ = ["RunCounts", "job_run", "quarantine_rows", "file_digest", "already_loaded", "mark_loaded"]
 
 
 @dataclass
@@ -82,3 +84,26 @@ def quarantine_rows(
         }
     )
     return copy_rows(conn, "quarantine", frame)
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes: its identity in ``loaded_file``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def already_loaded(conn: psycopg.Connection, sha256: str) -> bool:
+    """True when a file with these bytes was loaded before."""
+    return conn.execute("SELECT 1 FROM loaded_file WHERE sha256 = %s", (sha256,)).fetchone() is not None
+
+
+def mark_loaded(conn: psycopg.Connection, sha256: str, path: Path, target: str, counts: RunCounts) -> None:
+    """Record a loaded file, in the transaction that loaded it."""
+    conn.execute(
+        "INSERT INTO loaded_file (sha256, path, target, run_id, rows_in, rows_loaded, rows_rejected) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (sha256, str(path), target, counts.run_id, counts.rows_in, counts.rows_loaded, counts.rows_rejected),
+    )

@@ -28,7 +28,7 @@ DATA_TABLES = (
     "command_unit", "police_area", "grid_source", "grid", "grid_lineage", "grid_version",
     "audit_log", "zone", "defence_line", "checkpoint", "border_segment", "road", "river",
     "settlement", "port", "sensor", "unit", "position", "unit_latest", "incident",
-    "grid_coverage", "segment_coverage", "hex_coverage", "quarantine", "etl_run",
+    "grid_coverage", "segment_coverage", "hex_coverage", "quarantine", "etl_run", "loaded_file",
 )
 
 

@@ -312,6 +312,18 @@ CREATE TABLE quarantine (
 );
 CREATE INDEX quarantine_source ON quarantine (source);
 
+-- Files already loaded, by content: loading the same file again changes nothing.
+CREATE TABLE loaded_file (
+    sha256        text PRIMARY KEY,
+    path          text NOT NULL,
+    target        text NOT NULL,
+    run_id        integer,
+    rows_in       bigint NOT NULL,
+    rows_loaded   bigint NOT NULL,
+    rows_rejected bigint NOT NULL,
+    loaded_at     timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE etl_run (
     id            serial PRIMARY KEY,
     job           text NOT NULL,
@@ -327,7 +339,7 @@ CREATE TABLE etl_run (
 """
 
 TABLES = (
-    "etl_run", "quarantine", "hex_coverage", "segment_coverage", "grid_coverage", "incident",
+    "etl_run", "loaded_file", "quarantine", "hex_coverage", "segment_coverage", "grid_coverage", "incident",
     "unit_latest", "position", "unit", "sensor", "port", "settlement", "river", "road",
     "border_segment", "checkpoint", "defence_line", "zone", "audit_log", "grid_version",
     "grid_lineage", "grid", "grid_source", "police_area", "command_unit",
