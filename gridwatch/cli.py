@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -132,6 +134,127 @@ def bench(name: str, scale: str) -> None:
     from gridwatch.bench import format_figures, run_benchmark
 
     click.echo(format_figures(run_benchmark(name, get_settings(), scale=scale)))
+
+
+# -- ETL -------------------------------------------------------------------------
+@cli.group()
+def etl() -> None:
+    """Load, check, fuse and derive: the ETL jobs."""
+
+
+def _engine():
+    from etl.database import ensure_database
+
+    return ensure_database(get_settings())
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2026-11-20T08:00:00+08:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(get_settings().timezone))
+
+
+@etl.command("run")
+@click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path), help="Folder with manifest.json.")
+@click.option("--as-of", default=None, help="Judge coverage at this time (default: the export time, else now).")
+def etl_run(input_dir: Path, as_of: str | None) -> None:
+    """Run every job in order on a folder of inputs described by its manifest."""
+    from etl.manifest import read_manifest
+    from etl.runner import format_summary, run_manifest
+
+    manifest = read_manifest(input_dir)
+    engine = _engine()
+    results = run_manifest(
+        engine, manifest, settings=get_settings(), as_of=_when(as_of), progress=True,
+        on_job=lambda r: click.echo(f"  {r.job}: {r.rows_loaded:,} loaded, {r.rows_rejected:,} rejected ({r.seconds:.1f} s)"),
+    )
+    click.echo(format_summary(results))
+
+
+@etl.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--layer", "target", required=True, help="Target layer, e.g. grid_source, command_unit, zone.")
+@click.option("--crs", default=None, help="The file's CRS when it declares none (e.g. EPSG:4542).")
+@click.option("--encoding", default=None, help="Attribute text encoding (e.g. gbk); detected for Shapefiles.")
+@click.option("--department", default=None, help="The department of a grid_source file.")
+@click.option("--columns", "columns_file", default=None, type=click.Path(path_type=Path),
+              help="JSON file mapping target fields to the file's column names.")
+def etl_import(path: Path, target: str, crs: str | None, encoding: str | None, department: str | None,
+               columns_file: Path | None) -> None:
+    """Import one vector file (any OGR format) into a layer."""
+    from etl.importer import import_file
+
+    summary = import_file(_engine(), path, target=target, crs=crs, encoding=encoding,
+                          department=department, columns_file=columns_file, settings=get_settings())
+    click.echo(summary)
+
+
+@etl.command("fuse-grids")
+@click.option("--force", is_flag=True, help="Fuse even when the sources did not change.")
+def etl_fuse_grids(force: bool) -> None:
+    """Fuse the departments' grids into one full-element grid layer."""
+    import dataclasses
+
+    from etl.fuse_grids import fuse_grid_sources
+    from etl.runlog import job_run
+
+    engine = _engine()
+    with job_run(engine, "fuse-grids") as counts:
+        report = fuse_grid_sources(engine, settings=get_settings(), counts=counts, force=force)
+    if report is None:
+        click.echo("grids are up to date with their sources (use --force to fuse again)")
+        return
+    for key, value in dataclasses.asdict(report).items():
+        click.echo(f"{key:>22}: {value}")
+
+
+def _feed_command(kind: str) -> None:
+    @etl.command(kind)
+    @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+    @click.option("--timezone", "tz", default=None, help="Zone of times written without one (default: the site's).")
+    @click.option("--callsign", default=None, help="The unit of a GPX track.")
+    @click.option("--columns", "columns_file", default=None, type=click.Path(path_type=Path),
+                  help="JSON file mapping target fields to the file's column names.")
+    def command(paths: tuple[Path, ...], tz: str | None, callsign: str | None, columns_file: Path | None) -> None:
+        from etl.importer import load_feed_files
+
+        click.echo(load_feed_files(_engine(), kind, list(paths), timezone_name=tz, callsign=callsign,
+                                   columns_file=columns_file, settings=get_settings()))
+
+    command.__doc__ = f"Load {kind} files (CSV, GPX, GeoJSON): filtered, fused, idempotent."
+
+
+_feed_command("positions")
+_feed_command("incidents")
+
+
+@etl.command("coverage")
+@click.option("--as-of", default=None, help="Judge coverage at this time (default now).")
+def etl_coverage(as_of: str | None) -> None:
+    """Rebuild grid, border-segment and H3 coverage and gaps."""
+    from etl.coverage import derive_coverage
+    from etl.runlog import job_run
+
+    engine = _engine()
+    with job_run(engine, "coverage"):
+        derive_coverage(engine, settings=get_settings(), as_of=_when(as_of))
+    click.echo("coverage rebuilt")
+
+
+@etl.command("defence")
+def etl_defence() -> None:
+    """Rebuild the state of the three defence lines and the leak routes."""
+    from etl.defence import derive_defence
+    from etl.runlog import job_run
+
+    engine = _engine()
+    with job_run(engine, "defence"):
+        derive_defence(engine, settings=get_settings())
+    click.echo("defence lines rebuilt")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -74,7 +74,8 @@ CREATE TABLE grid_version (
     version    integer PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT now(),
     author     text NOT NULL,
-    note       text
+    note       text,
+    source_digest text
 );
 
 CREATE TABLE audit_log (

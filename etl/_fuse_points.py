@@ -1,0 +1,116 @@
+"""Fuse points with the reference layers, vectorized: grid, zone, border segment, border distance, H3.
+
+The reference layers are small (~1.5k grids, a few zones, ~400 segments), the
+points many; so the points go into one shapely STRtree, queried with the
+prepared polygons (the fast direction, see DESIGN.md), and the nearest border
+segment comes from a tree of segments in the region's metric CRS.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pyproj
+import shapely
+
+from geo.crs import WGS84, local_metric_crs
+from geo.h3cells import cells_for_points
+
+__all__ = ["Reference", "load_reference", "fuse_points", "FUSED_COLUMNS"]
+
+FUSED_COLUMNS = ("grid_id", "zone_id", "segment_id", "border_m", "h3")
+# A point in two zones gets the most specific one.
+_ZONE_ORDER = "CASE kind WHEN 'port_control' THEN 0 WHEN 'border_closed' THEN 1 ELSE 2 END, id"
+REGION_MARGIN_KM = 50.0
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The layers points are fused with, and the region's extent."""
+
+    grid_ids: np.ndarray
+    grids: np.ndarray
+    zone_ids: np.ndarray
+    zones: np.ndarray
+    segment_ids: np.ndarray
+    segment_tree: shapely.STRtree | None
+    to_metric: pyproj.Transformer | None
+    bbox: tuple[float, float, float, float] | None
+
+    def outer_bbox(self) -> tuple[float, float, float, float] | None:
+        """The region's extent grown by :data:`REGION_MARGIN_KM`: farther points are rejected."""
+        if self.bbox is None:
+            return None
+        minx, miny, maxx, maxy = self.bbox
+        dlat = REGION_MARGIN_KM / 111.0
+        dlon = dlat / max(np.cos(np.radians(max(abs(miny), abs(maxy)))), 0.1)
+        return minx - dlon, miny - dlat, maxx + dlon, maxy + dlat
+
+
+def _geoms(conn: psycopg.Connection, query: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = conn.execute(query).fetchall()
+    if not rows:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
+    ids, wkb = zip(*rows)
+    return np.asarray(ids, dtype=np.int64), shapely.from_wkb(list(wkb))
+
+
+def load_reference(conn: psycopg.Connection) -> Reference:
+    """Read grids, zones, border segments and the region extent (prefectures, else grids)."""
+    grid_ids, grids = _geoms(conn, "SELECT id, ST_AsBinary(geom) FROM grid ORDER BY id")
+    zone_ids, zones = _geoms(conn, f"SELECT id, ST_AsBinary(geom) FROM zone ORDER BY {_ZONE_ORDER}")
+    seg_ids, segs = _geoms(conn, "SELECT id, ST_AsBinary(geom) FROM border_segment ORDER BY id")
+    extent = conn.execute(
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM ("
+        " SELECT coalesce((SELECT ST_Extent(geom) FROM command_unit WHERE level = 'prefecture'),"
+        "                 (SELECT ST_Extent(geom) FROM grid)) AS e) x"
+    ).fetchone()
+    bbox = tuple(float(v) for v in extent) if extent and extent[0] is not None else None
+    to_metric = None
+    tree = None
+    if len(segs):
+        crs = local_metric_crs(bbox or tuple(shapely.total_bounds(segs)))
+        to_metric = pyproj.Transformer.from_crs(WGS84, crs, always_xy=True)
+        tree = shapely.STRtree(shapely.transform(segs, lambda xy: np.column_stack(to_metric.transform(*xy.T))))
+    for geoms in (grids, zones):
+        shapely.prepare(geoms)
+    return Reference(grid_ids, grids, zone_ids, zones, seg_ids, tree, to_metric, bbox)
+
+
+def _containing(points_tree: shapely.STRtree, n: int, polygons: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Id of the first polygon (in ``polygons`` order) holding each point, or -1."""
+    out = np.full(n, -1, dtype=np.int64)
+    if len(polygons) == 0 or n == 0:
+        return out
+    poly_idx, point_idx = points_tree.query(polygons, predicate="intersects")
+    order = np.lexsort((poly_idx, point_idx))
+    point_idx, poly_idx = point_idx[order], poly_idx[order]
+    first = np.r_[True, point_idx[1:] != point_idx[:-1]]
+    out[point_idx[first]] = ids[poly_idx[first]]
+    return out
+
+
+def fuse_points(ref: Reference, lon: np.ndarray, lat: np.ndarray, *, resolution: int) -> pd.DataFrame:
+    """For each lon/lat: ``grid_id``, ``zone_id``, ``segment_id`` (-1 when none), ``border_m`` (NaN), ``h3``."""
+    lon = np.asarray(lon, dtype=np.float64)
+    lat = np.asarray(lat, dtype=np.float64)
+    n = len(lon)
+    points_tree = shapely.STRtree(shapely.points(lon, lat))
+    segment_id = np.full(n, -1, dtype=np.int64)
+    border_m = np.full(n, np.nan)
+    if ref.segment_tree is not None and n:
+        x, y = ref.to_metric.transform(lon, lat)
+        idx, dist = ref.segment_tree.query_nearest(shapely.points(x, y), return_distance=True, all_matches=False)
+        segment_id[idx[0]] = ref.segment_ids[idx[1]]
+        border_m[idx[0]] = dist
+    return pd.DataFrame(
+        {
+            "grid_id": _containing(points_tree, n, ref.grids, ref.grid_ids),
+            "zone_id": _containing(points_tree, n, ref.zones, ref.zone_ids),
+            "segment_id": segment_id,
+            "border_m": border_m,
+            "h3": cells_for_points(lon, lat, resolution=resolution),
+        }
+    )

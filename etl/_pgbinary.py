@@ -1,0 +1,112 @@
+"""PostgreSQL binary COPY built in numpy: whole columns encoded at once, no loop per row.
+
+:func:`copy_columns` writes typed numpy columns straight into a table in the
+``COPY ... (FORMAT BINARY)`` wire format. Each row is laid out as a fixed-width
+byte matrix (field count, then each field's length and big-endian value); NULL
+fields keep their ``-1`` length and drop their payload through one boolean
+mask, so nullable columns cost no Python per row either. Points go in as EWKB
+with SRID 4326, which ``geometry``'s binary input accepts.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+__all__ = ["Column", "copy_columns", "int4", "int8", "float4", "timestamptz", "text_const", "point4326"]
+
+_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" * 2
+_TRAILER = b"\xff\xff"
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
+_CHUNK = 200_000
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name, the (n, width) payload bytes, and which rows are NULL."""
+
+    name: str
+    payload: np.ndarray
+    null: np.ndarray | None = None
+
+
+def _fixed(name: str, values: np.ndarray, dtype: str, null: np.ndarray | None) -> Column:
+    arr = np.ascontiguousarray(values, dtype=dtype)
+    return Column(name, arr.view(np.uint8).reshape(len(arr), arr.itemsize), null)
+
+
+def int4(name: str, values: np.ndarray, null: np.ndarray | None = None) -> Column:
+    """An ``integer`` column (values where ``null`` is True are ignored)."""
+    return _fixed(name, np.where(null, 0, values) if null is not None else values, ">i4", null)
+
+
+def int8(name: str, values: np.ndarray, null: np.ndarray | None = None) -> Column:
+    """A ``bigint`` column."""
+    return _fixed(name, np.where(null, 0, values) if null is not None else values, ">i8", null)
+
+
+def float4(name: str, values: np.ndarray) -> Column:
+    """A ``real`` column; NaN becomes NULL."""
+    values = np.asarray(values, dtype=np.float64)
+    null = np.isnan(values)
+    return _fixed(name, values, ">f4", null if null.any() else None)
+
+
+def timestamptz(name: str, utc: np.ndarray) -> Column:
+    """A ``timestamptz`` column from ``datetime64`` values in UTC."""
+    micros = np.asarray(utc).astype("datetime64[us]").view(np.int64) - _PG_EPOCH_US
+    return _fixed(name, micros, ">i8", None)
+
+
+def text_const(name: str, value: str, n: int) -> Column:
+    """A ``text`` column holding one value in every row."""
+    raw = np.frombuffer(value.encode("utf-8"), dtype=np.uint8)
+    return Column(name, np.broadcast_to(raw, (n, raw.size)))
+
+
+def point4326(name: str, lon: np.ndarray, lat: np.ndarray) -> Column:
+    """A ``geometry(Point, 4326)`` column as little-endian EWKB."""
+    rec = np.empty(len(lon), dtype=[("order", "u1"), ("type", "<u4"), ("srid", "<u4"), ("x", "<f8"), ("y", "<f8")])
+    rec["order"], rec["type"], rec["srid"] = 1, 0x20000001, 4326
+    rec["x"], rec["y"] = lon, lat
+    return Column(name, rec.view(np.uint8).reshape(len(rec), rec.itemsize))
+
+
+def _encode(columns: Sequence[Column], start: int, stop: int) -> bytes:
+    n = stop - start
+    blocks = [np.broadcast_to(np.frombuffer(np.int16(len(columns)).astype(">i2").tobytes(), np.uint8), (n, 2))]
+    keeps: list[np.ndarray] = [np.ones((n, 2), dtype=bool)]
+    has_null = False
+    for col in columns:
+        payload = col.payload[start:stop]
+        width = payload.shape[1]
+        null = col.null[start:stop] if col.null is not None else None
+        length = np.full(n, width, dtype=">i4") if null is None else np.where(null, -1, width).astype(">i4")
+        blocks += [length.view(np.uint8).reshape(n, 4), payload]
+        keeps.append(np.ones((n, 4), dtype=bool))
+        if null is None:
+            keeps.append(np.ones((n, width), dtype=bool))
+        else:
+            has_null = True
+            keeps.append(np.repeat(~null[:, None], width, axis=1))
+    matrix = np.hstack(blocks)
+    return (matrix[np.hstack(keeps)] if has_null else matrix.ravel()).tobytes()
+
+
+def copy_columns(conn: psycopg.Connection, table: str, columns: Sequence[Column]) -> int:
+    """Binary-COPY the columns (all of the same length) into ``table``; return the row count."""
+    n = len(columns[0].payload)
+    if n == 0:
+        return 0
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+    )
+    with conn.cursor().copy(stmt) as copy:
+        copy.write(_HEADER)
+        for start in range(0, n, _CHUNK):
+            copy.write(_encode(columns, start, min(start + _CHUNK, n)))
+        copy.write(_TRAILER)
+    return n

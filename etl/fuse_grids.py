@@ -1,0 +1,129 @@
+"""``etl fuse-grids``: fuse the departments' grids into the full-element grid table.
+
+Reads ``grid_source`` and the townships, fuses them with
+:func:`geo.grid_fusion.fuse_grids`, checks the result tiles every township,
+and writes ``grid`` (upserted by code, so an identical fusion keeps ids),
+``grid_lineage`` and a new ``grid_version``. Skipped when neither the sources
+nor the fusion settings changed since the last fusion.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import geopandas as gpd
+import pandas as pd
+import shapely
+import sqlalchemy as sa
+
+from etl._copy import copy_rows
+from etl.runlog import RunCounts
+from geo.grid_fusion import FusionReport, fuse_grids
+from geo.topology import check_tiling
+from gridwatch.errors import InputError
+from gridwatch.settings import Settings
+
+__all__ = ["fuse_grid_sources"]
+
+SOURCES_SQL = """
+SELECT department, source_code, name, township_code, households, population, geom
+FROM grid_source ORDER BY department, source_code
+"""
+TOWNSHIPS_SQL = "SELECT code, geom FROM command_unit WHERE level = 'township' ORDER BY code"
+
+
+def _digest(conn: sa.Connection, settings: Settings) -> str:
+    """A fingerprint of the fusion's inputs: sources, townships and settings."""
+    data = conn.execute(sa.text(
+        "SELECT md5(coalesce(string_agg(md5(department || source_code || ST_AsEWKB(geom)::text "
+        "|| coalesce(households, -1) || coalesce(population, -1)), '' ORDER BY department, source_code), '')) "
+        "|| (SELECT md5(coalesce(string_agg(code || ST_AsEWKB(geom)::text, '' ORDER BY code), '')) "
+        "    FROM command_unit WHERE level = 'township') FROM grid_source"
+    )).scalar_one()
+    knobs = json.dumps([settings.grid_priority, settings.sliver_area_m2])
+    return hashlib.sha256((data + knobs).encode()).hexdigest()
+
+
+def fuse_grid_sources(engine: sa.Engine, *, settings: Settings, counts: RunCounts, force: bool = False) -> FusionReport | None:
+    """Fuse ``grid_source`` into ``grid``; None when already up to date."""
+    with engine.connect() as conn:
+        digest = _digest(conn, settings)
+        last = conn.execute(sa.text("SELECT source_digest FROM grid_version ORDER BY version DESC LIMIT 1")).scalar()
+        if last == digest and not force:
+            return None
+        sources = gpd.read_postgis(sa.text(SOURCES_SQL), conn, geom_col="geom")
+        townships = gpd.read_postgis(sa.text(TOWNSHIPS_SQL), conn, geom_col="geom")
+    if sources.empty:
+        raise InputError("there are no departmental grids (grid_source) to fuse: load them first")
+    if townships.empty:
+        raise InputError("there are no townships to fuse grids into: load the command units first")
+    sources = sources.rename_geometry("geometry")
+    townships = townships.rename_geometry("geometry")
+    result = fuse_grids(sources, townships, priority=settings.grid_priority, sliver_area_m2=settings.sliver_area_m2)
+    violations = check_tiling(result.grids, townships, parent_key="township_code")
+    if violations:
+        kinds = pd.Series([v.kind for v in violations]).value_counts().to_dict()
+        raise InputError(f"the fused grids do not tile the townships: {kinds}")
+    counts.rows_in += len(sources)
+    counts.rows_loaded += len(result.grids)
+    _write(engine, result.grids, result.lineage, result.report, digest)
+    return result.report
+
+
+def _write(engine: sa.Engine, grids: gpd.GeoDataFrame, lineage: pd.DataFrame, report: FusionReport, digest: str) -> None:
+    stage = pd.DataFrame({
+        "code": grids["code"].to_numpy(),
+        "name": grids["name"].to_numpy(),
+        "township_code": grids["township_code"].to_numpy(),
+        "households": grids["households"].to_numpy(),
+        "population": grids["population"].to_numpy(),
+        "wkb": shapely.to_wkb(grids.geometry.values),
+    })
+    links = lineage[["grid_code", "department", "source_code", "share"]]
+    with engine.begin() as sa_conn:
+        conn = sa_conn.connection.driver_connection
+        conn.execute(
+            "CREATE TEMP TABLE stage_grid (code text, name text, township_code text, households float8, "
+            "population float8, wkb bytea) ON COMMIT DROP"
+        )
+        conn.execute(
+            "CREATE TEMP TABLE stage_lineage (grid_code text, department text, source_code text, share float8) ON COMMIT DROP"
+        )
+        copy_rows(conn, "stage_grid", stage)
+        copy_rows(conn, "stage_lineage", links)
+        version = conn.execute(
+            "INSERT INTO grid_version (version, author, note, source_digest) "
+            "SELECT coalesce(max(version), 0) + 1, 'etl fuse-grids', %s, %s FROM grid_version RETURNING version",
+            (json.dumps(dataclasses.asdict(report), ensure_ascii=False, default=str), digest),
+        ).fetchone()[0]
+        conn.execute("DELETE FROM grid WHERE code NOT IN (SELECT code FROM stage_grid)")
+        conn.execute(
+            """
+            INSERT INTO grid (code, name, township_id, households, population, version, geom)
+            SELECT s.code, s.name, t.id, round(s.households)::int, round(s.population)::int, %s,
+                   ST_Multi(ST_SetSRID(ST_GeomFromWKB(s.wkb), 4326))
+            FROM stage_grid s JOIN command_unit t ON t.code = s.township_code AND t.level = 'township'
+            ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, township_id = EXCLUDED.township_id,
+                households = EXCLUDED.households, population = EXCLUDED.population,
+                version = EXCLUDED.version, geom = EXCLUDED.geom
+            """,
+            (version,),
+        )
+        # Each grid lies in exactly one police area: the one holding its inner point.
+        conn.execute(
+            """
+            UPDATE grid g SET police_area_id = (
+                SELECT p.id FROM police_area p WHERE ST_Contains(p.geom, ST_PointOnSurface(g.geom)) LIMIT 1)
+            """
+        )
+        conn.execute("DELETE FROM grid_lineage")
+        conn.execute(
+            """
+            INSERT INTO grid_lineage (grid_id, source_id, share)
+            SELECT g.id, s.id, least(l.share, 1.0) FROM stage_lineage l
+            JOIN grid g ON g.code = l.grid_code
+            JOIN grid_source s ON s.department = l.department AND s.source_code = l.source_code
+            WHERE l.share > 0
+            """
+        )
