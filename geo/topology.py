@@ -8,6 +8,7 @@ and containment tests run on a shapely STRtree, never a pairwise loop.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -78,7 +79,7 @@ class TopologyError(ValueError):
 
     def __init__(self, violations: Sequence[Violation], *, limit: int = 20) -> None:
         self.violations = list(violations)
-        counts = pd.Series([v.kind for v in self.violations]).value_counts()
+        counts = Counter(v.kind for v in self.violations)  # in report order
         summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
         lines = [f"{len(self.violations)} topology violation(s): {summary}"]
         lines += [f"  - {v}" for v in self.violations[:limit]]
@@ -109,11 +110,6 @@ def _polygonal(geoms: np.ndarray) -> np.ndarray:
     missing = shapely.is_missing(out)
     out[missing] = shapely.from_wkt("MULTIPOLYGON EMPTY")
     return out
-
-
-def _to_multipolygons(geoms: np.ndarray) -> np.ndarray:
-    """Polygons become one-part MultiPolygons; other polygonal input is kept."""
-    return _polygonal(geoms)
 
 
 def _metric_geoms(
