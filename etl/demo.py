@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -15,14 +16,16 @@ __all__ = ["prepare_demo", "sample_folder"]
 
 
 def sample_folder(settings: Settings, *, seed: int, scale: str, progress: bool = True) -> Path:
-    """The generated sample under the home folder (written once, atomically)."""
+    """Today's generated sample under the home folder, ending at the hour it was made
+    (written once a day, atomically), so the demo shows current data."""
     from data import generate_sample
 
-    folder = settings.home_dir / f"sample-{scale}-{seed}"
+    end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    folder = settings.home_dir / f"sample-{scale}-{seed}-{end:%Y%m%d}"
     if not (folder / "manifest.json").exists():
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        generate_sample(partial, seed=seed, scale=scale, progress=progress)
+        generate_sample(partial, seed=seed, scale=scale, progress=progress, end=end)
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)
     return folder

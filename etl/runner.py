@@ -9,7 +9,8 @@ ends with the same tables as an uninterrupted run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -24,9 +25,13 @@ from etl.positions import load_positions
 from etl.reference import load_reference
 from etl.runlog import RunCounts, job_run
 from etl.units import load_units
+from gridwatch.errors import GridwatchError
 from gridwatch.settings import Settings
 
 __all__ = ["JOBS", "JobResult", "run_manifest", "format_summary"]
+
+# Advisory lock key held by a run: one `etl run` at a time per database.
+RUN_LOCK = 0x67726964
 
 
 @dataclass
@@ -120,16 +125,34 @@ def run_manifest(
         reference_time, progress,
     )
     results = []
-    for name, job in JOBS:
-        started = time.perf_counter()
-        with job_run(engine, name, str(manifest.root)) as counts:
-            job(ctx, counts)
-        result = JobResult(name, counts.rows_in, counts.rows_loaded, counts.rows_rejected,
-                           time.perf_counter() - started)
-        results.append(result)
-        if on_job:
-            on_job(result)
+    with _exclusive_run(engine):
+        for name, job in JOBS:
+            started = time.perf_counter()
+            with job_run(engine, name, str(manifest.root)) as counts:
+                job(ctx, counts)
+            result = JobResult(name, counts.rows_in, counts.rows_loaded, counts.rows_rejected,
+                               time.perf_counter() - started)
+            results.append(result)
+            if on_job:
+                on_job(result)
     return results
+
+
+@contextmanager
+def _exclusive_run(engine: sa.Engine) -> Iterator[None]:
+    """Hold the run lock for the whole run; close the log rows of an interrupted run."""
+    with engine.connect() as lock:
+        if not lock.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": RUN_LOCK}).scalar():
+            raise GridwatchError("another `etl run` is working on this database: wait for it to finish")
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "UPDATE etl_run SET status = 'failed', finished = now(), "
+                "message = 'interrupted: the run stopped before this job finished' WHERE status = 'running'"
+            ))
+        try:
+            yield
+        finally:
+            lock.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": RUN_LOCK})
 
 
 def format_summary(results: list[JobResult]) -> str:

@@ -1,6 +1,7 @@
 """The ``gridwatch`` command. Expected failures print one line and exit 1."""
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -273,6 +274,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("gridwatch: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if os.environ.get("GRIDWATCH_DEBUG"):
+            raise
+        message = " ".join(str(exc).split())[:500]
+        click.echo(f"gridwatch: internal error: {type(exc).__name__}: {message} "
+                   "(run again with GRIDWATCH_DEBUG=1 for the traceback)", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

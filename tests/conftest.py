@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -66,12 +66,23 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
+def empty_tables(engine: sa.Engine) -> None:
+    """Empty every data table (ids restart)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE"))
+
+
 @pytest.fixture
 def clean_db(engine: sa.Engine) -> sa.Engine:
     """The test database with every data table emptied."""
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE"))
+    empty_tables(engine)
     return engine
+
+
+@pytest.fixture
+def emptier() -> Callable[[sa.Engine], None]:
+    """A function that empties every data table, for tests that reset mid-way."""
+    return empty_tables
 
 
 @pytest.fixture

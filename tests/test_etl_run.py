@@ -1,0 +1,115 @@
+"""`etl run` on the small sample: every row accounted for, reruns change nothing,
+and a run killed at any moment then run again ends like an uninterrupted one."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from data import generate_sample
+
+GRIDWATCH = [sys.executable, "-m", "gridwatch.cli"]
+
+# What a run leaves behind, compared between runs (etl_run is a log, not state).
+SNAPSHOT_SQL = {
+    "command_unit": "SELECT count(*) FROM command_unit",
+    "police_area": "SELECT count(*) FROM police_area",
+    "grid_source": "SELECT count(*) FROM grid_source",
+    "grid": "SELECT count(*) FROM grid",
+    "grid_codes": "SELECT md5(string_agg(code || ST_AsText(ST_SnapToGrid(geom, 1e-7)), ',' ORDER BY code)) FROM grid",
+    "grid_version": "SELECT count(*) FROM grid_version",
+    "zone": "SELECT count(*) FROM zone",
+    "border_segment": "SELECT count(*) FROM border_segment",
+    "unit": "SELECT count(*) FROM unit",
+    "position": "SELECT count(*) FROM position",
+    "position_distinct": "SELECT count(DISTINCT (unit_id, ts)) FROM position",
+    "position_fused": "SELECT count(*) FROM position WHERE grid_id IS NOT NULL",
+    "unit_latest": "SELECT md5(string_agg(unit_id || '@' || ts, ',' ORDER BY unit_id)) FROM unit_latest",
+    "incident": "SELECT count(*) FROM incident",
+    "quarantine": "SELECT count(*) FROM quarantine",
+    "quarantine_reasons": "SELECT md5(string_agg(reason, ',' ORDER BY reason, record::text)) FROM quarantine",
+    "grid_coverage": "SELECT count(*) FROM grid_coverage",
+    "segment_coverage": "SELECT count(*) FROM segment_coverage",
+    "hex_coverage": "SELECT count(*) FROM hex_coverage",
+}
+
+
+@pytest.fixture(scope="module")
+def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("sample")
+    generate_sample(folder, seed=7, scale="small")
+    return folder
+
+
+def snapshot(engine: sa.Engine) -> dict[str, object]:
+    with engine.connect() as conn:
+        return {name: conn.execute(sa.text(query)).scalar() for name, query in SNAPSHOT_SQL.items()}
+
+
+def etl_run(folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*GRIDWATCH, "etl", "run", "--input", str(folder)], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_run_accounts_for_every_row_and_rerun_changes_nothing(
+    clean_db: sa.Engine, small_sample: Path, cli_env: dict[str, str]
+) -> None:
+    first = etl_run(small_sample, cli_env)
+    assert first.returncode == 0, first.stderr
+    assert "total" in first.stdout and "positions" in first.stdout
+    after_first = snapshot(clean_db)
+    assert after_first["grid"] > 0 and after_first["position"] > 0 and after_first["incident"] > 0
+    assert after_first["position"] == after_first["position_distinct"]
+    assert after_first["quarantine"] > 0  # the sample carries noise
+    with clean_db.connect() as conn:
+        runs = conn.execute(sa.text(
+            "SELECT job, status, rows_in, rows_loaded, rows_rejected FROM etl_run ORDER BY id"
+        )).all()
+    assert [r.job for r in runs] == ["reference", "units", "fuse-grids", "positions", "incidents", "coverage", "defence"]
+    assert all(r.status == "ok" for r in runs)
+    for r in runs:
+        if r.job in ("reference", "units", "positions", "incidents"):
+            assert r.rows_in == r.rows_loaded + r.rows_rejected, r
+
+    second = etl_run(small_sample, cli_env)
+    assert second.returncode == 0, second.stderr
+    assert snapshot(clean_db) == after_first
+
+
+def test_kill9_at_five_moments_then_rerun_ends_like_an_uninterrupted_run(
+    clean_db: sa.Engine, small_sample: Path, cli_env: dict[str, str], emptier
+) -> None:
+    started = time.monotonic()
+    assert etl_run(small_sample, cli_env).returncode == 0
+    duration = time.monotonic() - started
+    expected = snapshot(clean_db)
+
+    emptier(clean_db)
+    # Kill at moments spread over the run (start-up dominates the first second).
+    for fraction in (0.25, 0.4, 0.55, 0.7, 0.85):
+        process = subprocess.Popen([*GRIDWATCH, "etl", "run", "--input", str(small_sample)], env=cli_env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(duration * fraction)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    final = etl_run(small_sample, cli_env)
+    assert final.returncode == 0, final.stderr
+    assert snapshot(clean_db) == expected
+    with clean_db.connect() as conn:
+        interrupted = conn.execute(sa.text(
+            "SELECT count(*) FROM etl_run WHERE status = 'failed' AND message LIKE 'interrupted%'"
+        )).scalar()
+    assert interrupted >= 1
+
+
+def test_a_malformed_input_is_one_clear_line(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    (tmp_path / "manifest.json").write_text('{"format": "gridwatch-manifest/1", "files": [')
+    result = etl_run(tmp_path, cli_env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("gridwatch: error: ") and "manifest.json is not valid JSON" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
