@@ -2,8 +2,12 @@
 
 The reference layers are small (~1.5k grids, a few zones, ~400 segments), the
 points many; so the points go into one shapely STRtree, queried with the
-prepared polygons (the fast direction, see DESIGN.md), and the nearest border
-segment comes from a tree of segments in the region's metric CRS.
+prepared polygons (the fast direction, see DESIGN.md). The nearest border
+segment is found through the nearest of the segments' vertices densified to
+:data:`VERTEX_SPACING_M` in the region's metric CRS (a point-to-point search,
+~3x faster than nearest-line), then ``border_m`` is the exact distance to
+that segment: the segment chosen is the nearest one or within
+``VERTEX_SPACING_M / 2`` of it.
 """
 from __future__ import annotations
 
@@ -18,12 +22,13 @@ import shapely
 from geo.crs import WGS84, local_metric_crs
 from geo.h3cells import cells_for_points
 
-__all__ = ["Reference", "load_reference", "fuse_points", "FUSED_COLUMNS"]
+__all__ = ["Reference", "load_reference", "fuse_points", "region_srid", "FUSED_COLUMNS"]
 
 FUSED_COLUMNS = ("grid_id", "zone_id", "segment_id", "border_m", "h3")
 # A point in two zones gets the most specific one.
 _ZONE_ORDER = "CASE kind WHEN 'port_control' THEN 0 WHEN 'border_closed' THEN 1 ELSE 2 END, id"
 REGION_MARGIN_KM = 50.0
+VERTEX_SPACING_M = 20.0
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,9 @@ class Reference:
     zone_ids: np.ndarray
     zones: np.ndarray
     segment_ids: np.ndarray
-    segment_tree: shapely.STRtree | None
+    segments: np.ndarray  # in metres
+    vertex_tree: shapely.STRtree | None
+    vertex_segment: np.ndarray  # segment index of each vertex in the tree
     to_metric: pyproj.Transformer | None
     bbox: tuple[float, float, float, float] | None
 
@@ -70,13 +77,16 @@ def load_reference(conn: psycopg.Connection) -> Reference:
     bbox = tuple(float(v) for v in extent) if extent and extent[0] is not None else None
     to_metric = None
     tree = None
+    vertex_segment = np.empty(0, dtype=np.int64)
     if len(segs):
         crs = local_metric_crs(bbox or tuple(shapely.total_bounds(segs)))
         to_metric = pyproj.Transformer.from_crs(WGS84, crs, always_xy=True)
-        tree = shapely.STRtree(shapely.transform(segs, lambda xy: np.column_stack(to_metric.transform(*xy.T))))
+        segs = shapely.transform(segs, lambda xy: np.column_stack(to_metric.transform(*xy.T)))
+        xy, vertex_segment = shapely.get_coordinates(shapely.segmentize(segs, VERTEX_SPACING_M), return_index=True)
+        tree = shapely.STRtree(shapely.points(xy))
     for geoms in (grids, zones):
         shapely.prepare(geoms)
-    return Reference(grid_ids, grids, zone_ids, zones, seg_ids, tree, to_metric, bbox)
+    return Reference(grid_ids, grids, zone_ids, zones, seg_ids, segs, tree, vertex_segment, to_metric, bbox)
 
 
 def _containing(points_tree: shapely.STRtree, n: int, polygons: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -100,11 +110,14 @@ def fuse_points(ref: Reference, lon: np.ndarray, lat: np.ndarray, *, resolution:
     points_tree = shapely.STRtree(shapely.points(lon, lat))
     segment_id = np.full(n, -1, dtype=np.int64)
     border_m = np.full(n, np.nan)
-    if ref.segment_tree is not None and n:
+    if ref.vertex_tree is not None and n:
         x, y = ref.to_metric.transform(lon, lat)
-        idx, dist = ref.segment_tree.query_nearest(shapely.points(x, y), return_distance=True, all_matches=False)
-        segment_id[idx[0]] = ref.segment_ids[idx[1]]
-        border_m[idx[0]] = dist
+        order = np.lexsort((y // 2000.0, x // 2000.0))  # nearby queries together: warmer tree paths
+        metric = shapely.points(x[order], y[order])
+        idx = ref.vertex_tree.query_nearest(metric, all_matches=False)
+        nearest = ref.vertex_segment[idx[1]]
+        segment_id[order[idx[0]]] = ref.segment_ids[nearest]
+        border_m[order[idx[0]]] = shapely.distance(metric[idx[0]], ref.segments[nearest])
     return pd.DataFrame(
         {
             "grid_id": _containing(points_tree, n, ref.grids, ref.grid_ids),
@@ -114,3 +127,16 @@ def fuse_points(ref: Reference, lon: np.ndarray, lat: np.ndarray, *, resolution:
             "h3": cells_for_points(lon, lat, resolution=resolution),
         }
     )
+
+
+def region_srid(conn: psycopg.Connection) -> int | None:
+    """EPSG code of the region's metric CRS (from prefectures, else grids, else segments); None when empty."""
+    row = conn.execute(
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT coalesce("
+        " (SELECT ST_Extent(geom) FROM command_unit WHERE level = 'prefecture'),"
+        " (SELECT ST_Extent(geom) FROM grid), (SELECT ST_Extent(geom) FROM border_segment),"
+        " (SELECT ST_Extent(geom) FROM road)) AS e) x"
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return local_metric_crs(tuple(float(v) for v in row)).to_epsg()

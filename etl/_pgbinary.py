@@ -9,14 +9,16 @@ with SRID 4326, which ``geometry``'s binary input accepts.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
-__all__ = ["Column", "copy_columns", "int4", "int8", "float4", "timestamptz", "text_const", "point4326"]
+__all__ = ["Column", "binary_copy", "copy_columns", "int4", "int8", "float4", "timestamptz", "text_const", "point4326"]
 
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" * 2
 _TRAILER = b"\xff\xff"
@@ -77,7 +79,7 @@ def point4326(name: str, lon: np.ndarray, lat: np.ndarray) -> Column:
 
 def _encode(columns: Sequence[Column], start: int, stop: int) -> bytes:
     n = stop - start
-    blocks = [np.broadcast_to(np.frombuffer(np.int16(len(columns)).astype(">i2").tobytes(), np.uint8), (n, 2))]
+    blocks = [np.broadcast_to(np.array([len(columns)], dtype=">i2").view(np.uint8), (n, 2))]
     keeps: list[np.ndarray] = [np.ones((n, 2), dtype=bool)]
     has_null = False
     for col in columns:
@@ -96,17 +98,35 @@ def _encode(columns: Sequence[Column], start: int, stop: int) -> bytes:
     return (matrix[np.hstack(keeps)] if has_null else matrix.ravel()).tobytes()
 
 
+@contextmanager
+def binary_copy(
+    conn: psycopg.Connection, table: str, names: Sequence[str], *, threaded: bool = False
+) -> Iterator[Callable[[Sequence[Column]], int]]:
+    """A COPY into ``table`` that takes batches of columns (in ``names`` order); yields ``write(columns)``.
+
+    ``threaded`` sends the data from a background thread, so the caller can
+    prepare the next batch while the server stores this one.
+    """
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names))
+    )
+    cursor = conn.cursor()
+    with cursor.copy(stmt, writer=QueuedLibpqWriter(cursor) if threaded else None) as copy:
+        copy.write(_HEADER)
+
+        def write(columns: Sequence[Column]) -> int:
+            n = len(columns[0].payload)
+            for start in range(0, n, _CHUNK):
+                copy.write(_encode(columns, start, min(start + _CHUNK, n)))
+            return n
+
+        yield write
+        copy.write(_TRAILER)
+
+
 def copy_columns(conn: psycopg.Connection, table: str, columns: Sequence[Column]) -> int:
     """Binary-COPY the columns (all of the same length) into ``table``; return the row count."""
-    n = len(columns[0].payload)
-    if n == 0:
+    if len(columns[0].payload) == 0:
         return 0
-    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
-    )
-    with conn.cursor().copy(stmt) as copy:
-        copy.write(_HEADER)
-        for start in range(0, n, _CHUNK):
-            copy.write(_encode(columns, start, min(start + _CHUNK, n)))
-        copy.write(_TRAILER)
-    return n
+    with binary_copy(conn, table, [c.name for c in columns]) as write:
+        return write(columns)

@@ -282,7 +282,7 @@ def load_reference(
         files = [_FileRows(e, file_digest(e.path), 0, 0, 0, 0) for e in manifest.for_target(target)]
         with engine.begin() as sa_conn:
             conn = sa_conn.connection.driver_connection
-            if all(already_loaded(conn, f.digest) for f in files):
+            if all(already_loaded(conn, f.digest, target) for f in files):
                 continue
             _load_target(conn, target, files, manifest, settings, counts.run_id)
             for file in files:
@@ -290,7 +290,7 @@ def load_reference(
                 counts.rows_in += file_counts.rows_in
                 counts.rows_loaded += file_counts.rows_loaded
                 counts.rows_rejected += file_counts.rows_rejected
-                if not already_loaded(conn, file.digest):
+                if not already_loaded(conn, file.digest, target):
                     mark_loaded(conn, file.digest, file.entry.path, target, file_counts)
         loaded.append(target)
     return loaded

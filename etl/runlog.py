@@ -95,9 +95,10 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def already_loaded(conn: psycopg.Connection, sha256: str) -> bool:
-    """True when a file with these bytes was loaded before."""
-    return conn.execute("SELECT 1 FROM loaded_file WHERE sha256 = %s", (sha256,)).fetchone() is not None
+def already_loaded(conn: psycopg.Connection, sha256: str, target: str) -> bool:
+    """True when a file with these bytes was loaded into ``target`` before."""
+    found = conn.execute("SELECT 1 FROM loaded_file WHERE sha256 = %s AND target = %s", (sha256, target))
+    return found.fetchone() is not None
 
 
 def mark_loaded(conn: psycopg.Connection, sha256: str, path: Path, target: str, counts: RunCounts) -> None:

@@ -132,6 +132,7 @@ def check_tiling(
     grid_code: str = "code",
     parent_code: str = "code",
     tolerance_m2: float = 1.0,
+    tolerance_m: float = 0.05,
     sliver_area_m2: float = 2_000.0,
 ) -> list[Violation]:
     """Collect every way in which ``grids`` fail to tile their ``parents``.
@@ -153,6 +154,10 @@ def check_tiling(
         Code columns of ``grids`` and ``parents``.
     tolerance_m2 : float
         Overlaps, gaps and outside parts up to this area are ignored.
+    tolerance_m : float
+        Overlaps, gaps and outside parts thinner than this on average
+        (``2·area/perimeter``) are ignored too: they are the trace of
+        coordinate precision along long shared edges, not topology errors.
     sliver_area_m2 : float
         A part of a multipart grid smaller than this is a sliver.
 
@@ -167,6 +172,13 @@ def check_tiling(
     _require_columns(grids, [grid_code, parent_key], name="grids")
     _require_columns(parents, [parent_code], name="parents")
     tol = _require_number(tolerance_m2, name="tolerance_m2", minimum=0)
+    width = _require_number(tolerance_m, name="tolerance_m", minimum=0)
+
+    def significant(pieces: np.ndarray) -> np.ndarray:
+        """Pieces above both tolerances: area, and mean width."""
+        area = shapely.area(pieces)
+        perimeter = shapely.length(pieces)
+        return (area > tol) & (2 * area > width * np.maximum(perimeter, 1e-12))
     sliver = _require_number(sliver_area_m2, name="sliver_area_m2", minimum=0)
 
     crs = local_metric_crs(parents if len(parents) else grids)
@@ -203,8 +215,10 @@ def check_tiling(
     known = ok & ~np.isnan(pidx)
     ki = np.flatnonzero(known)
     kp = pidx[known].astype(np.int64)
-    outside = shapely.difference(g[ki], pvalid[kp])
-    out_area = shapely.area(outside)
+    outside = _polygonal(shapely.difference(g[ki], pvalid[kp]))
+    pieces, piece_owner = shapely.get_parts(outside, return_index=True)
+    kept = significant(pieces)
+    out_area = np.bincount(piece_owner[kept], weights=shapely.area(pieces[kept]), minlength=len(ki))
     grid_area = shapely.area(g[ki])
     flag = out_area > tol
     for i, j, geom, a, ga in zip(ki[flag], kp[flag], outside[flag], out_area[flag], grid_area[flag]):
@@ -219,7 +233,7 @@ def check_tiling(
     inter = shapely.intersection(g[left], g[right])
     inter = _polygonal(inter)
     ia = shapely.area(inter)
-    flag = ia > tol
+    flag = significant(inter)
     out += [
         Violation("overlap", tuple(sorted((gcode[a], gcode[b]))), float(area), geom, "grids overlap")
         for a, b, area, geom in zip(left[flag], right[flag], ia[flag], inter[flag])
@@ -238,7 +252,7 @@ def check_tiling(
     gaps = _polygonal(shapely.difference(pvalid, covered))
     parts, owner = shapely.get_parts(gaps, return_index=True)
     pa = shapely.area(parts)
-    flag = pa > tol
+    flag = significant(parts)
     out += [
         Violation("gap", (pcode[j],), float(a), geom, f"ground of {pcode[j]} covered by no grid")
         for j, a, geom in zip(owner[flag], pa[flag], parts[flag])
@@ -278,6 +292,7 @@ def assert_tiling(
     grid_code: str = "code",
     parent_code: str = "code",
     tolerance_m2: float = 1.0,
+    tolerance_m: float = 0.05,
     sliver_area_m2: float = 2_000.0,
 ) -> None:
     """Raise :class:`TopologyError` listing every violation of :func:`check_tiling`.
@@ -296,6 +311,7 @@ def assert_tiling(
         grid_code=grid_code,
         parent_code=parent_code,
         tolerance_m2=tolerance_m2,
+        tolerance_m=tolerance_m,
         sliver_area_m2=sliver_area_m2,
     )
     if violations:

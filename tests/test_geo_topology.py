@@ -84,7 +84,14 @@ def test_each_kind_of_violation_is_found(rows, kind, codes):
 def test_tolerance_ignores_tiny_overlaps():
     rows = (("g1", "T1", box(0, 0, 500.0005, KM)), ("g2", "T1", RIGHT), ("g3", "T2", T2))
     assert check_tiling(grids(*rows), PARENTS, tolerance_m2=1.0) == []
-    assert [v.kind for v in check_tiling(grids(*rows), PARENTS, tolerance_m2=0.1)] == ["overlap"]
+    assert [v.kind for v in check_tiling(grids(*rows), PARENTS, tolerance_m2=0.1, tolerance_m=0)] == ["overlap"]
+
+
+def test_width_tolerance_ignores_precision_strips_along_long_edges():
+    """A 1 cm strip along a 1 km edge is 10 m²: coordinate precision, not a gap."""
+    rows = (("g1", "T1", box(0, 0, 499.99, KM)), ("g2", "T1", RIGHT), ("g3", "T2", T2))
+    assert check_tiling(grids(*rows), PARENTS) == []
+    assert [v.kind for v in check_tiling(grids(*rows), PARENTS, tolerance_m=0)] == ["gap"]
 
 
 def test_assert_tiling_raises_listing_every_violation():

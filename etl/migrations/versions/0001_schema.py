@@ -313,16 +313,17 @@ CREATE TABLE quarantine (
 );
 CREATE INDEX quarantine_source ON quarantine (source);
 
--- Files already loaded, by content: loading the same file again changes nothing.
+-- Files already loaded into a target, by content: loading the same file again changes nothing.
 CREATE TABLE loaded_file (
-    sha256        text PRIMARY KEY,
+    sha256        text NOT NULL,
     path          text NOT NULL,
     target        text NOT NULL,
     run_id        integer,
     rows_in       bigint NOT NULL,
     rows_loaded   bigint NOT NULL,
     rows_rejected bigint NOT NULL,
-    loaded_at     timestamptz NOT NULL DEFAULT now()
+    loaded_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sha256, target)
 );
 
 CREATE TABLE etl_run (

@@ -1,0 +1,135 @@
+"""``gridwatch bench etl``: the position load (filtered and fused) against a bare COPY and the naive way.
+
+Runs in a throwaway database on the embedded server (or the server of
+``GRIDWATCH_DATABASE_URL``), on a generated sample kept under
+``<home>/bench/sample-<scale>``.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from etl._feeds import pg_transaction
+from etl.database import check_postgis, database_url, engine_for, upgrade_schema
+from etl.fuse_grids import fuse_grid_sources
+from etl.manifest import read_manifest
+from etl.positions import load_positions
+from etl.reference import load_reference
+from etl.runlog import job_run
+from etl.server import EmbeddedServer
+from etl.units import load_units
+from gridwatch.bench import Figure
+from gridwatch.settings import Settings
+
+__all__ = ["bench_etl", "NAIVE_ROWS"]
+
+NAIVE_ROWS = 5_000
+
+_NAIVE_INSERT = """
+INSERT INTO naive_position (unit_id, ts, geom, accuracy, source, grid_id, zone_id)
+SELECT u.id, %(ts)s::timestamptz, pt, %(acc)s, 'naive',
+       (SELECT id FROM grid WHERE ST_Contains(grid.geom, pt) LIMIT 1),
+       (SELECT id FROM zone WHERE ST_Contains(zone.geom, pt) LIMIT 1)
+FROM unit u, ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326) AS pt
+WHERE u.callsign = %(callsign)s
+"""
+
+
+def bench_etl(settings: Settings, *, scale: str) -> list[Figure]:
+    """Measure the position load on the ``scale`` sample; return the figures."""
+    manifest = read_manifest(_sample(settings, scale))
+    with _throwaway_database(settings) as engine:
+        with job_run(engine, "reference") as counts:
+            load_reference(engine, manifest, settings=settings, counts=counts)
+        with job_run(engine, "units") as counts:
+            load_units(engine, manifest.for_target("unit"), settings=settings, counts=counts)
+        with job_run(engine, "fuse-grids") as counts:
+            fuse_grid_sources(engine, settings=settings, counts=counts)
+
+        entries = manifest.for_target("position")
+        started = time.perf_counter()
+        with job_run(engine, "positions") as counts:
+            load_positions(engine, entries, settings=settings, counts=counts,
+                           default_timezone=manifest.timezone, reference_time=manifest.exported_at)
+        fused_rate = counts.rows_in / (time.perf_counter() - started)
+        copy_rate = _bare_copy_rate(engine, [e.path for e in entries if e.format == "csv"])
+        naive_rate = _naive_rate(engine)
+    return [
+        Figure("positions loaded + filtered + fused", fused_rate, "rows/s", "≥ 50,000 rows/s",
+               copy_rate, "bare CSV COPY, unindexed table"),
+        Figure(f"naive per-row lookup + INSERT ({NAIVE_ROWS:,} rows)", naive_rate, "rows/s", "",
+               fused_rate, "the fused load"),
+    ]
+
+
+def _sample(settings: Settings, scale: str) -> Path:
+    """The sample folder of ``scale``, generated on first use."""
+    import data
+
+    folder = settings.home_dir / "bench" / f"sample-{scale}"
+    if not (folder / "manifest.json").exists():
+        data.generate_sample(folder, seed=1, scale=scale)
+    return folder
+
+
+@contextmanager
+def _throwaway_database(settings: Settings) -> Iterator[sa.Engine]:
+    """A fresh, migrated database on the server in use, dropped afterwards."""
+    if not settings.database_url:
+        EmbeddedServer(settings).start()
+    server = make_url(database_url(settings))
+    name = f"gridwatch_bench_{uuid.uuid4().hex[:8]}"
+    admin = server.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = server.set(database=name).render_as_string(hide_password=False)
+    engine = engine_for(url)
+    try:
+        check_postgis(engine)
+        upgrade_schema(url)
+        yield engine
+    finally:
+        engine.dispose()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _bare_copy_rate(engine: sa.Engine, paths: list[Path]) -> float:
+    """Rows/s of streaming the CSV files as they are into an unindexed text table."""
+    rows = 0
+    started = time.perf_counter()
+    with pg_transaction(engine) as conn:
+        for path in paths:
+            header = path.open(encoding="utf-8").readline().strip().split(",")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS bare_copy ({', '.join(f'c{i} text' for i in range(len(header)))})")
+            with conn.cursor().copy("COPY bare_copy FROM STDIN (FORMAT csv, HEADER true)") as copy, path.open("rb") as handle:
+                while block := handle.read(1 << 20):
+                    copy.write(block)
+        rows = conn.execute("SELECT count(*) FROM bare_copy").fetchone()[0]
+    return rows / (time.perf_counter() - started)
+
+
+def _naive_rate(engine: sa.Engine) -> float:
+    """Rows/s of one INSERT per fix with its unit, grid and zone looked up per row (the baseline to beat).
+
+    The fixes are the first :data:`NAIVE_ROWS` accepted ones, so no row fails.
+    """
+    with pg_transaction(engine) as conn:
+        sample = conn.execute(
+            "SELECT u.callsign, p.ts, ST_X(p.geom), ST_Y(p.geom), p.accuracy FROM position p "
+            "JOIN unit u ON u.id = p.unit_id ORDER BY p.ts LIMIT %s", (NAIVE_ROWS,)
+        ).fetchall()
+        conn.execute("CREATE TEMP TABLE naive_position (LIKE position INCLUDING DEFAULTS) ON COMMIT DROP")
+        conn.execute("ALTER TABLE naive_position ADD PRIMARY KEY (unit_id, ts)")
+        conn.execute("CREATE INDEX ON naive_position USING gist (geom)")
+        started = time.perf_counter()
+        for callsign, ts, lon, lat, accuracy in sample:  # row by row on purpose: the naive baseline
+            conn.execute(_NAIVE_INSERT, {"callsign": callsign, "ts": ts, "lon": lon, "lat": lat, "acc": accuracy})
+        return len(sample) / (time.perf_counter() - started)

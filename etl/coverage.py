@@ -1,0 +1,205 @@
+"""Derive coverage of grids, border segments and H3 cells from positions and sensors.
+
+A unit *visits* a grid or border segment when one of its fixes lies within its
+detection radius (by unit kind) of it, measured in metres in the region's
+metric CRS; it visits an H3 cell when a fix lies in the cell (the fused
+``position.h3``): with radii up to 1 km a drone fix would otherwise touch ~100
+cells at resolution 9, and the derivation would cost ~30 s on a prefecture.
+Consecutive fixes of a unit near a place no more than :data:`DWELL_CAP_S`
+apart form one visit and add their time gap to the dwell. Each place's limit
+is that of the strictest zone at its representative point (a grid's or cell's
+point on surface, a segment's midpoint); statuses: grids and cells ``fresh``
+(last visit < half the limit ago), ``due`` (< limit), ``overdue``; segments
+``patrolled`` (visited within the limit), ``watched`` (else seen by a working
+sensor), ``overdue``.
+
+Hex cells covered: the cells holding a fix in the look-back window plus every
+cell of the border_closed and port_control zones (all cells of the whole
+region would be too many at resolution 9 for a province).
+
+All three tables are rebuilt in one transaction, by set-based SQL driven from
+the places (GiST on the window's fixes).
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import h3
+import numpy as np
+import pandas as pd
+import psycopg
+import shapely
+import sqlalchemy as sa
+
+from etl._copy import copy_rows, create_staging
+from etl._feeds import pg_transaction
+from etl._fuse_points import region_srid
+from geo.h3cells import cell_polygons
+from gridwatch.settings import Settings
+
+__all__ = ["derive_coverage", "DWELL_CAP_S", "WINDOWS_H"]
+
+DWELL_CAP_S = 120.0  # 2 x the longest regular report interval (60 s)
+WINDOWS_H = (1, 4, 24)
+HEX_ZONE_KINDS = ("border_closed", "port_control")
+
+
+def derive_coverage(engine: sa.Engine, *, settings: Settings, as_of: datetime | None = None) -> None:
+    """Rebuild ``grid_coverage``, ``segment_coverage`` and ``hex_coverage`` as of ``as_of`` (default now)."""
+    if as_of is not None and as_of.tzinfo is None:
+        raise ValueError("as_of must carry a time zone")
+    as_of = as_of or datetime.now(timezone.utc)
+    lookback_h = max(max(WINDOWS_H), 2 * max(settings.coverage_limit_h.values()))
+    params = {
+        "as_of": as_of,
+        "lookback_h": lookback_h,
+        "radius": json.dumps(settings.detection_radius_m),
+        "limits": json.dumps(settings.coverage_limit_h),
+        "max_radius": max(settings.detection_radius_m.values()),
+        "cap": DWELL_CAP_S,
+    }
+    with pg_transaction(engine) as conn:
+        srid = region_srid(conn)
+        if srid is None:
+            return
+        params["srid"] = srid
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('gridwatch.derive.coverage'))")
+        for script in (_FIXES, _LIMITS):
+            _run(conn, script, params)
+        _stage_hexes(conn, settings)
+        for script in (_PLACES, _HITS, _VISITS, "TRUNCATE grid_coverage, segment_coverage, hex_coverage", _WRITE):
+            _run(conn, script, params)
+
+
+def _run(conn: psycopg.Connection, script: str, params: dict) -> None:
+    """Execute the statements of ``script`` one by one (bound parameters allow one per call)."""
+    for statement in filter(str.strip, script.split(";\n")):
+        conn.execute(statement, params if "%(" in statement else None)
+
+
+def _stage_hexes(conn: psycopg.Connection, settings: Settings) -> None:
+    """``cov_hex``: cells holding a fix in the look-back window, plus the cells of border zones."""
+    visited = [r[0] for r in conn.execute("SELECT DISTINCT h3 FROM cov_fix WHERE h3 IS NOT NULL")]
+    zones = conn.execute(
+        "SELECT ST_AsBinary(geom) FROM zone WHERE kind = ANY(%s)", (list(HEX_ZONE_KINDS),)
+    ).fetchall()
+    zone_cells = [
+        h3.str_to_int(c)
+        for (wkb,) in zones
+        for c in h3.geo_to_cells(shapely.from_wkb(wkb), settings.h3_resolution)
+    ]
+    cells = np.unique(np.asarray(visited + zone_cells, dtype=np.int64))
+    polygons = cell_polygons(cells)
+    create_staging(conn, "cov_hex", columns="h3 bigint, geom geometry(Polygon, 4326)")
+    frame = pd.DataFrame({"h3": polygons["h3"], "geom": shapely.to_wkb(polygons.geometry.to_numpy(), hex=True)})
+    copy_rows(conn, "cov_hex", frame)
+
+
+_FIXES = """
+CREATE TEMP TABLE cov_fix ON COMMIT DROP AS
+SELECT p.unit_id, p.ts, p.h3, ST_Transform(p.geom, %(srid)s::int) AS g, r.radius_m
+FROM position p
+JOIN unit u ON u.id = p.unit_id
+JOIN (SELECT key AS kind, value::float8 AS radius_m FROM jsonb_each_text(%(radius)s::jsonb)) r ON r.kind = u.kind
+WHERE p.ts > %(as_of)s::timestamptz - make_interval(hours => %(lookback_h)s::int)
+  AND p.ts <= %(as_of)s::timestamptz;
+CREATE INDEX ON cov_fix USING gist (g);
+ANALYZE cov_fix
+"""
+
+_LIMITS = """
+CREATE TEMP TABLE cov_zone ON COMMIT DROP AS
+SELECT ST_Transform(z.geom, %(srid)s::int) AS g, l.limit_h
+FROM zone z JOIN (SELECT key AS kind, value::float8 AS limit_h FROM jsonb_each_text(%(limits)s::jsonb)) l
+  ON l.kind = z.kind;
+CREATE INDEX ON cov_zone USING gist (g);
+CREATE TEMP TABLE cov_limit ON COMMIT DROP AS
+SELECT key AS kind, value::float8 AS limit_h FROM jsonb_each_text(%(limits)s::jsonb);
+"""
+
+# Places in metres with their limit: the strictest zone at the representative point.
+_PLACES = """
+CREATE TEMP TABLE cov_place ON COMMIT DROP AS
+SELECT kind, id, g, coalesce(
+         (SELECT min(z.limit_h) FROM cov_zone z WHERE ST_DWithin(z.g, pt, 1.0)),
+         (SELECT limit_h FROM cov_limit WHERE cov_limit.kind = fallback)) AS limit_h
+FROM (
+    SELECT 'grid' AS kind, id::bigint AS id, ST_Transform(geom, %(srid)s::int) AS g,
+           ST_Transform(ST_PointOnSurface(geom), %(srid)s::int) AS pt, 'social_surface' AS fallback FROM grid
+    UNION ALL
+    SELECT 'segment', id, ST_Transform(geom, %(srid)s::int), ST_Transform(ST_LineInterpolatePoint(geom, 0.5), %(srid)s::int),
+           'border_closed' FROM border_segment
+    UNION ALL
+    SELECT 'hex', h3, ST_Transform(geom, %(srid)s::int), ST_Transform(ST_PointOnSurface(geom), %(srid)s::int),
+           'social_surface' FROM cov_hex
+) places;
+CREATE INDEX ON cov_place USING gist (g);
+ANALYZE cov_place;
+"""
+
+# Grids and segments: fixes within their unit's detection radius, driven from the places.
+# Cells: the cell each fix lies in (its fused h3).
+_HITS = """
+CREATE TEMP TABLE cov_hit ON COMMIT DROP AS
+SELECT pl.kind, pl.id, f.unit_id, f.ts
+FROM cov_place pl
+JOIN cov_fix f ON ST_DWithin(f.g, pl.g, %(max_radius)s) AND ST_DWithin(f.g, pl.g, f.radius_m)
+WHERE pl.kind <> 'hex'
+UNION ALL
+SELECT 'hex', h3, unit_id, ts FROM cov_fix WHERE h3 IS NOT NULL
+"""
+
+_VISITS = """
+CREATE TEMP TABLE cov_visit ON COMMIT DROP AS
+WITH gaps AS (
+    SELECT kind, id, unit_id, ts,
+           extract(epoch FROM ts - lag(ts) OVER (PARTITION BY kind, id, unit_id ORDER BY ts)) AS gap_s
+    FROM cov_hit
+), numbered AS (
+    SELECT *, sum((gap_s IS NULL OR gap_s > %(cap)s)::int)
+              OVER (PARTITION BY kind, id ORDER BY unit_id, ts) AS visit_no
+    FROM gaps
+)
+SELECT kind, id, max(ts) AS last_visit,
+       count(DISTINCT visit_no) FILTER (WHERE ts > %(as_of)s::timestamptz - interval '1 hour') AS visits_1h,
+       count(DISTINCT visit_no) FILTER (WHERE ts > %(as_of)s::timestamptz - interval '4 hours') AS visits_4h,
+       count(DISTINCT visit_no) FILTER (WHERE ts > %(as_of)s::timestamptz - interval '24 hours') AS visits_24h,
+       coalesce(sum(gap_s) FILTER (WHERE gap_s <= %(cap)s AND ts > %(as_of)s::timestamptz - interval '1 hour'), 0) AS dwell_s_1h,
+       coalesce(sum(gap_s) FILTER (WHERE gap_s <= %(cap)s AND ts > %(as_of)s::timestamptz - interval '4 hours'), 0) AS dwell_s_4h,
+       coalesce(sum(gap_s) FILTER (WHERE gap_s <= %(cap)s AND ts > %(as_of)s::timestamptz - interval '24 hours'), 0) AS dwell_s_24h
+FROM numbered
+GROUP BY kind, id
+"""
+
+_COLUMNS = "last_visit, visits_1h, visits_4h, visits_24h, dwell_s_1h, dwell_s_4h, dwell_s_24h, limit_h"
+_SELECT = """
+SELECT pl.id, v.last_visit, coalesce(v.visits_1h, 0), coalesce(v.visits_4h, 0), coalesce(v.visits_24h, 0),
+       coalesce(v.dwell_s_1h, 0), coalesce(v.dwell_s_4h, 0), coalesce(v.dwell_s_24h, 0), pl.limit_h,
+       CASE WHEN v.last_visit > %(as_of)s::timestamptz - make_interval(secs => pl.limit_h * 1800) THEN 'fresh'
+            WHEN v.last_visit > %(as_of)s::timestamptz - make_interval(secs => pl.limit_h * 3600) THEN 'due'
+            ELSE 'overdue' END
+FROM cov_place pl LEFT JOIN cov_visit v ON v.kind = pl.kind AND v.id = pl.id
+"""
+_WRITE = f"""
+INSERT INTO grid_coverage (grid_id, {_COLUMNS}, status)
+{_SELECT} WHERE pl.kind = 'grid';
+
+INSERT INTO hex_coverage (h3, {_COLUMNS}, status, geom)
+SELECT s.*, h.geom FROM ({_SELECT} WHERE pl.kind = 'hex') s JOIN cov_hex h ON h.h3 = s.id;
+
+INSERT INTO segment_coverage (segment_id, {_COLUMNS}, watched, status)
+SELECT s.id, s.last_visit, s.visits_1h, s.visits_4h, s.visits_24h, s.dwell_s_1h, s.dwell_s_4h, s.dwell_s_24h,
+       s.limit_h, s.watched,
+       CASE WHEN s.last_visit > %(as_of)s::timestamptz - make_interval(secs => s.limit_h * 3600) THEN 'patrolled'
+            WHEN s.watched THEN 'watched' ELSE 'overdue' END
+FROM (
+    SELECT pl.id, v.last_visit, coalesce(v.visits_1h, 0) AS visits_1h, coalesce(v.visits_4h, 0) AS visits_4h,
+           coalesce(v.visits_24h, 0) AS visits_24h, coalesce(v.dwell_s_1h, 0) AS dwell_s_1h,
+           coalesce(v.dwell_s_4h, 0) AS dwell_s_4h, coalesce(v.dwell_s_24h, 0) AS dwell_s_24h, pl.limit_h,
+           EXISTS (SELECT 1 FROM sensor se WHERE se.up
+                   AND ST_DWithin(ST_Transform(se.geom, %(srid)s::int), pl.g, se.range_m)) AS watched
+    FROM cov_place pl LEFT JOIN cov_visit v ON v.kind = pl.kind AND v.id = pl.id
+    WHERE pl.kind = 'segment'
+) s;
+"""

@@ -1,0 +1,309 @@
+"""Load unit positions (CSV, GPX, GeoJSON points): filter like a tracking server, fuse, COPY.
+
+Per file, in one transaction: read every field as text, reject rows with a
+reason (unknown unit, bad time or coordinates, swapped lat/lon, far outside
+the region, in the future, low accuracy, duplicate, impossible speed), fuse the
+accepted fixes with grids, zones and border segments (see
+:mod:`etl._fuse_points`), binary-COPY them into ``position`` and move
+``unit_latest`` forward. All of it on whole columns; no loop per row.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from functools import partial
+
+import defusedxml.ElementTree as DET
+import numpy as np
+import pandas as pd
+import psycopg
+import pyogrio
+import shapely
+import sqlalchemy as sa
+
+from etl import _pgbinary as pgb
+from etl._feeds import (
+    Rejections, check_coordinates, load_each_file, parse_numbers, parse_times, read_csv_text, require_fields,
+)
+from etl._fuse_points import Reference, fuse_points, load_reference
+from etl.manifest import TARGETS, FileEntry
+from etl.runlog import RunCounts
+from gridwatch.errors import InputError
+from gridwatch.settings import Settings
+
+__all__ = ["load_positions", "read_position_file", "haversine_m"]
+
+REQUIRED, OPTIONAL = TARGETS["position"]
+_MAX_SPEED_ROUNDS = 20
+_EARTH_RADIUS_M = 6_371_008.8
+_FUSE_BATCH = 50_000
+_COLUMN_NAMES = (
+    "unit_id", "ts", "geom", "speed", "heading", "accuracy", "source", "h3", "border_m", "grid_id", "zone_id", "segment_id",
+)
+
+
+def load_positions(
+    engine: sa.Engine,
+    entries: list[FileEntry],
+    *,
+    settings: Settings,
+    counts: RunCounts,
+    default_timezone: str,
+    reference_time: datetime | None = None,
+) -> None:
+    """Load position files, each in one transaction; a file loaded before is skipped.
+
+    ``reference_time`` (the manifest's ``exported_at``, else now) bounds how far
+    in the future a fix may be; times without a zone are read in the entry's
+    zone, else ``default_timezone``.
+    """
+    if reference_time is not None and reference_time.tzinfo is None:
+        raise ValueError("reference_time must carry a time zone (e.g. the manifest's exported_at)")
+    now = reference_time or datetime.now(timezone.utc)
+    load = partial(_load_file, settings=settings, default_timezone=default_timezone, reference_time=now)
+    load_each_file(engine, entries, target="position", counts=counts, load=load)
+
+
+def read_position_file(entry: FileEntry) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The file's rows as (target fields as text, original fields for the quarantine)."""
+    if entry.format == "csv":
+        raw = read_csv_text(entry)
+        return require_fields(entry, raw, REQUIRED, OPTIONAL), raw
+    if entry.format == "gpx":
+        raw = _read_gpx(entry)
+    else:
+        raw = _read_geojson(entry)
+    return require_fields(entry, raw, REQUIRED, OPTIONAL), raw
+
+
+def _read_gpx(entry: FileEntry) -> pd.DataFrame:
+    """Track points of a GPX file (speed in m/s becomes km/h); the callsign comes from the manifest."""
+    if not entry.callsign:
+        raise InputError(f"{entry.path}: a GPX file needs its unit's callsign in the manifest ('callsign')")
+    try:
+        points = DET.parse(entry.path).getroot().findall(".//{*}trkpt")
+    except DET.ParseError as exc:
+        raise InputError(f"{entry.path}: not a readable GPX file ({exc})") from None
+    speed = pd.to_numeric(pd.Series([p.findtext(".//{*}speed") for p in points], dtype=object), errors="coerce") * 3.6
+    return pd.DataFrame(
+        {
+            "callsign": entry.callsign,
+            "ts": [p.findtext("{*}time") or "" for p in points],
+            "lon": [p.get("lon", "") for p in points],
+            "lat": [p.get("lat", "") for p in points],
+            "speed_kmh": speed.map("{:.3f}".format).where(speed.notna(), ""),
+            "heading": [p.findtext(".//{*}course") or "" for p in points],
+        },
+        index=pd.RangeIndex(len(points)),
+    )
+
+
+def _read_geojson(entry: FileEntry) -> pd.DataFrame:
+    """Point features of a vector file (GeoJSON), properties as text, lon/lat from the geometry."""
+    try:
+        frame = pyogrio.read_dataframe(entry.path, layer=entry.layer, datetime_as_string=True)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise InputError(f"{entry.path}: cannot read it as a vector file ({exc})") from None
+    geoms = frame.geometry.to_numpy()
+    is_point = shapely.get_type_id(geoms) == shapely.GeometryType.POINT
+    text = pd.DataFrame(frame.drop(columns=frame.geometry.name)).astype(object).fillna("").astype(str)
+    text["lon"] = np.where(is_point, shapely.get_x(geoms).astype(str), "")
+    text["lat"] = np.where(is_point, shapely.get_y(geoms).astype(str), "")
+    return text.reset_index(drop=True)
+
+
+def haversine_m(lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np.ndarray) -> np.ndarray:
+    """Great-circle distance in metres, element-wise."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+    return 2 * _EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def _units(conn: psycopg.Connection) -> pd.DataFrame:
+    rows = conn.execute("SELECT callsign, id, kind FROM unit").fetchall()
+    return pd.DataFrame(rows, columns=["callsign", "id", "kind"])
+
+
+def _load_file(
+    conn: psycopg.Connection,
+    entry: FileEntry,
+    counts: RunCounts,
+    *,
+    settings: Settings,
+    default_timezone: str,
+    reference_time: datetime,
+) -> None:
+    fields, raw = read_position_file(entry)
+    n = len(fields)
+    counts.rows_in += n
+    rej = Rejections(n)
+    units = _units(conn)
+    where = pd.Index(units["callsign"]).get_indexer(fields["callsign"])
+    rej.reject(where < 0, "unknown unit")
+    unit_id = np.where(where >= 0, units["id"].to_numpy()[where], -1)
+    max_kmh = np.where(
+        where >= 0, units["kind"].map(settings.max_speed_kmh).fillna(np.inf).to_numpy()[where], np.inf
+    )
+
+    ts = parse_times(fields["ts"], entry.timezone or default_timezone)
+    rej.reject(ts.isna().to_numpy(), "unparseable time")
+    lon, lon_bad = parse_numbers(fields["lon"])
+    lat, lat_bad = parse_numbers(fields["lat"])
+    ref = load_reference(conn)
+    check_coordinates(rej, lon, lat, lon_bad | lat_bad, ref)
+    future = (ts > pd.Timestamp(reference_time) + pd.Timedelta(seconds=settings.future_tolerance_s)).to_numpy()
+    rej.reject(future, "time in the future")
+    speed, speed_bad = parse_numbers(fields["speed_kmh"])
+    heading, heading_bad = parse_numbers(fields["heading"])
+    accuracy, accuracy_bad = parse_numbers(fields["accuracy_m"])
+    rej.reject(speed_bad | (speed < 0), "invalid speed")
+    rej.reject(heading_bad | (heading < 0) | (heading > 360), "invalid heading")
+    rej.reject(accuracy_bad | (accuracy < 0), "invalid accuracy")
+    rej.reject(accuracy > settings.max_accuracy_m, f"accuracy worse than {settings.max_accuracy_m:g} m")
+
+    ts_us = ts.to_numpy(dtype="datetime64[us]", na_value=np.datetime64("NaT")).view(np.int64)
+    rej.reject(_repeated(unit_id, ts_us, rej.ok), "duplicate")
+    rej.reject(_in_database(conn, unit_id, ts_us, rej.ok), "duplicate")
+    rej.reject(_too_fast(conn, unit_id, ts_us, lon, lat, max_kmh, rej.ok), "impossible speed")
+
+    rej.quarantine(conn, counts, str(entry.path), raw)
+    ok = rej.ok
+    accepted = pd.DataFrame(
+        {"unit_id": unit_id[ok], "ts": ts_us[ok].view("datetime64[us]"), "lon": lon[ok], "lat": lat[ok],
+         "speed": speed[ok], "heading": heading[ok], "accuracy": accuracy[ok]}
+    )
+    counts.rows_loaded += _write(conn, accepted, ref, settings=settings, source=entry.path.suffix.lstrip(".").lower())
+
+
+def _repeated(unit_id: np.ndarray, ts_us: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Accepted rows whose (unit, time) came earlier in the file."""
+    out = np.zeros(len(ok), dtype=bool)
+    idx = np.flatnonzero(ok)
+    out[idx] = pd.DataFrame({"u": unit_id[idx], "t": ts_us[idx]}).duplicated().to_numpy()
+    return out
+
+
+def _in_database(conn: psycopg.Connection, unit_id: np.ndarray, ts_us: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Rows whose (unit, time) is already in ``position``."""
+    if not ok.any():
+        return np.zeros(len(ok), dtype=bool)
+    t0, t1 = (pd.Timestamp(int(v), unit="us", tz="UTC") for v in (ts_us[ok].min(), ts_us[ok].max()))
+    rows = conn.execute(
+        "SELECT unit_id, (extract(epoch FROM ts) * 1000000)::bigint FROM position "
+        "WHERE ts BETWEEN %s AND %s AND unit_id = ANY(%s)",
+        (t0, t1, np.unique(unit_id[ok]).tolist()),
+    ).fetchall()
+    if not rows:
+        return np.zeros(len(ok), dtype=bool)
+    existing = pd.MultiIndex.from_tuples(rows)
+    return ok & pd.MultiIndex.from_arrays([unit_id, ts_us]).isin(existing)
+
+
+def _previous_fixes(conn: psycopg.Connection, unit_id: np.ndarray, ts_us: np.ndarray) -> pd.DataFrame:
+    """For each unit, its last stored fix before its first fix in this file."""
+    first = pd.DataFrame({"unit_id": unit_id, "ts": ts_us}).groupby("unit_id")["ts"].min()
+    rows = conn.execute(
+        "SELECT f.unit_id, (extract(epoch FROM p.ts) * 1000000)::bigint, ST_X(p.geom), ST_Y(p.geom) "
+        "FROM unnest(%s::int[], %s::timestamptz[]) AS f(unit_id, t0) "
+        "CROSS JOIN LATERAL (SELECT ts, geom FROM position WHERE unit_id = f.unit_id AND ts < f.t0 "
+        "                    ORDER BY ts DESC LIMIT 1) p",
+        (first.index.tolist(), pd.to_datetime(first.to_numpy(), unit="us", utc=True).tolist()),
+    ).fetchall()
+    return pd.DataFrame(rows, columns=["unit_id", "ts", "lon", "lat"])
+
+
+def _too_fast(
+    conn: psycopg.Connection,
+    unit_id: np.ndarray,
+    ts_us: np.ndarray,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    max_kmh: np.ndarray,
+    ok: np.ndarray,
+) -> np.ndarray:
+    """Fixes whose implied speed from the unit's previous accepted fix exceeds its kind's limit.
+
+    Rounds of whole-column passes: each round rejects the first fix of every
+    run of too-fast fixes, so a lone outlier does not also condemn the good fix
+    after it (which is then compared with the fix before the outlier).
+    """
+    idx = np.flatnonzero(ok)
+    out = np.zeros(len(ok), dtype=bool)
+    if idx.size == 0:
+        return out
+    seeds = _previous_fixes(conn, unit_id[idx], ts_us[idx])
+    frame = pd.concat(
+        [
+            pd.DataFrame({"unit_id": unit_id[idx], "ts": ts_us[idx], "lon": lon[idx], "lat": lat[idx],
+                          "vmax": max_kmh[idx], "row": idx}),
+            seeds.assign(vmax=np.inf, row=-1),
+        ],
+        ignore_index=True,
+    ).sort_values(["unit_id", "ts"], kind="stable")
+    u, t, row = (frame[c].to_numpy(dtype=np.int64) for c in ("unit_id", "ts", "row"))
+    x, y, vmax = (frame[c].to_numpy(dtype=np.float64) for c in ("lon", "lat", "vmax"))
+    alive = np.ones(len(frame), dtype=bool)
+    for round_no in range(_MAX_SPEED_ROUNDS):
+        live = np.flatnonzero(alive)
+        hours = np.diff(t[live]) / 3.6e9
+        kmh = haversine_m(x[live][:-1], y[live][:-1], x[live][1:], y[live][1:]) / 1000.0 / np.maximum(hours, 1e-9)
+        offender = np.r_[False, (u[live][1:] == u[live][:-1]) & (kmh > vmax[live][1:])]
+        if not offender.any():
+            break
+        if round_no < _MAX_SPEED_ROUNDS - 1:
+            offender &= ~np.r_[False, offender[:-1]]
+        alive[live[offender]] = False
+    out[row[~alive]] = True
+    return out
+
+
+def _columns(frame: pd.DataFrame, *, source: str) -> list[pgb.Column]:
+    """The ``position`` / ``unit_latest`` columns of fused fixes, for binary COPY."""
+    n = len(frame)
+    columns = [
+        pgb.int4("unit_id", frame["unit_id"].to_numpy()),
+        pgb.timestamptz("ts", frame["ts"].to_numpy()),
+        pgb.point4326("geom", frame["lon"].to_numpy(), frame["lat"].to_numpy()),
+        pgb.float4("speed", frame["speed"].to_numpy()),
+        pgb.float4("heading", frame["heading"].to_numpy()),
+        pgb.float4("accuracy", frame["accuracy"].to_numpy()),
+        pgb.text_const("source", source, n),
+        pgb.int8("h3", frame["h3"].to_numpy()),
+        pgb.float4("border_m", frame["border_m"].to_numpy()),
+    ]
+    for name in ("grid_id", "zone_id", "segment_id"):
+        values = frame[name].to_numpy()
+        columns.append(pgb.int4(name, values, values < 0))
+    return columns
+
+
+def _write(conn: psycopg.Connection, accepted: pd.DataFrame, ref: Reference, *, settings: Settings, source: str) -> int:
+    """Fuse the accepted fixes and COPY them into ``position`` batch by batch, then move ``unit_latest``.
+
+    The COPY is sent from a background thread, so fusing the next batch
+    overlaps with the server storing (and indexing) the one before.
+    """
+    if accepted.empty:
+        return 0
+    t0, t1 = accepted["ts"].min(), accepted["ts"].max()
+    conn.execute("SELECT ensure_position_partitions(%s, %s)", (t0.tz_localize("UTC"), t1.tz_localize("UTC")))
+    loaded = 0
+    with pgb.binary_copy(conn, "position", _COLUMN_NAMES, threaded=True) as write:
+        for start in range(0, len(accepted), _FUSE_BATCH):
+            loaded += write(_columns(_fused(accepted.iloc[start : start + _FUSE_BATCH], ref, settings), source=source))
+
+    latest = _fused(accepted.sort_values("ts").drop_duplicates("unit_id", keep="last"), ref, settings)
+    conn.execute("CREATE TEMP TABLE latest_stage (LIKE unit_latest) ON COMMIT DROP")
+    pgb.copy_columns(conn, "latest_stage", _columns(latest, source=source))
+    names = ", ".join(_COLUMN_NAMES)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMN_NAMES[1:])
+    conn.execute(
+        f"INSERT INTO unit_latest ({names}) SELECT {names} FROM latest_stage "
+        f"ON CONFLICT (unit_id) DO UPDATE SET {updates} WHERE EXCLUDED.ts > unit_latest.ts"
+    )
+    return loaded
+
+
+def _fused(fixes: pd.DataFrame, ref: Reference, settings: Settings) -> pd.DataFrame:
+    fixes = fixes.reset_index(drop=True)
+    fused = fuse_points(ref, fixes["lon"].to_numpy(), fixes["lat"].to_numpy(), resolution=settings.h3_resolution)
+    return pd.concat([fixes, fused], axis=1)
