@@ -19,8 +19,11 @@ Rules
    one department it goes to the source of which it is the largest share
    (face area / source area), then the lower source row.
 3. **Pieces.** The claimed faces of one source inside one township form
-   pieces (edge-connected). A piece smaller than ``sliver_area_m2``, or whose
-   mean width ``2·area/perimeter`` is below ``sliver_width_m``, is a sliver.
+   pieces (edge-connected). A piece smaller than ``sliver_area_m2``, whose
+   mean width ``2·area/perimeter`` is below ``sliver_width_m``, or that holds
+   less than ``min_piece_share`` of its source's area, is a sliver: a strip a
+   lower-ranked department fills between the base's shifted edges, or the
+   corner of a grid drawn across a township boundary, is not a grid.
    A source cut by a township boundary thus becomes one grid per township,
    and a tiny part across the boundary is a sliver.
 4. **Absorption.** Slivers and holes (township ground no source covers) are
@@ -275,6 +278,7 @@ def fuse_grids(
     priority: Sequence[str] = (),
     sliver_area_m2: float = 2_000.0,
     sliver_width_m: float = 5.0,
+    min_piece_share: float = 0.3,
 ) -> FusionResult:
     """Fuse departmental grids into one grid layer tiling every township.
 
@@ -297,6 +301,9 @@ def fuse_grids(
     sliver_width_m : float
         Pieces whose mean width ``2·area/perimeter`` is below this are
         absorbed too (long thin strips left by shifted edges); 0 disables.
+    min_piece_share : float
+        Pieces holding less than this fraction of their source grid's area
+        are absorbed too; 0 disables.
 
     Returns
     -------
@@ -309,6 +316,7 @@ def fuse_grids(
     priority = _validate(sources, townships, priority)
     sliver_area = _require_number(sliver_area_m2, name="sliver_area_m2", minimum=0)
     sliver_width = _require_number(sliver_width_m, name="sliver_width_m", minimum=0)
+    min_share = _require_number(min_piece_share, name="min_piece_share", minimum=0)
 
     crs = local_metric_crs(townships)
     src = sources.reset_index(drop=True)
@@ -381,7 +389,8 @@ def fuse_grids(
     c_town[comp] = face_t
     hole = c_claim == _NO_SOURCE
     width = 2 * c_area / np.maximum(c_perim, 1e-9)
-    sliver = ~hole & ((c_area < sliver_area) | (width < sliver_width))
+    c_share = c_area / s_area[np.maximum(c_claim, 0)]
+    sliver = ~hole & ((c_area < sliver_area) | (width < sliver_width) | (c_share < min_share))
 
     # 5. absorb slivers and holes into the neighbour with the longest edge ------
     ca, cb = comp[ei[~same]], comp[ej[~same]]

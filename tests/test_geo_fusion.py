@@ -118,15 +118,16 @@ def test_lineage_shares_of_overlap():
 # slivers from a shifted shared edge
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize(
-    ("strip_m", "sliver_width_m", "grids", "absorbed"),
+    ("strip_m", "sliver_width_m", "min_piece_share", "grids", "absorbed"),
     [
-        (1.0, 5.0, 2, 1),  # 1,000 m² < 2,000 m²: absorbed by area
-        (3.0, 5.0, 2, 1),  # 3,000 m² but 3 m wide: absorbed by width
-        (3.0, 0.0, 3, 0),  # width rule off: kept as its own grid
-        (50.0, 5.0, 3, 0),  # a real piece only B covers
+        (1.0, 5.0, 0.0, 2, 1),  # 1,000 m² < 2,000 m²: absorbed by area
+        (3.0, 5.0, 0.0, 2, 1),  # 3,000 m² but 3 m wide: absorbed by width
+        (3.0, 0.0, 0.0, 3, 0),  # width and share rules off: kept as its own grid
+        (50.0, 5.0, 0.0, 3, 0),  # share rule off: a 50 m strip only B covers is kept
+        (50.0, 5.0, 0.3, 2, 1),  # 10 % of b2: a strip between shifted edges, absorbed
     ],
 )
-def test_shifted_edge_sliver_is_absorbed(strip_m, sliver_width_m, grids, absorbed):
+def test_shifted_edge_sliver_is_absorbed(strip_m, sliver_width_m, min_piece_share, grids, absorbed):
     towns = townships(T1)
     rows = (
         ("A", "a1", box(0, 0, 500, KM)),
@@ -134,7 +135,8 @@ def test_shifted_edge_sliver_is_absorbed(strip_m, sliver_width_m, grids, absorbe
         ("B", "b1", box(0, 0, 503, KM)),  # B's inner edge shifted by 3 m
         ("B", "b2", box(503, 0, KM, KM)),
     )
-    result = fuse_grids(sources(*rows), towns, priority=("A",), sliver_width_m=sliver_width_m)
+    result = fuse_grids(sources(*rows), towns, priority=("A",), sliver_width_m=sliver_width_m,
+                        min_piece_share=min_piece_share)
     assert len(result.grids) == grids
     assert result.report.slivers_absorbed == absorbed
     if absorbed:
