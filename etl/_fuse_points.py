@@ -95,6 +95,8 @@ def _containing(points_tree: shapely.STRtree, n: int, polygons: np.ndarray, ids:
     if len(polygons) == 0 or n == 0:
         return out
     poly_idx, point_idx = points_tree.query(polygons, predicate="intersects")
+    if point_idx.size == 0:
+        return out
     order = np.lexsort((poly_idx, point_idx))
     point_idx, poly_idx = point_idx[order], poly_idx[order]
     first = np.r_[True, point_idx[1:] != point_idx[:-1]]

@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "sample": "data.bench:bench_sample",
     "etl": "etl.bench:bench_etl",
     "tiles": "layers.bench:bench_tiles",
+    "ingest": "etl.ingest.bench:bench_ingest",
 }
 
 
@@ -35,7 +36,8 @@ class Figure:
     def ratio(self) -> str:
         if not self.baseline:
             return ""
-        return f"{self.value / self.baseline:.1f}x"
+        ratio = self.value / self.baseline
+        return f"{ratio:.1f}x" if ratio >= 0.1 else f"{ratio:.3f}x"
 
 
 def run_benchmark(name: str, settings: Settings, *, scale: str) -> list[Figure]:

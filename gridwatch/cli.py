@@ -258,6 +258,16 @@ def etl_defence() -> None:
     click.echo("defence lines rebuilt")
 
 
+def _attach_ingest() -> None:
+    from etl.ingest.cli import devices, ingest, simulate
+
+    for command in (ingest, devices, simulate):
+        cli.add_command(command)
+
+
+_attach_ingest()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning expected failures into one line."""
     try:

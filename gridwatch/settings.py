@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     sliver_area_m2: float = Field(
         default=2000.0, ge=0, description="Fused-grid pieces below this area are absorbed."
     )
+    basemap_tiles_url: str | None = Field(
+        default=None,
+        description="An on-site XYZ raster tile URL template ({z}/{x}/{y}) drawn under the map layers.",
+    )
     grid_priority: list[str] = Field(
         default=[], description="Departments in order of authority for grid fusion."
     )

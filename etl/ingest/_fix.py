@@ -1,0 +1,125 @@
+"""The common fix record every protocol parses to, and the checks made before a fix is spooled.
+
+These are the checks a tracking server makes at the door (coordinates, time,
+accuracy); the ones that need the database (unknown unit, implied speed) are
+made by :mod:`etl.ingest.writer`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from gridwatch.errors import InputError
+from gridwatch.settings import Settings
+
+__all__ = ["Fix", "FixError", "SOURCES", "check_fix", "parse_time", "parse_number", "KNOT_KMH", "MAX_CALLSIGN_BYTES", "check_callsign"]
+
+SOURCES = ("osmand", "cot", "json")
+KNOT_KMH = 1.852
+MAX_CALLSIGN_BYTES = 32
+# Unix times above this are milliseconds (1e11 s is in the year 5138).
+_MS_THRESHOLD = 1e11
+
+
+class FixError(InputError):
+    """A fix (or request) refused at the door: the message is sent back, ``key`` is what is counted."""
+
+    def __init__(self, message: str, *, key: str = "malformed") -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """One position report: who, when (UTC), where, and how it moved; NaN where not given."""
+
+    callsign: str
+    ts: datetime
+    lon: float
+    lat: float
+    speed_kmh: float = math.nan
+    heading: float = math.nan
+    accuracy_m: float = math.nan
+    source: str = "json"
+
+
+def parse_number(name: str, value: object, *, required: bool = False) -> float:
+    """A finite number from text or JSON; NaN when absent and optional."""
+    if value is None or value == "":
+        if required:
+            raise FixError(f"missing {name}", key="missing field")
+        return math.nan
+    if isinstance(value, bool):
+        raise FixError(f"{name} must be a number, not {value!r}", key="not a number")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise FixError(f"{name} must be a number, not {str(value)[:40]!r}", key="not a number") from None
+    if not math.isfinite(number):
+        raise FixError(f"{name} must be a finite number, not {value!r}", key="not a number")
+    return number
+
+
+def parse_time(value: object, *, naive_is_utc: bool) -> datetime:
+    """A UTC time from Unix seconds or milliseconds, or ISO 8601.
+
+    An ISO time without an offset is UTC when the protocol says so
+    (``naive_is_utc``, as OsmAnd does) and refused otherwise.
+    """
+    if value is None or value == "":
+        raise FixError("missing timestamp", key="missing field")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) or (
+        isinstance(value, str) and value.strip().replace(".", "", 1).isdigit()
+    ):
+        seconds = float(value)
+        if seconds > _MS_THRESHOLD:
+            seconds /= 1000.0
+        try:
+            return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise FixError(f"timestamp {value!r} is out of range", key="bad time") from None
+    if not isinstance(value, str):
+        raise FixError(f"timestamp must be Unix seconds or ISO 8601, not {value!r}", key="bad time")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise FixError(f"timestamp {value[:40]!r} is neither Unix seconds nor ISO 8601", key="bad time") from None
+    if moment.tzinfo is None:
+        if not naive_is_utc:
+            raise FixError(
+                f"timestamp {value[:40]!r} has no time zone: add 'Z' or an offset such as +08:00", key="bad time"
+            )
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def check_callsign(callsign: object) -> str:
+    """A callsign as text, at most :data:`MAX_CALLSIGN_BYTES` bytes of UTF-8."""
+    if not isinstance(callsign, str) or not callsign.strip():
+        raise FixError("missing callsign (device id)", key="missing field")
+    callsign = callsign.strip()
+    if len(callsign.encode("utf-8")) > MAX_CALLSIGN_BYTES:
+        raise FixError(f"callsign {callsign[:40]!r} is longer than {MAX_CALLSIGN_BYTES} bytes", key="bad callsign")
+    return callsign
+
+
+def check_fix(fix: Fix, *, now: datetime, settings: Settings) -> Fix:
+    """Return the fix when it may be spooled, else raise :class:`FixError` naming the reason."""
+    if not (-180.0 <= fix.lon <= 180.0 and -90.0 <= fix.lat <= 90.0):
+        raise FixError(f"coordinates out of range: lon {fix.lon:g}, lat {fix.lat:g}", key="coordinates out of range")
+    if fix.lon == 0.0 and fix.lat == 0.0:
+        raise FixError("coordinates at (0, 0)", key="coordinates at (0, 0)")
+    if fix.ts > now + timedelta(seconds=settings.future_tolerance_s):
+        raise FixError(
+            f"time in the future: {fix.ts.isoformat()} is more than {settings.future_tolerance_s:g} s after now",
+            key="time in the future",
+        )
+    if fix.accuracy_m < 0 or fix.accuracy_m > settings.max_accuracy_m:
+        raise FixError(f"accuracy {fix.accuracy_m:g} m is outside 0..{settings.max_accuracy_m:g} m", key="bad accuracy")
+    if fix.speed_kmh < 0:
+        raise FixError(f"speed {fix.speed_kmh:g} is negative", key="bad speed")
+    if not 0.0 <= fix.heading <= 360.0 and not math.isnan(fix.heading):
+        raise FixError(f"heading {fix.heading:g} is outside 0..360", key="bad heading")
+    return fix
+

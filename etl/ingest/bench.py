@@ -1,0 +1,267 @@
+"""``gridwatch bench ingest``: sustained live-ingest throughput and acknowledgement-to-visible latency.
+
+Runs ``gridwatch ingest`` as a subprocess on a throwaway database holding a
+synthetic prefecture-sized reference (1,600 grids, 206 border segments, two
+zones) and ``UNITS`` units with devices. Keep-alive clients on
+127.0.0.1 then send OsmAnd GETs, and separately JSON batches, for a fixed
+time; a poller samples how long an acknowledged fix takes to show in
+``unit_latest``. The baseline, in the same run, is a bare INSERT per fix over
+one connection (what a server writing straight to the database would do).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import psycopg
+from sqlalchemy.engine import make_url
+
+from etl.database import check_postgis, database_url, engine_for, upgrade_schema
+from etl.ingest.devices import add_devices
+from etl.server import EmbeddedServer
+from gridwatch.bench import Figure
+from gridwatch.settings import Settings
+
+__all__ = ["bench_ingest"]
+
+UNITS = 200
+SECONDS = {"small": 5.0}
+DEFAULT_SECONDS = 10.0
+HTTP_CLIENTS = 64
+JSON_CLIENTS = 4
+JSON_BATCH = 100
+SAMPLE_EVERY = 10
+_POLL_S = 0.05
+# lon 98.0-100.0, lat 22.0-23.0: 40 x 40 grids, the border along lat 22.0 cut into 206 segments of ~1 km.
+REFERENCE_SQL = """
+INSERT INTO command_unit (id, level, parent_id, code, name, geom)
+SELECT 1, 'prefecture', NULL, 'P', 'Pref', ST_Multi(ST_MakeEnvelope(98, 22, 100, 23, 4326));
+INSERT INTO command_unit (id, level, parent_id, code, name, geom)
+SELECT 2, 'county', 1, 'C', 'County', geom FROM command_unit WHERE id = 1;
+INSERT INTO command_unit (id, level, parent_id, code, name, geom)
+SELECT 3, 'township', 2, 'T', 'Town', geom FROM command_unit WHERE id = 1;
+INSERT INTO grid (code, township_id, geom)
+SELECT format('G%s-%s', i, j), 3, ST_Multi(ST_MakeEnvelope(98 + i * 0.05, 22 + j * 0.025,
+                                                         98.05 + i * 0.05, 22.025 + j * 0.025, 4326))
+FROM generate_series(0, 39) i, generate_series(0, 39) j;
+INSERT INTO zone (kind, name, geom) VALUES
+ ('border_closed', 'strip', ST_Multi(ST_MakeEnvelope(98, 22, 100, 22.05, 4326))),
+ ('social_surface', 'inland', ST_Multi(ST_MakeEnvelope(98, 22.05, 100, 23, 4326)));
+INSERT INTO border_segment (km_from, km_to, geom)
+SELECT k, k + 1, ST_MakeLine(ST_MakePoint(98 + k * 2.0 / 206, 22), ST_MakePoint(98 + (k + 1) * 2.0 / 206, 22))
+FROM generate_series(0, 205) k;
+INSERT INTO unit (callsign, kind) SELECT format('B%s', n), 'vehicle' FROM generate_series(1, %(units)s) n;
+"""
+
+
+def bench_ingest(settings: Settings, *, scale: str) -> list[Figure]:
+    """Sustained fixes/s over HTTP (OsmAnd, JSON batches), p99 acknowledged → in ``unit_latest``, baseline."""
+    seconds = SECONDS.get(scale, DEFAULT_SECONDS)
+    with _throwaway_database(settings) as url, tempfile.TemporaryDirectory(prefix="gridwatch-bench-") as home:
+        with psycopg.connect(url) as conn:
+            conn.execute(REFERENCE_SQL.replace("%(units)s", str(UNITS)))
+            tokens = add_devices(conn, [f"B{n}" for n in range(1, UNITS + 1)])
+        service = _start_service(url, Path(home))
+        try:
+            load = _Load(service.base, tokens, url)
+            osmand = asyncio.run(load.run("osmand", seconds))
+            drain_osmand = _wait_drained(service.base)
+            batch = asyncio.run(load.run("json", seconds))
+            drain_json = _wait_drained(service.base)
+        finally:
+            service.proc.terminate()
+            service.proc.wait(30)
+        baseline = _bare_insert_rate(url, seconds)
+    return [
+        Figure(f"OsmAnd GETs, {HTTP_CLIENTS} keep-alive clients, acknowledged", osmand.rate, "fixes/s",
+               "≥ 2,000 fixes/s", baseline, "bare INSERT per fix, one connection"),
+        Figure(f"JSON batches of {JSON_BATCH}, {JSON_CLIENTS} clients, acknowledged", batch.rate, "fixes/s",
+               "≥ 2,000 fixes/s", baseline, "bare INSERT per fix, one connection"),
+        Figure("OsmAnd: acknowledged → in unit_latest, p99", osmand.p99_s, "s", "≤ 2 s"),
+        Figure("JSON: acknowledged → in unit_latest, p99", batch.p99_s, "s", "≤ 2 s"),
+        Figure("backlog written after the OsmAnd load stopped", drain_osmand, "s", "≈ 0 (writer keeps up)"),
+        Figure("backlog written after the JSON load stopped", drain_json, "s", "≈ 0 (writer keeps up)"),
+    ]
+
+
+@contextmanager
+def _throwaway_database(settings: Settings) -> Iterator[str]:
+    """A fresh, migrated database on the server in use, dropped afterwards."""
+    if not settings.database_url:
+        EmbeddedServer(settings).start()
+    server = make_url(database_url(settings))
+    name = f"gridwatch_bench_{uuid.uuid4().hex[:8]}"
+    admin = server.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        engine = engine_for(url)
+        check_postgis(engine)
+        engine.dispose()
+        upgrade_schema(url)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class _Service:
+    def __init__(self, proc: subprocess.Popen, base: str) -> None:
+        self.proc, self.base = proc, base
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_service(url: str, home: Path) -> _Service:
+    http_port, cot_port = _free_port(), _free_port()
+    env = {**os.environ, "GRIDWATCH_DATABASE_URL": url, "GRIDWATCH_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from etl.ingest.cli import ingest; ingest()", "--http-port", str(http_port),
+         "--cot-port", str(cot_port), "--rate", "100000", "--burst", "100000"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{http_port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/ingest/stats", timeout=1).read()
+            return _Service(proc, base)
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the ingest service did not start within 30 s")
+
+
+def _wait_drained(base: str, *, timeout: float = 60.0) -> float:
+    """Seconds until the writer has committed everything spooled."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        stats = json.loads(urllib.request.urlopen(f"{base}/api/ingest/stats", timeout=5).read())
+        if stats["spool"]["backlog"] == 0:
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise RuntimeError(f"the writer did not catch up within {timeout} s")
+
+
+class _Result:
+    def __init__(self, fixes: int, seconds: float, latencies: list[float]) -> None:
+        self.rate = fixes / seconds
+        self.p99_s = float(np.percentile(latencies, 99)) if latencies else float("nan")
+
+
+class _Load:
+    """Clients sending distinct fixes (each unit's time moves one second per fix) and a visibility poller."""
+
+    def __init__(self, base: str, tokens: dict[str, str], url: str) -> None:
+        self.base, self.tokens, self.url = base, tokens, url
+        self.callsigns = sorted(tokens)
+        self.t0 = time.time() - 3 * 86400
+        self.next_ts = dict.fromkeys(self.callsigns, 0)
+        self.pending: dict[str, list[tuple[float, float]]] = {}
+        self.latencies: list[float] = []
+
+    def _fix(self, k: int) -> tuple[str, float, float, float]:
+        callsign = self.callsigns[k % len(self.callsigns)]
+        step = self.next_ts[callsign] = self.next_ts[callsign] + 1
+        unit = int(callsign[1:])
+        lon = 98.05 + (unit % 20) * 0.09 + (step % 500) * 0.00002
+        lat = 22.01 + (unit // 20) * 0.09
+        return callsign, self.t0 + step, lon, lat
+
+    def _acked(self, callsign: str, ts: float, k: int) -> None:
+        if k % SAMPLE_EVERY == 0:
+            self.pending.setdefault(callsign, []).append((ts, time.monotonic()))
+
+    async def run(self, protocol: str, seconds: float) -> _Result:
+        self.latencies = []
+        stop = time.monotonic() + seconds
+        counter = iter(range(10**9))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=HTTP_CLIENTS * 2)) as session:
+            poller = asyncio.create_task(self._poll(stop + 5.0))
+            worker = self._osmand if protocol == "osmand" else self._batches
+            clients = HTTP_CLIENTS if protocol == "osmand" else JSON_CLIENTS
+            started = time.monotonic()
+            counts = await asyncio.gather(*(worker(session, counter, stop) for _ in range(clients)))
+            elapsed = time.monotonic() - started
+            await poller
+        return _Result(sum(counts), elapsed, self.latencies)
+
+    async def _osmand(self, session: aiohttp.ClientSession, counter: Iterator[int], stop: float) -> int:
+        acked = 0
+        while time.monotonic() < stop:
+            k = next(counter)
+            callsign, ts, lon, lat = self._fix(k)
+            params = {"id": callsign, "lat": f"{lat:.6f}", "lon": f"{lon:.6f}", "timestamp": f"{ts:.0f}",
+                      "speed": "20", "bearing": "90", "accuracy": "5", "token": self.tokens[callsign]}
+            async with session.get(f"{self.base}/", params=params) as response:
+                if response.status == 200:
+                    acked += 1
+                    self._acked(callsign, ts, k)
+        return acked
+
+    async def _batches(self, session: aiohttp.ClientSession, counter: Iterator[int], stop: float) -> int:
+        acked = 0
+        while time.monotonic() < stop:
+            fixes = [(k, *self._fix(k)) for k in [next(counter) for _ in range(JSON_BATCH)]]
+            body = {"positions": [{"callsign": c, "token": self.tokens[c], "ts": ts, "lon": x, "lat": y,
+                                   "speed_kmh": 30.0, "heading": 90.0, "accuracy_m": 5.0}
+                                  for _, c, ts, x, y in fixes]}
+            async with session.post(f"{self.base}/api/positions", json=body) as response:
+                result = await response.json()
+            if response.status == 200:
+                acked += result["accepted"]
+                for k, c, ts, _, _ in fixes:
+                    self._acked(c, ts, k)
+        return acked
+
+    async def _poll(self, until: float) -> None:
+        """Every 50 ms, read ``unit_latest`` and resolve the sampled fixes that are now visible."""
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            while time.monotonic() < until and (self.pending or time.monotonic() < until - 5.0):
+                rows = await (await conn.execute(
+                    "SELECT u.callsign, extract(epoch FROM l.ts) FROM unit_latest l JOIN unit u ON u.id = l.unit_id"
+                )).fetchall()
+                now = time.monotonic()
+                for callsign, latest in rows:
+                    waiting = self.pending.get(callsign)
+                    while waiting and waiting[0][0] <= float(latest):
+                        self.latencies.append(now - waiting.pop(0)[1])
+                    if waiting == []:
+                        del self.pending[callsign]
+                await asyncio.sleep(_POLL_S)
+
+
+def _bare_insert_rate(url: str, seconds: float) -> float:
+    """Fixes/s of one INSERT (its own transaction) per fix over one connection: the naive server."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT ensure_position_partitions(now() - interval '1 day', now())")
+        unit_id = conn.execute("SELECT min(id) FROM unit").fetchone()[0]
+        t0 = time.time() - 86400 / 2
+        n = 0
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            conn.execute(
+                "INSERT INTO position (unit_id, ts, geom, speed, heading, accuracy, source) "
+                "VALUES (%s, to_timestamp(%s), ST_SetSRID(ST_MakePoint(%s, %s), 4326), 30, 90, 5, 'bench')",
+                (unit_id, t0 + n, 99.0, 22.5),
+            )
+            n += 1
+        return n / (time.monotonic() - started)
