@@ -5,13 +5,15 @@ points many; so the points go into one shapely STRtree, queried with the
 prepared polygons (the fast direction, see DESIGN.md). The nearest border
 segment is found through the nearest of the segments' vertices densified to
 :data:`VERTEX_SPACING_M` in the region's metric CRS (a point-to-point search,
-~3x faster than nearest-line), then ``border_m`` is the exact distance to
-that segment: the segment chosen is the nearest one or within
+~3x faster than nearest-line; a k-d tree is 4x slower here, as the vertices
+lie on a line and most fixes are far from it), then ``border_m`` is the exact
+distance to that segment: the segment chosen is the nearest one or within
 ``VERTEX_SPACING_M / 2`` of it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -40,8 +42,8 @@ class Reference:
     zone_ids: np.ndarray
     zones: np.ndarray
     segment_ids: np.ndarray
-    segments: np.ndarray  # in metres
-    vertex_tree: shapely.STRtree | None
+    segments: np.ndarray  # grids, zones and segments in the metric CRS of ``to_metric``
+    vertex_tree: shapely.STRtree | None  # the segments' vertices, densified
     vertex_segment: np.ndarray  # segment index of each vertex in the tree
     to_metric: pyproj.Transformer | None
     bbox: tuple[float, float, float, float] | None
@@ -65,7 +67,8 @@ def _geoms(conn: psycopg.Connection, query: str) -> tuple[np.ndarray, np.ndarray
 
 
 def load_reference(conn: psycopg.Connection) -> Reference:
-    """Read grids, zones, border segments and the region extent (prefectures, else grids)."""
+    """Read grids, zones, border segments and the region extent (prefectures, else grids),
+    all brought into the region's metric CRS once, so each fix becomes one metric point."""
     grid_ids, grids = _geoms(conn, "SELECT id, ST_AsBinary(geom) FROM grid ORDER BY id")
     zone_ids, zones = _geoms(conn, f"SELECT id, ST_AsBinary(geom) FROM zone ORDER BY {_ZONE_ORDER}")
     seg_ids, segs = _geoms(conn, "SELECT id, ST_AsBinary(geom) FROM border_segment ORDER BY id")
@@ -75,13 +78,16 @@ def load_reference(conn: psycopg.Connection) -> Reference:
         "                 (SELECT ST_Extent(geom) FROM grid)) AS e) x"
     ).fetchone()
     bbox = tuple(float(v) for v in extent) if extent and extent[0] is not None else None
+    everything = np.concatenate([grids, zones, segs])
     to_metric = None
     tree = None
     vertex_segment = np.empty(0, dtype=np.int64)
-    if len(segs):
-        crs = local_metric_crs(bbox or tuple(shapely.total_bounds(segs)))
+    if len(everything):
+        crs = local_metric_crs(bbox or tuple(shapely.total_bounds(everything)))
         to_metric = pyproj.Transformer.from_crs(WGS84, crs, always_xy=True)
-        segs = shapely.transform(segs, lambda xy: np.column_stack(to_metric.transform(*xy.T)))
+        project = partial(shapely.transform, transformation=lambda xy: np.column_stack(to_metric.transform(*xy.T)))
+        grids, zones, segs = project(grids), project(zones), project(segs)
+    if len(segs):
         xy, vertex_segment = shapely.get_coordinates(shapely.segmentize(segs, VERTEX_SPACING_M), return_index=True)
         tree = shapely.STRtree(shapely.points(xy))
     for geoms in (grids, zones):
@@ -109,21 +115,26 @@ def fuse_points(ref: Reference, lon: np.ndarray, lat: np.ndarray, *, resolution:
     lon = np.asarray(lon, dtype=np.float64)
     lat = np.asarray(lat, dtype=np.float64)
     n = len(lon)
-    points_tree = shapely.STRtree(shapely.points(lon, lat))
     segment_id = np.full(n, -1, dtype=np.int64)
     border_m = np.full(n, np.nan)
-    if ref.vertex_tree is not None and n:
+    grid_id = np.full(n, -1, dtype=np.int64)
+    zone_id = np.full(n, -1, dtype=np.int64)
+    if ref.to_metric is not None and n:
         x, y = ref.to_metric.transform(lon, lat)
-        order = np.lexsort((y // 2000.0, x // 2000.0))  # nearby queries together: warmer tree paths
-        metric = shapely.points(x[order], y[order])
-        idx = ref.vertex_tree.query_nearest(metric, all_matches=False)
-        nearest = ref.vertex_segment[idx[1]]
-        segment_id[order[idx[0]]] = ref.segment_ids[nearest]
-        border_m[order[idx[0]]] = shapely.distance(metric[idx[0]], ref.segments[nearest])
+        order = np.lexsort((y // 2000.0, x // 2000.0))  # nearby points together: warmer tree paths
+        points = shapely.points(x[order], y[order])
+        tree = shapely.STRtree(points)
+        grid_id[order] = _containing(tree, n, ref.grids, ref.grid_ids)
+        zone_id[order] = _containing(tree, n, ref.zones, ref.zone_ids)
+        if ref.vertex_tree is not None:
+            _, vertex = ref.vertex_tree.query_nearest(points, all_matches=False)
+            nearest = ref.vertex_segment[vertex]
+            segment_id[order] = ref.segment_ids[nearest]
+            border_m[order] = shapely.distance(points, ref.segments[nearest])
     return pd.DataFrame(
         {
-            "grid_id": _containing(points_tree, n, ref.grids, ref.grid_ids),
-            "zone_id": _containing(points_tree, n, ref.zones, ref.zone_ids),
+            "grid_id": grid_id,
+            "zone_id": zone_id,
             "segment_id": segment_id,
             "border_m": border_m,
             "h3": cells_for_points(lon, lat, resolution=resolution),
