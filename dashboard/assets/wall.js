@@ -1,0 +1,117 @@
+/* The wall's browser side: the MapLibre map inside plotly's Scattermap.
+ * Layer toggles set style-layer visibility, the drill-down fits the map to a
+ * command unit, live vector layers are refetched each slow tick, and a hover
+ * panel shows the catalog's popup fields. Nothing here talks to another origin. */
+(function () {
+  "use strict";
+
+  function mapOf(graphId) {
+    var el = document.getElementById(graphId);
+    var gd = el && el.querySelector(".js-plotly-plot");
+    var sub = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot;
+    return sub && sub.map && sub.map.style && sub.map.style._loaded ? sub.map : null;
+  }
+
+  /* Run fn(map) once the map and its style are ready. */
+  function withMap(graphId, fn) {
+    var map = mapOf(graphId);
+    if (map) { attachHover(map); fn(map); return; }
+    setTimeout(function () { withMap(graphId, fn); }, 250);
+  }
+
+  function catalogLayers(map) {
+    return map.getStyle().layers.filter(function (l) { return l.metadata && l.metadata["gridwatch:layer"]; });
+  }
+
+  function attachHover(map) {
+    if (map._gridwatchHover) { return; }
+    map._gridwatchHover = true;
+    map.on("mousemove", function (e) {
+      var panel = document.getElementById("wall-hover");
+      if (!panel) { return; }
+      var ids = catalogLayers(map).filter(function (l) {
+        return map.getLayoutProperty(l.id, "visibility") !== "none";
+      }).map(function (l) { return l.id; });
+      var hit = map.queryRenderedFeatures(e.point, { layers: ids })[0];
+      if (!hit) { panel.replaceChildren(); return; }
+      var meta = hit.layer.metadata;
+      var title = document.createElement("div");
+      title.className = "hover-title";
+      title.textContent = meta["gridwatch:title"];
+      var rows = meta["gridwatch:popup"].filter(function (k) { return hit.properties[k] !== undefined; })
+        .map(function (k) {
+          var row = document.createElement("div");
+          row.textContent = k + ": " + hit.properties[k];
+          return row;
+        });
+      panel.replaceChildren.apply(panel, [title].concat(rows));
+    });
+  }
+
+  /* Center and zoom (512 px tiles, Web Mercator) that fit bounds in a width x height box. */
+  function cameraFor(bounds, width, height, padding) {
+    function y(lat) { var s = Math.sin(lat * Math.PI / 180); return 0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI); }
+    function lat(yy) { return 360 / Math.PI * Math.atan(Math.exp((0.5 - yy) * 2 * Math.PI)) - 90; }
+    var dx = (bounds[2] - bounds[0]) / 360, dy = y(bounds[1]) - y(bounds[3]);
+    var zoom = Math.log2(Math.min((width - 2 * padding) / (dx * 512), (height - 2 * padding) / (dy * 512)));
+    return { center: { lon: (bounds[0] + bounds[2]) / 2, lat: lat((y(bounds[1]) + y(bounds[3])) / 2) },
+             zoom: Math.min(zoom, 16) };
+  }
+
+  window.gridwatch = { map: function () { return mapOf("wall-map"); }, withMap: withMap };
+
+  window.dash_clientside = Object.assign({}, window.dash_clientside, {
+    gridwatch: {
+      setLayers: function (visible) {
+        var shown = new Set(visible || []);
+        withMap("wall-map", function (map) {
+          catalogLayers(map).forEach(function (l) {
+            map.setLayoutProperty(l.id, "visibility", shown.has(l.metadata["gridwatch:layer"]) ? "visible" : "none");
+          });
+        });
+        return visible;
+      },
+      /* The figure Patch (center, zoom, uirevision) fitting the map to the bounds: plotly then
+       * keeps that view across the live Patches, and a new scope resets it. */
+      fitBounds: function (bounds) {
+        var el = document.getElementById("wall-map");
+        if (!bounds || !el) { return window.dash_clientside.no_update; }
+        var camera = cameraFor(bounds, el.clientWidth, el.clientHeight, 30);
+        var assign = function (location, value) {
+          return { operation: "Assign", location: location, params: { value: value } };
+        };
+        return {
+          __dash_patch_update: "__dash_patch_update",
+          operations: [
+            assign(["layout", "map", "center"], camera.center),
+            assign(["layout", "map", "zoom"], camera.zoom),
+            assign(["layout", "uirevision"], bounds.join(","))
+          ]
+        };
+      },
+      refreshLive: function (n) {
+        if (n) {
+          withMap("wall-map", function (map) {
+            var seen = new Set();
+            catalogLayers(map).forEach(function (l) {
+              if (!l.metadata["gridwatch:live"] || seen.has(l.source)) { return; }
+              seen.add(l.source);
+              var source = map.getSource(l.source);
+              var url = map.getStyle().sources[l.source].tiles[0].split("?")[0];
+              source.setTiles([url + "?v=" + n]);
+            });
+          });
+        }
+        return n;
+      },
+      keepUrl: function (unit, lang) {
+        var params = new URLSearchParams(window.location.search);
+        if (unit) { params.set("unit", unit); } else { params.delete("unit"); }
+        var query = params.toString();
+        window.history.replaceState(null, "", window.location.pathname + (query ? "?" + query : ""));
+        params.set("lang", lang === "zh" ? "en" : "zh");
+        return window.location.pathname + "?" + params.toString();
+      }
+    }
+  });
+})();

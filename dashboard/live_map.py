@@ -1,0 +1,92 @@
+"""The wall's map figure: our style for every vector layer, plotly traces for live units.
+
+The traces come in a fixed order so a refresh replaces them one by one with a
+``dash.Patch`` (the layout, and with it the style and its tiles, stays put).
+All arrays are built with numpy/pandas, never a loop over units.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from dashboard.i18n import t
+from gridwatch.settings import UNIT_KINDS
+
+__all__ = ["KIND_COLOURS", "TRACES", "map_figure", "live_traces"]
+
+KIND_COLOURS = {"foot": "#38bdf8", "vehicle": "#a78bfa", "drone": "#f472b6", "post": "#34d399",
+                "checkpoint": "#fbbf24"}
+TRACES = ("trail", "heading", "responding", "silent", *(f"kind_{kind}" for kind in UNIT_KINDS))
+HEADING_DEG = 0.02  # length of the heading tick, in degrees (~2 km)
+
+
+def map_figure(style_url: str, *, center: tuple[float, float] = (100.0, 25.0), zoom: float = 3) -> go.Figure:
+    """The map with our style and empty live traces; ``uirevision`` keeps the user's view."""
+    empty = {"lon": [], "lat": [], "text": []}
+    traces = [go.Scattermap(name=name, **empty) for name in TRACES]
+    fig = go.Figure(traces)
+    fig.update_layout(
+        map={"style": style_url, "center": {"lon": center[0], "lat": center[1]}, "zoom": zoom},
+        margin={"l": 0, "r": 0, "t": 0, "b": 0}, uirevision="wall", showlegend=False,
+        paper_bgcolor="#0b1220", font={"color": "#e2e8f0", "size": 15},
+        hoverlabel={"font": {"size": 16}, "bgcolor": "#0f172a"},
+    )
+    return fig
+
+
+def _separated(lon: np.ndarray, lat: np.ndarray, groups: np.ndarray) -> tuple[list, list]:
+    """Coordinates with a gap (None) wherever ``groups`` changes: one line per group."""
+    breaks = np.flatnonzero(groups[1:] != groups[:-1]) + 1
+    lon = np.insert(lon.astype(object), breaks, None)
+    lat = np.insert(lat.astype(object), breaks, None)
+    return lon.tolist(), lat.tolist()
+
+
+def _hover(units: pd.DataFrame, timezone: str) -> pd.Series:
+    """Callsign and local time of the fix (kind and status come from the trace)."""
+    local = pd.to_datetime(units["ts"], utc=True).dt.tz_convert(timezone).dt.strftime("%H:%M:%S")
+    return units["callsign"] + " " + local
+
+
+def live_traces(units: pd.DataFrame, trail: pd.DataFrame, *, lang: str, timezone: str) -> list[dict[str, Any]]:
+    """The live traces, in :data:`TRACES` order, for units and their trails."""
+    trail_lon, trail_lat = _separated(trail["lon"].to_numpy(), trail["lat"].to_numpy(), trail["unit_id"].to_numpy())
+    heading = np.radians(units["heading"].fillna(0).to_numpy(dtype=float))
+    lon, lat = units["lon"].to_numpy(dtype=float), units["lat"].to_numpy(dtype=float)
+    has_heading = units["heading"].notna().to_numpy()
+    tick_lon = np.column_stack([lon, lon + HEADING_DEG * np.sin(heading) / np.cos(np.radians(lat)),
+                                np.full(len(lon), np.nan)])[has_heading].ravel()
+    tick_lat = np.column_stack([lat, lat + HEADING_DEG * np.cos(heading), np.full(len(lat), np.nan)])[has_heading].ravel()
+    text = _hover(units, timezone)
+    tick_lon, tick_lat = np.round(tick_lon, 4), np.round(tick_lat, 4)
+
+    def points(mask: np.ndarray, name: str, marker: dict[str, Any], hover: bool = True) -> dict:
+        trace = {"type": "scattermap", "name": name, "mode": "markers", "lon": lon[mask].tolist(),
+                 "lat": lat[mask].tolist(), "marker": marker}
+        if hover:
+            return trace | {"text": text[mask].tolist(), "hovertemplate": "<b>%{text}</b><br>" + name + "<extra></extra>"}
+        return trace | {"hoverinfo": "skip"}
+
+    traces = [
+        {"type": "scattermap", "name": "trail", "mode": "lines", "lon": trail_lon, "lat": trail_lat,
+         "line": {"color": "rgba(226,232,240,0.55)", "width": 2}, "hoverinfo": "skip"},
+        {"type": "scattermap", "name": "heading", "mode": "lines",
+         "lon": np.where(np.isnan(tick_lon), None, tick_lon).tolist(),
+         "lat": np.where(np.isnan(tick_lat), None, tick_lat).tolist(),
+         "line": {"color": "#f8fafc", "width": 2.5}, "hoverinfo": "skip"},
+        points((units["status"] == "responding").to_numpy(), "responding",
+               {"size": 24, "color": "#f59e0b", "opacity": 0.45}, hover=False),
+        points(units["silent"].to_numpy(dtype=bool), "silent",
+               {"size": 26, "color": "#ef4444", "opacity": 0.4}, hover=False),
+    ]
+    silent = units["silent"].to_numpy(dtype=bool)
+    kinds = units["kind"].to_numpy()
+    traces += [
+        points(kinds == kind, t(f"kind_{kind}", lang),
+               {"size": 13, "color": np.where(silent[kinds == kind], "#64748b", KIND_COLOURS[kind]).tolist()})
+        for kind in UNIT_KINDS
+    ]
+    return traces

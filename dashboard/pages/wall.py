@@ -1,0 +1,100 @@
+"""The situation wall: KPI strip, the map with live units, layer toggles, drill-down.
+
+``/wall?unit=CODE&lang=zh``. Live units refresh every 5 s by Patch; KPIs,
+options and live vector layers every 30 s. The layout reads only the drill-down
+options and survives a database outage; the callbacks fill in the rest.
+"""
+from __future__ import annotations
+
+import dash
+import flask
+from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
+
+from dashboard._context import context
+from dashboard.i18n import lang_of, t
+from dashboard.live_map import map_figure
+from dashboard.wall_data import live_update, slow_update, unit_options
+from dashboard.wall_panels import layer_options, legend
+from layers.catalog import CATALOG
+
+dash.register_page(__name__, path="/wall", title="gridwatch · wall")
+
+LIVE_MS = 5_000
+SLOW_MS = 30_000
+
+
+def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.Div:
+    """The wall for the language and command unit named in the URL.
+
+    Only the drill-down options are read here (so the unit in the URL is a valid
+    choice at once); everything else arrives by the callbacks.
+    """
+    lang = lang_of(lang)
+    style_url = f"{flask.request.host_url}style.json?lang={lang}"
+    return html.Div(className="wall", children=[
+        dcc.Store(id="wall-lang", data=lang),
+        dcc.Store(id="wall-bounds"),
+        dcc.Store(id="wall-sink-layers"),
+        dcc.Store(id="wall-sink-tiles"),
+        html.Header(className="wall-header", children=[
+            html.H1(t("app_title", lang)),
+            dcc.Dropdown(id="wall-scope", value=unit, options=unit_options(context(), lang=lang),
+                         placeholder=t("scope_all", lang), className="scope", clearable=True, searchable=True),
+            html.A(t("other_lang", lang), id="wall-lang-link", href=f"?lang={'en' if lang == 'zh' else 'zh'}",
+                   className="lang-link"),
+        ]),
+        html.Div(id="wall-banner", className="banner hidden"),
+        html.Div(id="wall-kpis", className="kpis"),
+        html.Main(className="wall-main", children=[
+            dcc.Graph(id="wall-map", figure=map_figure(style_url), className="map",
+                      config={"displayModeBar": False, "scrollZoom": True}),
+            html.Aside(className="side", children=[
+                html.Div(t("layers", lang), className="legend-title"),
+                dcc.Checklist(id="wall-layers", options=layer_options(CATALOG, lang=lang),
+                              value=[layer.id for layer in CATALOG if layer.visible], className="toggles"),
+                legend(lang=lang),
+                html.Div(id="wall-hover", className="hover"),
+            ]),
+        ]),
+        dcc.Interval(id="wall-live-tick", interval=LIVE_MS),
+        dcc.Interval(id="wall-slow-tick", interval=SLOW_MS),
+    ])
+
+
+dash.register_page(f"{__name__}.home", path="/", title="gridwatch · wall", layout=layout)
+
+
+@callback(
+    Output("wall-map", "figure"), Output("wall-banner", "children"), Output("wall-banner", "className"),
+    Input("wall-live-tick", "n_intervals"), Input("wall-scope", "value"), State("wall-lang", "data"),
+)
+def refresh_live(_tick: int | None, unit: str | None, lang: str):
+    """Every 5 s: the live units, their trails, and the data banner."""
+    update = live_update(context(), unit, lang=lang)
+    return update.patch(), *update.banner
+
+
+@callback(
+    Output("wall-kpis", "children"), Output("wall-scope", "options"), Output("wall-bounds", "data"),
+    Output("wall-layers", "options"),
+    Input("wall-slow-tick", "n_intervals"), Input("wall-scope", "value"),
+    State("wall-lang", "data"), State("wall-bounds", "data"),
+)
+def refresh_slow(_tick: int | None, unit: str | None, lang: str, shown_bounds: list[float] | None):
+    """Every 30 s and on drill-down: KPIs, the unit tree, the bounds to fit, the toggles."""
+    update = slow_update(context(), unit, lang=lang)
+    if update is None:
+        return dash.no_update, dash.no_update, dash.no_update, dash.no_update
+    bounds = dash.no_update if update.bounds == shown_bounds else update.bounds
+    return update.kpis, update.scope_options, bounds, update.layer_options
+
+
+clientside_callback(ClientsideFunction("gridwatch", "setLayers"),
+                    Output("wall-sink-layers", "data"), Input("wall-layers", "value"))
+clientside_callback(ClientsideFunction("gridwatch", "fitBounds"),
+                    Output("wall-map", "figure", allow_duplicate=True), Input("wall-bounds", "data"),
+                    prevent_initial_call=True)
+clientside_callback(ClientsideFunction("gridwatch", "refreshLive"),
+                    Output("wall-sink-tiles", "data"), Input("wall-slow-tick", "n_intervals"))
+clientside_callback(ClientsideFunction("gridwatch", "keepUrl"),
+                    Output("wall-lang-link", "href"), Input("wall-scope", "value"), State("wall-lang", "data"))

@@ -1,0 +1,95 @@
+"""The non-Dash endpoints: the map style, vector tiles, glyphs and live units as JSON.
+
+Unknown layers, tiles outside the pyramid and bad glyph ranges are 404; a
+database that cannot be reached is 503; neither is ever a 500.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import flask
+
+from dashboard._context import DB_ERRORS, context
+from dashboard.i18n import lang_of
+from layers.catalog import available_layers, get_layer
+from layers.glyphs import FONTSTACK, glyph_range, glyphs_available
+from layers.queries import live_units
+from layers.style import build_style
+from layers.tiles import tile
+
+__all__ = ["routes"]
+
+routes = flask.Blueprint("gridwatch", __name__)
+
+STATIC_MAX_AGE = 300
+
+
+def _cached(data: bytes, mimetype: str, *, max_age: int) -> flask.Response:
+    """A response with an ETag (answering 304 when it matches) and Cache-Control."""
+    response = flask.Response(data, mimetype=mimetype)
+    response.set_etag(hashlib.blake2b(data, digest_size=12).hexdigest())
+    response.cache_control.public = True
+    if max_age:
+        response.cache_control.max_age = max_age
+    else:
+        response.cache_control.no_cache = True
+    return response.make_conditional(flask.request)
+
+
+@routes.errorhandler(LookupError)
+def _not_found(error: LookupError) -> tuple[dict[str, str], int]:
+    return {"error": str(error)}, 404
+
+
+def _database_down(error: Exception) -> tuple[dict[str, str], int]:
+    return {"error": "database unreachable"}, 503
+
+
+for _error in DB_ERRORS:
+    routes.register_error_handler(_error, _database_down)
+
+
+@routes.get("/style.json")
+def style() -> flask.Response:
+    """The MapLibre style; ``?lang=zh`` labels in Chinese, ``?hide=a,b`` starts layers hidden."""
+    ctx = context()
+    hide = flask.request.args.get("hide")
+    body = build_style(
+        available_layers(ctx.engine), base_url=flask.request.host_url.rstrip("/"),
+        lang=lang_of(flask.request.args.get("lang")),
+        hidden=frozenset(hide.split(",")) if hide is not None else None,
+        labels=glyphs_available(), basemap_tiles_url=ctx.settings.basemap_tiles_url,
+    )
+    return _cached(flask.json.dumps(body).encode(), "application/json", max_age=0)
+
+
+def _tile_address(z: str, x: str, y: str) -> tuple[int, int, int]:
+    """z/x/y as integers (strings are taken so that a malformed address is our 404, not Dash's page)."""
+    try:
+        return int(z), int(x), int(y)
+    except ValueError:
+        raise LookupError(f"tile address {z}/{x}/{y} is not three integers") from None
+
+
+@routes.get("/tiles/<layer_id>/<z>/<x>/<y>.pbf")
+def vector_tile(layer_id: str, z: str, x: str, y: str) -> flask.Response:
+    """One vector tile of a catalogued layer."""
+    data = tile(context().engine, layer_id, *_tile_address(z, x, y))
+    return _cached(data, "application/vnd.mapbox-vector-tile",
+                   max_age=0 if get_layer(layer_id).live else STATIC_MAX_AGE)
+
+
+@routes.get("/glyphs/<fontstack>/<int:start>-<int:end>.pbf")
+def glyphs(fontstack: str, start: int, end: int) -> flask.Response:
+    """Label glyphs of one 256-codepoint range, from our own font."""
+    if fontstack.split(",")[0] != FONTSTACK or end != start + 255 or not glyphs_available():
+        raise LookupError(f"no glyphs {fontstack!r} {start}-{end}")
+    return _cached(glyph_range(start), "application/x-protobuf", max_age=86400)
+
+
+@routes.get("/api/live")
+def live() -> flask.Response:
+    """Every unit's latest fix as JSON records (what the wall's live layer shows)."""
+    ctx = context()
+    units = live_units(ctx.engine, ctx.settings)
+    return flask.Response(units.to_json(orient="records", date_format="iso"), mimetype="application/json")

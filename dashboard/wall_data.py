@@ -1,0 +1,108 @@
+"""What the wall's callbacks return, as plain functions of the app context.
+
+A database error never escapes: the live update turns it into the
+"database unreachable" banner and keeps the last picture; the slow update
+keeps the last figures. Both recover by themselves on the next tick.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import dash
+
+from dashboard._context import DB_ERRORS, WallContext
+from dashboard.live_map import live_traces
+from dashboard.wall_panels import banner, kpi_strip, layer_options, local_time, scope_options
+from layers.catalog import available_layers
+from layers.queries import (
+    CommandUnit, UnknownCommandUnitError, command_unit, command_unit_tree, data_status, jurisdiction_bounds, kpis,
+    live_units, trails,
+)
+
+__all__ = ["TRAIL_MINUTES", "LiveUpdate", "SlowUpdate", "live_update", "slow_update", "selected_unit",
+           "unit_options"]
+
+TRAIL_MINUTES = 10.0
+
+
+def selected_unit(ctx: WallContext, code: str | None) -> CommandUnit | None:
+    """The selected command unit; None (everything) when unset or unknown."""
+    if not code:
+        return None
+    try:
+        return command_unit(ctx.engine, code)
+    except UnknownCommandUnitError:
+        return None
+
+
+@dataclass(frozen=True)
+class LiveUpdate:
+    """The live traces (None: keep the last ones) and the banner (text, class)."""
+
+    traces: list[dict[str, Any]] | None
+    banner: tuple[str, str]
+
+    def patch(self) -> Any:
+        """A Patch replacing the live traces only (layout, style and tiles stay)."""
+        if self.traces is None:
+            return dash.no_update
+        patched = dash.Patch()
+        for index, trace in enumerate(self.traces):
+            patched["data"][index] = trace
+        return patched
+
+
+def live_update(ctx: WallContext, code: str | None, *, lang: str) -> LiveUpdate:
+    """Units, trails and the data banner for the scope ``code``."""
+    try:
+        unit = selected_unit(ctx, code)
+        scope = unit.id if unit else None
+        units = live_units(ctx.engine, ctx.settings, scope=scope)
+        trail = trails(ctx.engine, minutes=TRAIL_MINUTES, scope=scope)
+        status = data_status(ctx.engine, ctx.settings)
+    except DB_ERRORS:
+        return LiveUpdate(None, banner("db_down", lang=lang))
+    traces = live_traces(units, trail, lang=lang, timezone=ctx.settings.timezone)
+    if status.empty:
+        return LiveUpdate(traces, banner("empty", lang=lang))
+    if status.stale:
+        return LiveUpdate(traces, banner("stale", lang=lang, since=local_time(status.newest_fix,
+                                                                            ctx.settings.timezone)))
+    return LiveUpdate(traces, banner(None, lang=lang))
+
+
+def unit_options(ctx: WallContext, *, lang: str) -> list[dict[str, str]]:
+    """The drill-down options (empty while the database is unreachable)."""
+    try:
+        return scope_options(command_unit_tree(ctx.engine), lang=lang)
+    except DB_ERRORS:
+        return []
+
+
+@dataclass(frozen=True)
+class SlowUpdate:
+    """KPI strip, drill-down options, the bounds to fit and the layer toggles."""
+
+    kpis: list
+    scope_options: list[dict[str, str]]
+    bounds: list[float] | None
+    layer_options: list[dict[str, str]]
+
+
+def slow_update(ctx: WallContext, code: str | None, *, lang: str) -> SlowUpdate | None:
+    """The minute-scale parts of the wall; None when the database is unreachable."""
+    try:
+        unit = selected_unit(ctx, code)
+        bounds = unit.bounds if unit else jurisdiction_bounds(ctx.engine)
+        figures = kpis(ctx.engine, ctx.settings, scope=unit.id if unit else None)
+        tree = command_unit_tree(ctx.engine)
+        layers = available_layers(ctx.engine)
+    except DB_ERRORS:
+        return None
+    return SlowUpdate(
+        kpis=kpi_strip(figures, lang=lang, timezone=ctx.settings.timezone),
+        scope_options=scope_options(tree, lang=lang),
+        bounds=list(bounds) if bounds else None,
+        layer_options=layer_options(layers, lang=lang),
+    )

@@ -1,0 +1,297 @@
+"""The map-layer catalog: every vector layer the map can show, declared as data.
+
+Tiles (:mod:`layers.tiles`), the style (:mod:`layers.style`), the layer toggles
+and the hover panel of the wall all read this table. Only catalogued ids are
+served; an id is looked up here and never put into SQL.
+
+Each source is a fixed SELECT over the schema producing ``id``, ``geom``
+(EPSG:4326) and the property columns. A layer whose ``requires`` tables are
+missing (a later migration) is left out by :func:`available_layers`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+__all__ = [
+    "Layer", "CATALOG", "UnknownLayerError", "get_layer", "available_layers",
+    "COVERAGE_COLOURS", "SEGMENT_COLOURS", "LINE_COLOURS", "SEVERITY_COLOURS",
+]
+
+GeometryKind = Literal["point", "line", "polygon"]
+Group = Literal["boundaries", "coverage", "defence", "base", "events"]
+
+# Colours shared by the style, the legend and the KPI strip.
+COVERAGE_COLOURS = {"fresh": "#22c55e", "due": "#f59e0b", "overdue": "#ef4444", "unknown": "#64748b"}
+SEGMENT_COLOURS = {"patrolled": "#22c55e", "watched": "#38bdf8", "overdue": "#ef4444", "unknown": "#64748b"}
+LINE_COLOURS = {1: "#f43f5e", 2: "#fb923c", 3: "#facc15"}
+SEVERITY_COLOURS = {1: "#a3e635", 2: "#facc15", 3: "#fb923c", 4: "#ef4444"}  # 4 is the most severe
+
+
+class UnknownLayerError(LookupError):
+    """A layer id that is not in the catalog (or whose table does not exist yet)."""
+
+
+def _match(prop: str, colours: dict[Any, str], default: str) -> list:
+    """A MapLibre ``match`` expression mapping a property's values to colours."""
+    pairs = [item for key, colour in colours.items() for item in (key, colour)]
+    return ["match", ["get", prop], *pairs, default]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One map layer: where its features come from and how they are drawn.
+
+    ``styles`` are MapLibre style-layer specs without ``id``/``source``; each has
+    an ``"id"`` suffix under the key ``"part"``. ``popup`` names the properties
+    the hover panel shows. ``live`` layers are refetched every refresh.
+    """
+
+    id: str
+    title: dict[str, str]
+    source: str
+    kind: GeometryKind
+    styles: tuple[dict[str, Any], ...]
+    group: Group
+    minzoom: int = 0
+    maxzoom: int = 14
+    popup: tuple[str, ...] = ()
+    live: bool = False
+    visible: bool = True
+    requires: tuple[str, ...] = ()
+    label: dict[str, Any] | None = None
+
+
+def _level(level: str, colour: str, width: float, minzoom: int, dash: list | None = None) -> Layer:
+    paint: dict[str, Any] = {"line-color": colour, "line-width": width, "line-opacity": 0.9}
+    if dash:
+        paint["line-dasharray"] = dash
+    titles = {
+        "prefecture": ("Prefecture", "地区"), "county": ("Counties", "县"),
+        "township": ("Townships", "乡镇"), "station": ("Stations", "派出所/边境派出所"),
+    }[level]
+    return Layer(
+        id=f"cu_{level}",
+        title={"en": titles[0], "zh": titles[1]},
+        source=(
+            "SELECT id, code, name, coalesce(name_en, name) AS name_en, level, geom "
+            f"FROM command_unit WHERE level = '{level}'"
+        ),
+        kind="polygon",
+        styles=({"part": "line", "type": "line", "paint": paint, "layout": {"line-join": "round"}},),
+        group="boundaries",
+        minzoom=minzoom,
+        popup=("name", "code", "level"),
+    )
+
+
+_SENSOR_RANGE = """
+SELECT s.id, s.code, s.kind, s.up, s.range_m, s.fov_deg,
+       CASE WHEN s.kind = 'camera' AND s.fov_deg < 360 AND s.azimuth_deg IS NOT NULL THEN (
+                SELECT ST_MakePolygon(ST_MakeLine(
+                    ARRAY[s.geom] || array_agg(ST_Project(s.geom::geography, s.range_m,
+                        radians(s.azimuth_deg - s.fov_deg / 2 + s.fov_deg * i / 16))::geometry ORDER BY i)
+                    || ARRAY[s.geom]))
+                FROM generate_series(0, 16) AS i)
+            ELSE ST_Buffer(s.geom::geography, s.range_m, 'quad_segs=16')::geometry
+       END AS geom
+FROM sensor s
+"""
+
+CATALOG: tuple[Layer, ...] = (
+    Layer(
+        id="zones", title={"en": "Zones", "zh": "管控区域"},
+        source="SELECT id, kind, name, geom FROM zone", kind="polygon", group="base",
+        styles=(
+            {"part": "fill", "type": "fill", "paint": {
+                "fill-color": _match("kind", {"border_closed": "#a855f7", "port_control": "#0ea5e9"}, "#1e293b"),
+                "fill-opacity": _match("kind", {"border_closed": 0.16, "port_control": 0.2}, 0.0)}},
+            {"part": "line", "type": "line", "paint": {
+                "line-color": _match("kind", {"border_closed": "#a855f7", "port_control": "#0ea5e9"}, "#334155"),
+                "line-width": 1, "line-dasharray": [3, 2]}},
+        ),
+        popup=("kind", "name"),
+    ),
+    Layer(
+        id="grids", title={"en": "Grids by coverage", "zh": "网格覆盖"},
+        source=(
+            "SELECT g.id, g.code, g.name, coalesce(c.status, 'unknown') AS status, "
+            "to_char(c.last_visit AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"') AS last_visit, "
+            "g.households, g.geom FROM grid g LEFT JOIN grid_coverage c ON c.grid_id = g.id"
+        ),
+        kind="polygon", group="coverage", minzoom=6, live=True,
+        styles=(
+            {"part": "fill", "type": "fill", "paint": {
+                "fill-color": _match("status", COVERAGE_COLOURS, COVERAGE_COLOURS["unknown"]),
+                "fill-opacity": 0.32}},
+            {"part": "line", "type": "line", "minzoom": 9, "paint": {"line-color": "#0f172a", "line-width": 0.6}},
+        ),
+        popup=("code", "name", "status", "last_visit", "households"),
+    ),
+    Layer(
+        id="hexes", title={"en": "H3 coverage", "zh": "H3 覆盖"},
+        source=(
+            "SELECT h3 AS id, status, to_char(last_visit AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"') "
+            "AS last_visit, visits_24h, geom FROM hex_coverage"
+        ),
+        kind="polygon", group="coverage", minzoom=9, live=True, visible=False,
+        styles=(
+            {"part": "fill", "type": "fill", "paint": {
+                "fill-color": _match("status", COVERAGE_COLOURS, COVERAGE_COLOURS["unknown"]),
+                "fill-opacity": 0.4, "fill-outline-color": "#0f172a"}},
+        ),
+        popup=("status", "last_visit", "visits_24h"),
+    ),
+    Layer(
+        id="sensors", title={"en": "Sensor range", "zh": "传感器范围"},
+        source=_SENSOR_RANGE, kind="polygon", group="defence", minzoom=8,
+        styles=(
+            {"part": "fill", "type": "fill", "paint": {
+                "fill-color": ["case", ["!", ["get", "up"]], "#64748b",
+                               _match("kind", {"camera": "#c084fc", "radar": "#2dd4bf"}, "#94a3b8")],
+                "fill-opacity": 0.18}},
+            {"part": "line", "type": "line", "paint": {
+                "line-color": ["case", ["!", ["get", "up"]], "#64748b",
+                               _match("kind", {"camera": "#c084fc", "radar": "#2dd4bf"}, "#94a3b8")],
+                "line-width": 1, "line-opacity": ["case", ["get", "up"], 0.8, 0.4]}},
+        ),
+        popup=("code", "kind", "range_m", "up"),
+    ),
+    Layer(
+        id="rivers", title={"en": "Rivers", "zh": "河流"},
+        source="SELECT id, name, geom FROM river", kind="line", group="base",
+        styles=({"part": "line", "type": "line", "paint": {"line-color": "#0284c7", "line-width": 1.6}},),
+        popup=("name",),
+    ),
+    Layer(
+        id="roads", title={"en": "Roads", "zh": "道路"},
+        source="SELECT id, code, class, name, geom FROM road", kind="line", group="base", minzoom=6,
+        styles=({"part": "line", "type": "line", "layout": {"line-join": "round"}, "paint": {
+            "line-color": _match("class", {"trunk": "#e5e7eb", "secondary": "#9ca3af", "track": "#78716c",
+                                           "patrol": "#22d3ee"}, "#6b7280"),
+            "line-width": _match("class", {"trunk": 2.6, "secondary": 1.6, "track": 1.0, "patrol": 1.4}, 1.0),
+            "line-opacity": 0.85}},),
+        popup=("class", "name", "code"),
+    ),
+    _level("station", "#64748b", 0.8, 9, [2, 2]),
+    _level("township", "#94a3b8", 1.2, 7, [4, 2]),
+    _level("county", "#cbd5e1", 2.2, 0),
+    _level("prefecture", "#f8fafc", 3.2, 0),
+    Layer(
+        id="lines", title={"en": "Defence lines", "zh": "三道防线"},
+        source="SELECT id, line_no, name, geom FROM defence_line", kind="line", group="defence",
+        styles=tuple(
+            {"part": f"line{n}", "type": "line", "filter": ["==", ["get", "line_no"], n],
+             "layout": {"line-join": "round", "line-cap": "butt" if dash else "round"},
+             "paint": {"line-color": LINE_COLOURS[n], "line-width": width, "line-opacity": 0.9,
+                       **({"line-dasharray": dash} if dash else {})}}
+            for n, width, dash in ((1, 5, None), (2, 3.5, [3, 1.5]), (3, 3.5, [1, 1.2]))
+        ),
+        popup=("line_no", "name"),
+    ),
+    Layer(
+        id="segments", title={"en": "Border segments", "zh": "边境分段"},
+        source=(
+            "SELECT s.id, round(s.km_from::numeric, 1) AS km_from, round(s.km_to::numeric, 1) AS km_to, "
+            "coalesce(c.status, 'unknown') AS status, "
+            "to_char(c.last_visit AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"') AS last_visit, s.geom "
+            "FROM border_segment s LEFT JOIN segment_coverage c ON c.segment_id = s.id"
+        ),
+        kind="line", group="coverage", minzoom=5, live=True,
+        styles=({"part": "line", "type": "line", "layout": {"line-cap": "butt"}, "paint": {
+            "line-color": _match("status", SEGMENT_COLOURS, SEGMENT_COLOURS["unknown"]),
+            "line-width": ["interpolate", ["linear"], ["zoom"], 6, 3, 12, 7]}},),
+        popup=("km_from", "km_to", "status", "last_visit"),
+    ),
+    Layer(
+        id="leak_routes", title={"en": "Leak routes", "zh": "漏管通道"},
+        source="SELECT id, line_no, round(length_m) AS length_m, geom FROM leak_route",
+        kind="line", group="defence", requires=("leak_route",), live=True,
+        styles=({"part": "line", "type": "line", "paint": {
+            "line-color": "#f43f5e", "line-width": 2.5, "line-dasharray": [1, 1]}},),
+        popup=("line_no", "length_m"),
+    ),
+    Layer(
+        id="unit_names", title={"en": "Unit names", "zh": "单位名称"},
+        source=(
+            "SELECT id, code, name, coalesce(name_en, name) AS name_en, level, ST_PointOnSurface(geom) AS geom "
+            "FROM command_unit"
+        ),
+        kind="point", group="boundaries", styles=(),
+        popup=("name", "code", "level"),
+        label={
+            # each level names itself only in its own zoom band (size 0 takes no room)
+            "size": ["step", ["zoom"], _match("level", {"prefecture": 22}, 0),
+                     7, _match("level", {"county": 18}, 0),
+                     9.5, _match("level", {"township": 15}, 0),
+                     11.5, _match("level", {"station": 13}, 0)],
+            "colour": _match("level", {"prefecture": "#f8fafc", "county": "#f1f5f9", "township": "#cbd5e1"},
+                             "#94a3b8"),
+            "placement": "center", "minzoom": 0,
+        },
+    ),
+    Layer(
+        id="settlements", title={"en": "Settlements", "zh": "居民点"},
+        source="SELECT id, code, name, coalesce(name_en, name) AS name_en, kind, households, geom FROM settlement",
+        kind="point", group="base", minzoom=7,
+        styles=({"part": "dot", "type": "circle", "paint": {
+            "circle-radius": _match("kind", {"seat": 6, "town": 4.5}, 3),
+            "circle-color": "#e2e8f0", "circle-stroke-color": "#0b1220", "circle-stroke-width": 1.2}},),
+        popup=("name", "kind", "households"),
+        label={"size": 13, "colour": "#e2e8f0", "placement": "offset", "minzoom": 8},
+    ),
+    Layer(
+        id="checkpoints", title={"en": "Checkpoints", "zh": "检查站"},
+        source="SELECT id, code, line_no, name, kind, staffed, geom FROM checkpoint",
+        kind="point", group="defence", minzoom=5,
+        styles=({"part": "dot", "type": "circle", "paint": {
+            "circle-radius": ["interpolate", ["linear"], ["zoom"], 6, 4, 12, 9],
+            "circle-color": ["case", ["get", "staffed"], _match("line_no", LINE_COLOURS, "#ffffff"), "#0b1220"],
+            "circle-stroke-color": _match("line_no", LINE_COLOURS, "#ffffff"),
+            "circle-stroke-width": ["case", ["get", "staffed"], 1.5, 3]}},),
+        popup=("code", "name", "line_no", "staffed"),
+    ),
+    Layer(
+        id="incidents", title={"en": "Incidents", "zh": "警情"},
+        source="SELECT id, source_id, kind, severity, status, "
+               "to_char(reported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"') AS reported_at, geom "
+               "FROM incident WHERE status <> 'closed' OR closed_at > now() - interval '24 hours'",
+        kind="point", group="events", live=True,
+        styles=({"part": "dot", "type": "circle", "paint": {
+            "circle-radius": ["interpolate", ["linear"], ["zoom"], 6, ["+", 3, ["get", "severity"]],
+                              13, ["+", 6, ["*", 2, ["get", "severity"]]]],
+            "circle-color": ["case", ["==", ["get", "status"], "closed"], "#475569",
+                             _match("severity", SEVERITY_COLOURS, "#ffffff")],
+            "circle-opacity": ["case", ["==", ["get", "status"], "closed"], 0.5, 0.95],
+            "circle-stroke-color": "#fff7ed",
+            "circle-stroke-width": ["case", ["==", ["get", "status"], "reported"], 2.5, 1]}},),
+        popup=("kind", "severity", "status", "reported_at"),
+    ),
+)
+
+_BY_ID = {layer.id: layer for layer in CATALOG}
+
+
+def get_layer(layer_id: str) -> Layer:
+    """The catalogued layer called ``layer_id``; :class:`UnknownLayerError` otherwise."""
+    try:
+        return _BY_ID[layer_id]
+    except (KeyError, TypeError):
+        raise UnknownLayerError(
+            f"map layer {layer_id!r} is not in the catalog; expected one of {sorted(_BY_ID)}"
+        ) from None
+
+
+def available_layers(engine: sa.Engine) -> tuple[Layer, ...]:
+    """The catalog without the layers whose required tables do not exist in this database."""
+    needed = sorted({table for layer in CATALOG for table in layer.requires})
+    if not needed:
+        return CATALOG
+    with engine.connect() as conn:
+        present = set(conn.execute(
+            sa.text("SELECT t FROM unnest(CAST(:tables AS text[])) AS t WHERE to_regclass(t) IS NOT NULL"),
+            {"tables": needed},
+        ).scalars())
+    return tuple(layer for layer in CATALOG if set(layer.requires) <= present)

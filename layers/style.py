@@ -1,0 +1,92 @@
+"""The MapLibre style JSON of the map, built from the layer catalog.
+
+Every source is one of our own vector-tile layers (``/tiles/{layer}/{z}/{x}/{y}.pbf``);
+the glyphs (labels) come from our own server too, and the optional on-site
+basemap is the only other source. Style layers carry ``metadata`` naming their
+catalog layer and popup fields, which the wall's toggles and hover panel read.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from layers.catalog import Layer
+from layers.glyphs import FONTSTACK
+
+__all__ = ["build_style", "style_layer_ids", "BACKGROUND"]
+
+BACKGROUND = "#0b1220"
+
+
+def style_layer_ids(layer: Layer, *, labels: bool) -> list[str]:
+    """The ids of the style layers that draw one catalog layer."""
+    ids = [f"{layer.id}-{spec['part']}" for spec in layer.styles]
+    return ids + [f"{layer.id}-label"] if labels and layer.label else ids
+
+
+def _label(layer: Layer, lang: str) -> dict[str, Any]:
+    spec = layer.label or {}
+    name = ["get", "name"] if lang == "zh" else ["coalesce", ["get", "name_en"], ["get", "name"]]
+    offset = spec["placement"] == "offset"
+    return {
+        "type": "symbol", "minzoom": spec["minzoom"],
+        "layout": {
+            "text-field": name, "text-font": [FONTSTACK], "text-size": spec["size"],
+            "text-anchor": "top" if offset else "center", "text-offset": [0, 0.6] if offset else [0, 0],
+            "text-max-width": 9, "text-padding": 4,
+        },
+        "paint": {"text-color": spec["colour"], "text-halo-color": BACKGROUND, "text-halo-width": 1.6},
+    }
+
+
+def _style_layers(layer: Layer, specs: list[dict[str, Any]], *, hidden: bool, lang: str) -> list[dict[str, Any]]:
+    visibility = "none" if hidden else "visible"
+    out = []
+    for spec in specs:
+        body = {key: value for key, value in spec.items() if key != "part"}
+        out.append({
+            **body,
+            "id": f"{layer.id}-{spec['part']}",
+            "source": layer.id,
+            "source-layer": layer.id,
+            "minzoom": max(layer.minzoom, body.get("minzoom", 0)),
+            "layout": {**body.get("layout", {}), "visibility": visibility},
+            "metadata": {"gridwatch:layer": layer.id, "gridwatch:popup": list(layer.popup),
+                         "gridwatch:title": layer.title[lang], "gridwatch:live": layer.live},
+        })
+    return out
+
+
+def build_style(
+    layers: tuple[Layer, ...], *, base_url: str, lang: str = "en", hidden: frozenset[str] | None = None,
+    labels: bool = True, basemap_tiles_url: str | None = None,
+) -> dict[str, Any]:
+    """The style of the given (available) catalog layers.
+
+    ``base_url`` is our server's root (``http://host:port``); MapLibre needs
+    absolute tile and glyph URLs. ``hidden`` layers start with visibility none
+    (by default the catalog's hidden ones). Labels are drawn above every layer.
+    """
+    sources: dict[str, Any] = {
+        layer.id: {"type": "vector", "tiles": [f"{base_url}/tiles/{layer.id}/{{z}}/{{x}}/{{y}}.pbf"],
+                   "minzoom": layer.minzoom, "maxzoom": layer.maxzoom}
+        for layer in layers
+    }
+    style_layers: list[dict[str, Any]] = [
+        {"id": "background", "type": "background", "paint": {"background-color": BACKGROUND}}
+    ]
+    if basemap_tiles_url:
+        sources["basemap"] = {"type": "raster", "tiles": [basemap_tiles_url], "tileSize": 256}
+        style_layers.append({"id": "basemap", "type": "raster", "source": "basemap",
+                             "paint": {"raster-opacity": 0.45, "raster-saturation": -0.6}})
+    label_layers: list[dict[str, Any]] = []
+    for layer in layers:
+        is_hidden = layer.id in hidden if hidden is not None else not layer.visible
+        style_layers += _style_layers(layer, list(layer.styles), hidden=is_hidden, lang=lang)
+        if labels and layer.label:
+            label_layers += _style_layers(layer, [{"part": "label", **_label(layer, lang)}], hidden=is_hidden,
+                                          lang=lang)
+    style_layers += label_layers
+    style: dict[str, Any] = {"version": 8, "name": "gridwatch", "sources": sources, "layers": style_layers}
+    if labels:
+        style["glyphs"] = f"{base_url}/glyphs/{{fontstack}}/{{range}}.pbf"
+    return style

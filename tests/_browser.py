@@ -1,0 +1,122 @@
+"""Browser-test helpers: the app on a free localhost port, and an offline Chromium page.
+
+Every request to another origin is aborted and recorded, so a test can fail
+on any attempt; console errors and page errors are recorded too.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from werkzeug.serving import make_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@contextmanager
+def serving(flask_app) -> Iterator[str]:
+    """Serve a Flask app on a free localhost port in a thread; yields its base URL."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server("127.0.0.1", 0, flask_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@dataclass
+class Watch:
+    """What the page did that a test may want to fail on."""
+
+    offsite: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def offline_page(base_url: str, *, viewport: tuple[int, int] = (1920, 1080)):
+    """A headless Chromium page that may only talk to ``base_url``; yields (page, watch)."""
+    from playwright.sync_api import sync_playwright
+
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(base_url))
+    watch = Watch()
+
+    def route(r):
+        url = r.request.url
+        if url.startswith(origin + "/") or url == origin:
+            r.continue_()
+        else:
+            watch.offsite.append(url)
+            r.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+            context.route("**/*", route)
+            page = context.new_page()
+            page.on("console", lambda m: watch.console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: watch.console_errors.append(str(e)))
+            yield page, watch
+        finally:
+            browser.close()
+
+
+class TcpProxy:
+    """A localhost TCP proxy to the database that a test can cut and restore (a database outage)."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.resume()
+
+    def resume(self) -> None:
+        """Listen (again, on the same port) and forward new connections."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Stop listening and drop every open connection."""
+        with self._lock:
+            sockets, self._open = [self._listener, *self._open], set()
+        for sock in sockets:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._open |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)

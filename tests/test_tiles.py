@@ -1,0 +1,126 @@
+"""Vector tiles: decoded with mapbox_vector_tile, and the tile route's 404s, ETag and cache headers."""
+from __future__ import annotations
+
+import mapbox_vector_tile
+import pytest
+
+from dashboard.app import create_app
+from layers._synthetic import REGIONS, make_region
+from layers.catalog import CATALOG, UnknownLayerError
+from layers.tiles import TileNotFound, tile, tiles_covering
+
+BOUNDS = (98.0, 23.5, 98.3, 23.8)  # the small synthetic region
+CENTRE = (98.15, 23.65, 98.15, 23.65)
+
+
+@pytest.fixture(scope="module")
+def region(engine):
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE command_unit, grid, zone, defence_line, checkpoint, border_segment, road, "
+                             "river, settlement, sensor, unit, position, unit_latest, incident, grid_coverage, "
+                             "segment_coverage, hex_coverage RESTART IDENTITY CASCADE")
+    make_region(engine, REGIONS["small"])
+    return engine
+
+
+@pytest.fixture(scope="module")
+def client(region, db_url):
+    return create_app(db_url).server.test_client()
+
+
+def decode(data: bytes) -> dict:
+    return mapbox_vector_tile.decode(data)
+
+
+def features(engine, layer_id: str, z: int) -> list[dict]:
+    """All features of a layer over the region at zoom z."""
+    return [f for zxy in tiles_covering(BOUNDS, z)
+            for f in decode(tile(engine, layer_id, *zxy)).get(layer_id, {}).get("features", [])]
+
+
+def test_grid_tiles_carry_coverage_status(region):
+    found = features(region, "grids", 10)
+    statuses = {f["properties"]["status"] for f in found}
+    assert statuses == {"fresh", "due", "overdue", "unknown"}
+    assert {"code", "name", "households"} <= set(found[0]["properties"])
+    assert found[0]["geometry"]["type"] in ("Polygon", "MultiPolygon")
+
+
+@pytest.mark.parametrize(("layer_id", "prop", "values"), [
+    ("segments", "status", {"patrolled", "watched", "overdue", "unknown"}),
+    ("lines", "line_no", {1, 2, 3}),
+    ("checkpoints", "staffed", {True, False}),
+    ("sensors", "kind", {"camera", "radar"}),
+    ("incidents", "severity", {1, 2, 3, 4}),
+    ("cu_county", "level", {"county"}),
+])
+def test_layer_properties(region, layer_id, prop, values):
+    assert {f["properties"][prop] for f in features(region, layer_id, 9)} == values
+
+
+def test_every_available_layer_has_features_over_the_region(region):
+    for layer in CATALOG:
+        if layer.requires:
+            continue
+        assert features(region, layer.id, max(layer.minzoom, 9)), layer.id
+
+
+def test_tile_outside_the_data_is_empty(region):
+    assert tile(region, "grids", 10, 0, 0) == b""
+
+
+def test_simplification_keeps_tiles_small_at_low_zoom(region):
+    z6 = sum(len(tile(region, "grids", *zxy)) for zxy in tiles_covering(BOUNDS, 6))
+    z10 = sum(len(tile(region, "grids", *zxy)) for zxy in tiles_covering(BOUNDS, 10))
+    assert 0 < z6 < z10
+
+
+@pytest.mark.parametrize(("layer_id", "z", "x", "y", "match"), [
+    ("nope", 10, 0, 0, "not in the catalog"),
+    ("grids; DROP TABLE grid", 10, 0, 0, "not in the catalog"),
+    ("grids", 3, 0, 0, "serves zooms"),
+    ("grids", 23, 0, 0, "serves zooms"),
+    ("grids", 10, 1024, 0, "does not exist"),
+    ("grids", 10, 0, -1, "does not exist"),
+])
+def test_bad_tiles_raise_lookup_errors(region, layer_id, z, x, y, match):
+    with pytest.raises(UnknownLayerError, match=match):
+        tile(region, layer_id, z, x, y)
+
+
+def test_leak_routes_tolerate_a_missing_table(region):
+    with region.connect() as conn:
+        exists = conn.exec_driver_sql("SELECT to_regclass('leak_route') IS NOT NULL").scalar()
+    if exists:
+        assert isinstance(tile(region, "leak_routes", 10, 0, 0), bytes)
+    else:
+        with pytest.raises(TileNotFound, match="do not exist yet"):
+            tile(region, "leak_routes", 10, 0, 0)
+
+
+def test_route_serves_tiles_with_etag_and_cache_control(client):
+    z, x, y = tiles_covering(CENTRE, 10)[0]
+    response = client.get(f"/tiles/grids/{z}/{x}/{y}.pbf")
+    assert response.status_code == 200
+    assert response.mimetype == "application/vnd.mapbox-vector-tile"
+    assert "grids" in decode(response.data)
+    assert "no-cache" in response.headers["Cache-Control"]  # grids are live
+    again = client.get(f"/tiles/grids/{z}/{x}/{y}.pbf", headers={"If-None-Match": response.headers["ETag"]})
+    assert again.status_code == 304
+    static = client.get(f"/tiles/roads/{z}/{x}/{y}.pbf")
+    assert "max-age=300" in static.headers["Cache-Control"]
+
+
+@pytest.mark.parametrize("path", [
+    "/tiles/nope/10/0/0.pbf", "/tiles/grids/99/0/0.pbf", "/tiles/grids/10/5000/0.pbf",
+    "/tiles/grids/10/0/-1.pbf", "/tiles/grids/x/0/0.pbf", "/tiles/grids/3/0/0.pbf",
+])
+def test_route_answers_404_never_500(client, path):
+    assert client.get(path).status_code == 404
+
+
+def test_glyph_route(client):
+    response = client.get("/glyphs/gridwatch-sans/0-255.pbf")
+    assert response.status_code == 200 and len(response.data) > 10_000
+    assert client.get("/glyphs/other-font/0-255.pbf").status_code == 404
+    assert client.get("/glyphs/gridwatch-sans/1-256.pbf").status_code == 404
