@@ -1,7 +1,14 @@
-"""``gridwatch demo``: the database, the sample region, and every ETL job on it."""
+"""``gridwatch demo``: the database, the sample region, every ETL job on it, and a live
+feed (the ingest service with the simulator replaying the sample's patrols)."""
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,7 +19,9 @@ from etl.manifest import read_manifest
 from etl.runner import format_summary, run_manifest
 from gridwatch.settings import Settings
 
-__all__ = ["prepare_demo", "sample_folder"]
+__all__ = ["prepare_demo", "sample_folder", "live_feed"]
+
+GRIDWATCH = [sys.executable, "-m", "gridwatch.cli"]
 
 
 def sample_folder(settings: Settings, *, seed: int, scale: str, progress: bool = True) -> Path:
@@ -41,3 +50,63 @@ def prepare_demo(settings: Settings, *, seed: int = 1, scale: str = "prefecture"
     results = run_manifest(engine, read_manifest(folder), settings=settings, progress=True)
     click.echo(format_summary(results))
     return folder
+
+
+def _port(preferred: int) -> int:
+    """``preferred`` when it is free on 127.0.0.1, else any free port."""
+    for candidate in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
+
+
+def _wait_listening(port: int, process: subprocess.Popen, log: Path, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise click.ClickException(f"the ingest service stopped at start-up; see {log}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise click.ClickException(f"the ingest service did not listen on port {port}; see {log}")
+
+
+@contextmanager
+def live_feed(settings: Settings, folder: Path) -> Iterator[str]:
+    """Run the ingest service and the simulator (replaying ``folder`` from now on) as
+    child processes while the block runs; yields the ingest URL. Logs go to ``<home>/logs``."""
+    logs = settings.home_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    http_port, cot_port = _port(5055), _port(8087)
+    url = f"http://127.0.0.1:{http_port}"
+    children: list[subprocess.Popen] = []
+    try:
+        with open(logs / "ingest.log", "ab") as ingest_log:
+            ingest = subprocess.Popen(
+                [*GRIDWATCH, "ingest", "--http-port", str(http_port), "--cot-port", str(cot_port)],
+                stdout=ingest_log, stderr=subprocess.STDOUT,
+            )
+        children.append(ingest)
+        _wait_listening(http_port, ingest, logs / "ingest.log")
+        with open(logs / "simulate.log", "ab") as simulate_log:
+            children.append(subprocess.Popen(
+                [*GRIDWATCH, "simulate", "--input", str(folder), "--provision", "--tokens",
+                 str(settings.home_dir / "demo-tokens.json"), "--url", url, "--speed", "1x"],
+                stdout=simulate_log, stderr=subprocess.STDOUT,
+            ))
+        click.echo(f"live feed: ingest on {url} (OsmAnd, JSON) and tcp://127.0.0.1:{cot_port} (CoT); "
+                   f"the simulator replays the sample's patrols; logs in {logs}")
+        yield url
+    finally:
+        for child in reversed(children):
+            child.terminate()
+        for child in reversed(children):
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -99,18 +100,26 @@ def serve(host: str | None, port: int | None) -> None:
     run(host=host or settings.host, port=port or settings.port)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 @cli.command()
 @click.option("--seed", default=1, type=int, show_default=True, help="Sample region seed.")
 @click.option("--scale", default="prefecture", show_default=True, help="small, prefecture or province.")
 @click.option("--no-serve", is_flag=True, help="Load the demo data, then exit.")
 def demo(seed: int, scale: str, no_serve: bool) -> None:
-    """Start the database, generate and load the sample region, serve the dashboard."""
+    """Start the database, generate and load the sample region, then serve the dashboard
+    with a live feed (ingest service + simulator)."""
     from dashboard.app import run
-    from etl.demo import prepare_demo
+    from etl.demo import live_feed, prepare_demo
 
     settings = get_settings()
-    prepare_demo(settings, seed=seed, scale=scale)
-    if not no_serve:
+    folder = prepare_demo(settings, seed=seed, scale=scale)
+    if no_serve:
+        return
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # stop the live feed's children too
+    with live_feed(settings, folder):
         click.echo(f"dashboard on http://{settings.host}:{settings.port}/  (Ctrl-C stops)")
         run(host=settings.host, port=settings.port)
 
