@@ -18,7 +18,10 @@ cell of the border_closed and port_control zones (all cells of the whole
 region would be too many at resolution 9 for a province).
 
 All three tables are rebuilt in one transaction, by set-based SQL driven from
-the places (GiST on the window's fixes).
+the places (GiST on the window's fixes). Between rebuilds, live fixes move
+``last_visit`` and the status forward at once (:func:`refresh_coverage_for`)
+and statuses age with the clock (:func:`age_coverage`); visit counts and dwell
+change only at the next rebuild.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from etl._fuse_points import region_srid
 from geo.h3cells import cell_polygons
 from gridwatch.settings import Settings
 
-__all__ = ["derive_coverage", "DWELL_CAP_S", "WINDOWS_H"]
+__all__ = ["derive_coverage", "refresh_coverage_for", "age_coverage", "DWELL_CAP_S", "WINDOWS_H"]
 
 DWELL_CAP_S = 120.0  # 2 x the longest regular report interval (60 s)
 WINDOWS_H = (1, 4, 24)
@@ -203,3 +206,90 @@ FROM (
     WHERE pl.kind = 'segment'
 ) s;
 """
+
+
+# A batch of live fixes: the places within each fix's detection radius get it as
+# their last visit. The bounding-box test in degrees (GiST) comes before the
+# exact one in metres (geography).
+_LIVE_FIXES = """
+CREATE TEMP TABLE live_fix ON COMMIT DROP AS
+SELECT f.ts, f.h3, ST_SetSRID(ST_MakePoint(f.lon, f.lat), 4326) AS pt, f.lat,
+       (%(radius)s::jsonb ->> u.kind)::float8 AS r
+FROM unnest(%(unit_id)s::int[], %(ts)s::timestamptz[], %(lon)s::float8[], %(lat)s::float8[], %(h3)s::bigint[])
+     AS f(unit_id, ts, lon, lat, h3)
+JOIN unit u ON u.id = f.unit_id;
+
+UPDATE grid_coverage c SET last_visit = v.ts, updated_at = now(), status = CASE
+        WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 1800) THEN 'fresh'
+        WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 3600) THEN 'due' ELSE 'overdue' END
+FROM (SELECT g.id, max(f.ts) AS ts FROM live_fix f JOIN grid g
+        ON g.geom && ST_Expand(f.pt, 1.01 * f.r / (111320 * cos(radians(f.lat))), 1.01 * f.r / 110574)
+       AND ST_DWithin(g.geom::geography, f.pt::geography, f.r)
+      GROUP BY g.id) v
+WHERE c.grid_id = v.id AND (c.last_visit IS NULL OR c.last_visit < v.ts);
+
+UPDATE segment_coverage c SET last_visit = v.ts, updated_at = now(), status = CASE
+        WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 3600) THEN 'patrolled'
+        WHEN c.watched THEN 'watched' ELSE 'overdue' END
+FROM (SELECT s.id, max(f.ts) AS ts FROM live_fix f JOIN border_segment s
+        ON s.geom && ST_Expand(f.pt, 1.01 * f.r / (111320 * cos(radians(f.lat))), 1.01 * f.r / 110574)
+       AND ST_DWithin(s.geom::geography, f.pt::geography, f.r)
+      GROUP BY s.id) v
+WHERE c.segment_id = v.id AND (c.last_visit IS NULL OR c.last_visit < v.ts);
+
+UPDATE hex_coverage c SET last_visit = v.ts, updated_at = now(), status = CASE
+        WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 1800) THEN 'fresh'
+        WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 3600) THEN 'due' ELSE 'overdue' END
+FROM (SELECT h3, max(ts) AS ts FROM live_fix WHERE h3 IS NOT NULL GROUP BY h3) v
+WHERE c.h3 = v.h3 AND (c.last_visit IS NULL OR c.last_visit < v.ts);
+
+DROP TABLE live_fix
+"""
+
+_AGE = """
+UPDATE grid_coverage SET status = s.status, updated_at = now() FROM (
+    SELECT grid_id, CASE
+        WHEN last_visit > %(now)s::timestamptz - make_interval(secs => limit_h * 1800) THEN 'fresh'
+        WHEN last_visit > %(now)s::timestamptz - make_interval(secs => limit_h * 3600) THEN 'due'
+        ELSE 'overdue' END AS status FROM grid_coverage) s
+WHERE grid_coverage.grid_id = s.grid_id AND grid_coverage.status <> s.status;
+
+UPDATE hex_coverage SET status = s.status, updated_at = now() FROM (
+    SELECT h3, CASE
+        WHEN last_visit > %(now)s::timestamptz - make_interval(secs => limit_h * 1800) THEN 'fresh'
+        WHEN last_visit > %(now)s::timestamptz - make_interval(secs => limit_h * 3600) THEN 'due'
+        ELSE 'overdue' END AS status FROM hex_coverage) s
+WHERE hex_coverage.h3 = s.h3 AND hex_coverage.status <> s.status;
+
+UPDATE segment_coverage SET status = s.status, updated_at = now() FROM (
+    SELECT segment_id, CASE
+        WHEN last_visit > %(now)s::timestamptz - make_interval(secs => limit_h * 3600) THEN 'patrolled'
+        WHEN watched THEN 'watched' ELSE 'overdue' END AS status FROM segment_coverage) s
+WHERE segment_coverage.segment_id = s.segment_id AND segment_coverage.status <> s.status
+"""
+
+
+def refresh_coverage_for(
+    conn: psycopg.Connection, fixes: pd.DataFrame, *, settings: Settings, now: datetime | None = None
+) -> None:
+    """Move coverage forward for a batch of accepted live fixes, in the caller's transaction.
+
+    ``fixes`` has columns ``unit_id``, ``ts`` (tz-aware), ``lon``, ``lat`` and ``h3``.
+    """
+    if fixes.empty:
+        return
+    params = {
+        "unit_id": fixes["unit_id"].astype("int64").tolist(),
+        "ts": list(pd.to_datetime(fixes["ts"], utc=True).dt.to_pydatetime()),
+        "lon": fixes["lon"].astype("float64").tolist(),
+        "lat": fixes["lat"].astype("float64").tolist(),
+        "h3": pd.array(fixes["h3"], dtype="Int64").to_numpy(dtype=object, na_value=None).tolist(),
+        "radius": json.dumps(settings.detection_radius_m),
+        "now": now or datetime.now(timezone.utc),
+    }
+    _run(conn, _LIVE_FIXES, params)
+
+
+def age_coverage(conn: psycopg.Connection, *, now: datetime | None = None) -> None:
+    """Re-judge every status against the clock (fresh turns due, due turns overdue)."""
+    _run(conn, _AGE, {"now": now or datetime.now(timezone.utc)})

@@ -91,3 +91,28 @@ def test_rebuild_is_idempotent(region):
 def test_as_of_must_carry_a_zone(region):
     with pytest.raises(ValueError, match="as_of must carry a time zone"):
         derive_coverage(region, settings=Settings(), as_of=datetime(2026, 11, 20))
+
+
+def test_live_fixes_move_coverage_at_once_and_statuses_age(region):
+    """A live fix updates last visit and status without a rebuild; the clock ages statuses."""
+    import pandas as pd
+
+    from etl.coverage import age_coverage, refresh_coverage_for
+
+    derive_coverage(region, settings=Settings(), as_of=AS_OF)
+    live_at = datetime(2026, 11, 20, 3, 59, tzinfo=timezone.utc)
+    fixes = pd.DataFrame({  # the vehicle drives into the east grid, near segment 2
+        "unit_id": [2], "ts": [live_at], "lon": [100.15], "lat": [22.002],
+        "h3": [h3.str_to_int(h3.latlng_to_cell(22.002, 100.15, 9))],
+    })
+    with region.begin() as sa_conn:
+        refresh_coverage_for(sa_conn.connection.driver_connection, fixes, settings=Settings(), now=AS_OF)
+    assert rows(region, "SELECT grid_id, last_visit, status FROM grid_coverage ORDER BY 1")[1] == (2, live_at, "fresh")
+    assert rows(region, "SELECT segment_id, status FROM segment_coverage ORDER BY 1") == [(1, "patrolled"), (2, "patrolled")]
+    assert rows(region, f"SELECT status FROM hex_coverage WHERE h3 = {fixes.h3[0]}") == [("fresh",)]
+
+    later = datetime(2026, 11, 21, 4, 0, tzinfo=timezone.utc)  # a day on, nobody came back
+    with region.begin() as sa_conn:
+        age_coverage(sa_conn.connection.driver_connection, now=later)
+    assert rows(region, "SELECT DISTINCT status FROM grid_coverage") == [("overdue",)]
+    assert rows(region, "SELECT DISTINCT status FROM segment_coverage") == [("overdue",)]
