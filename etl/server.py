@@ -8,6 +8,7 @@ so when this process is root the server runs as the ``postgres`` system user.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import pwd
@@ -105,8 +106,17 @@ class EmbeddedServer:
         return self.settings.home_dir
 
     @property
+    def cluster_dir(self) -> Path:
+        """Where the cluster's files live: the home folder, or, when the server runs as
+        another user who cannot enter the home folder, a folder of its own keyed by the home."""
+        if not self._as_root or _enterable(self.home, self._server_user()):
+            return self.home
+        key = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
+        return Path("/var/tmp") / f"gridwatch-{key}"
+
+    @property
     def datadir(self) -> Path:
-        return self.home / "pgdata"
+        return self.cluster_dir / "pgdata"
 
     @property
     def state_file(self) -> Path:
@@ -114,7 +124,7 @@ class EmbeddedServer:
 
     @property
     def logfile(self) -> Path:
-        return self.home / "postgres.log"
+        return self.cluster_dir / "postgres.log"
 
     # -- state --------------------------------------------------------------
     def _state(self) -> dict:
@@ -157,18 +167,6 @@ class EmbeddedServer:
         if self._as_root:
             return ["runuser", "-u", SERVER_USER_WHEN_ROOT, "--", *cmd]
         return cmd
-
-    def _check_reachable(self, user: pwd.struct_passwd) -> None:
-        """The server user must be able to walk down to the data folder."""
-        if not self._as_root:
-            return
-        for folder in [*reversed(self.home.parents), self.home]:
-            mode = folder.stat().st_mode
-            if not (mode & 0o001 or (mode & 0o010 and folder.stat().st_gid == user.pw_gid)):
-                raise DatabaseError(
-                    f"the database runs as user '{user.pw_name}', which cannot enter {folder}: "
-                    f"run `chmod o+x {folder}` or set GRIDWATCH_HOME to a folder it can reach"
-                )
 
     def _check_owner(self, user: pwd.struct_passwd) -> None:
         if self.datadir.exists() and self.datadir.stat().st_uid != user.pw_uid:
@@ -230,7 +228,7 @@ class EmbeddedServer:
     def _init(self, bindir: Path, user: pwd.struct_passwd) -> None:
         password = secrets.token_urlsafe(18)
         self.datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        pwfile = self.home / ".pwfile"
+        pwfile = self.cluster_dir / ".pwfile"
         pwfile.write_text(password + "\n")
         if self._as_root:
             os.chown(self.datadir, user.pw_uid, user.pw_gid)
@@ -272,7 +270,7 @@ class EmbeddedServer:
         self.ensure_postgis(bindir)
         user = self._server_user()
         self.home.mkdir(parents=True, exist_ok=True)
-        self._check_reachable(user)
+        self.cluster_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         self._check_owner(user)
         if not (self.datadir / "PG_VERSION").exists():
             self._init(bindir, user)
@@ -335,6 +333,18 @@ class EmbeddedServer:
             return int((self.datadir / "postmaster.pid").read_text().split()[0])
         except (FileNotFoundError, IndexError, ValueError):
             return None
+
+
+def _enterable(folder: Path, user: pwd.struct_passwd) -> bool:
+    """True when ``user`` may walk from / down into ``folder`` (x on every folder on the way)."""
+    for step in [*reversed(folder.parents), folder]:
+        if not step.exists():
+            return True  # created by us below an enterable parent, with mode 755
+        info = step.stat()
+        if not (info.st_mode & 0o001 or (info.st_mode & 0o010 and info.st_gid == user.pw_gid)
+                or info.st_uid == user.pw_uid):
+            return False
+    return True
 
 
 def _alive(pid: int) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -135,3 +136,22 @@ def test_external_database_without_postgis(server_url: str, env: dict[str, str])
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute("DROP DATABASE IF EXISTS gridwatch_nogis WITH (FORCE)")
             conn.execute("DROP ROLE IF EXISTS gridwatch_plain")
+
+
+def test_home_the_server_user_cannot_enter(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Root's private folder as home: the cluster lives in a folder of its own instead."""
+    private = tmp_path_factory.mktemp("private")
+    private.chmod(0o700)
+    home = private / "home"
+    env = {**{k: v for k, v in os.environ.items() if k != "GRIDWATCH_DATABASE_URL"}, "GRIDWATCH_HOME": str(home)}
+    server = EmbeddedServer(Settings(home=home))
+    try:
+        started = run_cli("db", "start", env=env)
+        assert started.returncode == 0, started.stderr
+        assert str(server.datadir).startswith("/var/tmp/gridwatch-")
+        assert (home / "db.json").exists()
+        with psycopg.connect(run_cli("db", "url", env=env).stdout.strip()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        run_cli("db", "stop", env=env)
+        shutil.rmtree(server.cluster_dir, ignore_errors=True)
