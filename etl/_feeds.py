@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
@@ -28,6 +29,9 @@ __all__ = [
 
 # "+08:00", "+0800", "-05", "Z" at the end of an ISO 8601 time.
 _OFFSET = r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+# Text columns stay Arrow strings: no Python object per field.
+_TEXT = pd.ArrowDtype(pa.string())
+_NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 
 
 @dataclass
@@ -113,7 +117,7 @@ def read_csv_text(entry: FileEntry) -> pd.DataFrame:
         )
     except pa.ArrowInvalid as exc:
         raise InputError(f"{entry.path}: cannot read it as CSV ({str(exc).splitlines()[0]})") from None
-    return table.to_pandas().fillna("")
+    return table.to_pandas(types_mapper=pd.ArrowDtype).fillna("")
 
 
 def require_fields(entry: FileEntry, frame: pd.DataFrame, required: Sequence[str], optional: Sequence[str]) -> pd.DataFrame:
@@ -131,7 +135,7 @@ def require_fields(entry: FileEntry, frame: pd.DataFrame, required: Sequence[str
     out = pd.DataFrame(index=frame.index)
     for name in (*required, *optional):
         column = entry.source_column(name)
-        out[name] = frame[column].astype(str).str.strip() if column in frame.columns else ""
+        out[name] = frame[column].astype(_TEXT).str.strip() if column in frame.columns else ""
     return out
 
 
@@ -140,7 +144,7 @@ def parse_times(text: pd.Series, zone: str) -> pd.Series:
 
     Unparseable or missing times become NaT.
     """
-    text = text.astype(str).str.strip()
+    text = text.astype(_TEXT).str.strip()
     has_offset = text.str.contains(_OFFSET, regex=True).to_numpy()
     out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
     if has_offset.any():
@@ -154,9 +158,13 @@ def parse_times(text: pd.Series, zone: str) -> pd.Series:
 
 def parse_numbers(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Numbers from text: the values (NaN where missing or bad) and where a value was given but is not a number."""
-    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    given = (text != "").to_numpy()
-    return values, given & ~np.isfinite(values)
+    strings = pc.utf8_trim_whitespace(pa.array(text.astype(_TEXT).array))
+    number = pc.match_substring_regex(strings, _NUMBER)
+    values = pc.cast(pc.if_else(number, strings, None), pa.float64())
+    values = values.to_numpy(zero_copy_only=False)
+    values = np.where(np.isfinite(values), values, np.nan)
+    given = (text != "").to_numpy(dtype=bool, na_value=False)
+    return values, given & np.isnan(values)
 
 
 def check_coordinates(rej: Rejections, lon: np.ndarray, lat: np.ndarray, given_bad: np.ndarray, ref: Reference) -> None:

@@ -7,6 +7,7 @@ so when this process is root the server runs as the ``postgres`` system user.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -15,6 +16,7 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -220,10 +222,12 @@ class EmbeddedServer:
         return pid is not None and _alive(pid)
 
     def _clear_stale_pidfile(self) -> None:
-        """Remove the pid file a killed postmaster left behind."""
+        """Remove the pid file a killed postmaster left behind, and end its orphaned
+        backends (they keep its shared memory, and the new server would refuse to start)."""
         pid = self.pid()
         if pid is not None and not _alive(pid):
             (self.datadir / "postmaster.pid").unlink(missing_ok=True)
+            _end_orphans(self.datadir)
 
     def _init(self, bindir: Path, user: pwd.struct_passwd) -> None:
         password = secrets.token_urlsafe(18)
@@ -299,10 +303,12 @@ class EmbeddedServer:
         return True
 
     def _log_tail(self) -> str:
+        """The last error of the server log (else its last line)."""
         if not self.logfile.exists():
             return ""
-        lines = [ln for ln in self.logfile.read_text(errors="replace").splitlines() if "FATAL" in ln or "ERROR" in ln]
-        return lines[-1].strip() if lines else ""
+        lines = self.logfile.read_text(errors="replace").splitlines()
+        errors = [ln for ln in lines if "FATAL" in ln or "ERROR" in ln or "PANIC" in ln]
+        return (errors or lines or [""])[-1].strip()
 
     def _create_database(self) -> None:
         import psycopg
@@ -333,6 +339,24 @@ class EmbeddedServer:
             return int((self.datadir / "postmaster.pid").read_text().split()[0])
         except (FileNotFoundError, IndexError, ValueError):
             return None
+
+
+def _end_orphans(datadir: Path, timeout_s: float = 10.0) -> None:
+    """SIGKILL the server processes left running in ``datadir`` (their working folder)."""
+    target = str(datadir.resolve())
+    orphans = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.readlink(proc / "cwd") == target:
+                orphans.append(int(proc.name))
+        except OSError:
+            continue
+    for pid in orphans:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(pid) for pid in orphans):
+        time.sleep(0.1)
 
 
 def _enterable(folder: Path, user: pwd.struct_passwd) -> bool:
