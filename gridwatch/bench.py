@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "etl": "etl.bench:bench_etl",
     "tiles": "layers.bench:bench_tiles",
     "ingest": "etl.ingest.bench:bench_ingest",
+    "dispatch": "layers.dispatch_bench:bench_dispatch",
 }
 
 

@@ -29,7 +29,7 @@ DATA_TABLES = (
     "audit_log", "zone", "defence_line", "checkpoint", "border_segment", "road", "river",
     "settlement", "port", "sensor", "unit", "position", "unit_latest", "incident",
     "grid_coverage", "segment_coverage", "hex_coverage", "quarantine", "etl_run", "loaded_file",
-    "line_crossing", "leak_route",
+    "line_crossing", "leak_route", "alert",
 )
 
 

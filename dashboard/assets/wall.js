@@ -58,7 +58,8 @@
              zoom: Math.min(zoom, 16) };
   }
 
-  window.gridwatch = { map: function () { return mapOf("wall-map"); }, withMap: withMap };
+  window.gridwatch = { map: function () { return mapOf("wall-map"); }, mapOf: mapOf, withMap: withMap,
+                      cameraFor: cameraFor };
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     gridwatch: {

@@ -42,6 +42,8 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
                          placeholder=t("scope_all", lang), className="scope", clearable=True, searchable=True),
             html.A(t("other_lang", lang), id="wall-lang-link", href=f"?lang={'en' if lang == 'zh' else 'zh'}",
                    className="lang-link"),
+            html.A(t("to_dispatch", lang), href=f"/dispatch?lang={lang}", className="lang-link",
+                   style={"marginLeft": 0}),
         ]),
         html.Div(id="wall-banner", className="banner hidden"),
         html.Div(id="wall-kpis", className="kpis"),

@@ -1,0 +1,166 @@
+"""What the dispatcher page's callbacks return, as plain functions of the app context.
+
+A database error never escapes: each function returns None (keep the last
+picture) or, for the live units, the "database unreachable" banner, like the wall.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pandas as pd
+from dash import html
+
+from dashboard._context import DB_ERRORS, WallContext
+from dashboard.dispatch_panels import (
+    alert_list, nearest_table, route_traces, target_rows, target_table, track_trace, units_trace,
+)
+from dashboard.i18n import t
+from dashboard.wall_panels import banner, local_time
+from layers.alerts import AlertNotFound, acknowledge, alerts_at, refresh_alerts
+from layers.gaps import gap_list, open_incidents
+from layers.nearest import nearest_units
+from layers.queries import data_status, live_units
+from layers.replay import positions_at, track, unit_roster
+
+__all__ = ["moment", "TargetsUpdate", "targets_update", "NearestUpdate", "nearest_update", "alerts_update",
+           "UnitsUpdate", "units_update", "track_update", "unit_choices"]
+
+
+def moment(minutes_back: int | None) -> datetime | None:
+    """The time slider's moment: None for now (live), else that many minutes ago."""
+    return None if not minutes_back else datetime.now(timezone.utc) - timedelta(minutes=abs(minutes_back))
+
+
+@dataclass(frozen=True)
+class TargetsUpdate:
+    """The target list and what the page keeps of its rows."""
+
+    table: Any
+    rows: list[dict[str, Any]]
+
+
+def targets_update(ctx: WallContext, *, mode: str, unit: str | None, zone_kind: str | None, lang: str,
+                   selected: str | None) -> TargetsUpdate | None:
+    """Gaps (``mode="gaps"``) or open incidents in command unit ``unit``; None while the database is down."""
+    try:
+        if mode == "gaps":
+            frame = gap_list(ctx.engine, ctx.settings, now=datetime.now(timezone.utc), unit=unit, zone_kind=zone_kind)
+        else:
+            frame = open_incidents(ctx.engine, unit=unit)
+    except DB_ERRORS:
+        return None
+    rows = target_rows(frame, mode=mode, lang=lang)
+    return TargetsUpdate(target_table(frame, rows, mode=mode, lang=lang, timezone=ctx.settings.timezone,
+                                      selected=selected), rows)
+
+
+@dataclass(frozen=True)
+class NearestUpdate:
+    """The nearest-units panel, the routes kept for re-selection, and traces TRACES[2:5]."""
+
+    panel: Any
+    ranked: list[dict[str, Any]]
+    traces: list[dict[str, Any]]
+
+
+def nearest_update(ctx: WallContext, target: dict[str, Any] | None, *, lang: str,
+                   ranked: list[dict[str, Any]] | None = None, chosen: int = 0) -> NearestUpdate | None:
+    """Rank the units for ``target`` (or re-use ``ranked`` to choose another route); None when the db is down."""
+    if not target:
+        return NearestUpdate(_note(t("nearest_pick", lang)), [], route_traces(None, _empty_ranking(), 0))
+    if ranked is None:
+        try:
+            frame = nearest_units(ctx.engine, ctx.settings, (target["lon"], target["lat"]))
+        except DB_ERRORS:
+            return None
+        ranked = frame[["unit_id", "callsign", "kind", "lon", "lat", "eta_s", "via", "route_m", "route"]].to_dict(
+            "records")
+    frame = pd.DataFrame(ranked) if ranked else _empty_ranking()
+    panel = [_note(t("nearest_for", lang, target=target["label"])), nearest_table(frame, chosen=chosen, lang=lang)]
+    return NearestUpdate(panel, ranked, route_traces(target, frame, chosen))
+
+
+def _empty_ranking() -> pd.DataFrame:
+    return pd.DataFrame(columns=["callsign", "kind", "lon", "lat", "eta_s", "via", "route_m", "route"])
+
+
+def _note(text: str) -> html.Div:
+    return html.Div(text, className="note")
+
+
+def alerts_update(ctx: WallContext, *, at: datetime | None, lang: str, ack: int | None = None,
+                  who: str | None = None) -> list | None:
+    """The alert panel: live (refreshed, ``ack`` acknowledged by ``who``) or as open at ``at``."""
+    note = ""
+    try:
+        if at is None:
+            with ctx.engine.begin() as conn:
+                refresh_alerts(conn, ctx.settings, datetime.now(timezone.utc))
+            if ack is not None and not (who or "").strip():
+                note = t("ack_need_name", lang)
+            elif ack is not None:
+                try:
+                    with ctx.engine.begin() as conn:
+                        acknowledge(conn, ack, who)
+                except AlertNotFound:
+                    pass  # acknowledged meanwhile by another dispatcher: the list shows who
+        else:
+            note = t("alerts_at", lang, t=local_time(at, ctx.settings.timezone, "%m-%d %H:%M"))
+        alerts = alerts_at(ctx.engine, at=at)
+    except DB_ERRORS:
+        return None
+    return alert_list(alerts, lang=lang, timezone=ctx.settings.timezone, live=at is None, note=note)
+
+
+@dataclass(frozen=True)
+class UnitsUpdate:
+    """The units trace (None: keep the last), the banner (text, class) and the time label."""
+
+    trace: dict[str, Any] | None
+    banner: tuple[str, str]
+    time_label: str
+
+
+def units_update(ctx: WallContext, *, at: datetime | None, lang: str) -> UnitsUpdate:
+    """Units now (with the data banner) or at ``at`` (the slider's moment)."""
+    label = t("time_now", lang) if at is None else t("time_at", lang, t=local_time(at, ctx.settings.timezone,
+                                                                                      "%m-%d %H:%M"))
+    try:
+        units = live_units(ctx.engine, ctx.settings) if at is None else positions_at(ctx.engine, ctx.settings, at)
+        status = data_status(ctx.engine, ctx.settings)
+    except DB_ERRORS:
+        return UnitsUpdate(None, banner("db_down", lang=lang), label)
+    trace = units_trace(units, timezone=ctx.settings.timezone)
+    if status.empty:
+        return UnitsUpdate(trace, banner("empty", lang=lang), label)
+    if status.stale:
+        return UnitsUpdate(trace, banner("stale", lang=lang, since=local_time(status.newest_fix,
+                                                                             ctx.settings.timezone)), label)
+    return UnitsUpdate(trace, banner(None, lang=lang), label)
+
+
+def track_update(ctx: WallContext, unit_id: int | None, *, hours: float, at: datetime | None
+                 ) -> tuple[dict[str, Any], list[list]] | None:
+    """The replay track line and its frames ([lon, lat, local time]) ending at ``at`` (or now)."""
+    end = at or datetime.now(timezone.utc)
+    try:
+        fixes = track(ctx.engine, unit_id, start=end - timedelta(hours=hours), end=end) if unit_id else None
+    except DB_ERRORS:
+        return None
+    if fixes is None:
+        fixes = pd.DataFrame({"ts": pd.to_datetime([], utc=True), "lon": [], "lat": []})
+    when = pd.to_datetime(fixes["ts"], utc=True).dt.tz_convert(ctx.settings.timezone).dt.strftime("%H:%M:%S")
+    frames = pd.DataFrame({"lon": fixes["lon"], "lat": fixes["lat"], "when": when}).values.tolist()
+    return track_trace(fixes), frames
+
+
+def unit_choices(ctx: WallContext) -> list[dict[str, Any]]:
+    """Replay options: every unit by callsign (empty while the database is down)."""
+    try:
+        roster = unit_roster(ctx.engine)
+    except DB_ERRORS:
+        return []
+    return pd.DataFrame({"label": roster["callsign"] + " · " + roster["kind"], "value": roster["unit_id"]}).to_dict(
+        "records")

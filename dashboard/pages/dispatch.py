@@ -1,0 +1,233 @@
+"""The dispatcher's desk: gaps by urgency, nearest units by road, alerts, and the last 24 h.
+
+``/dispatch?unit=CODE&lang=zh``. A click on a gap (or an open incident) centres
+the map on it and ranks the available units by road travel time, drawing the
+route of the chosen one. Alerts refresh every 10 s and are acknowledged under
+the name the dispatcher types once (kept in the browser's localStorage: there
+is no login yet). The time slider shows the units and the alerts at any moment
+of the last 24 h (coverage layers stay "now"); a unit's track can be replayed.
+"""
+from __future__ import annotations
+
+import dash
+import flask
+from dash import ALL, ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
+
+from dashboard._context import DB_ERRORS, context
+from dashboard.dispatch_data import (
+    alerts_update, moment, nearest_update, targets_update, track_update, unit_choices, units_update,
+)
+from dashboard.dispatch_panels import TRACES
+from dashboard.i18n import lang_of, t
+from dashboard.live_map import map_figure
+from dashboard.wall_data import unit_options
+from gridwatch.settings import ZONE_KINDS
+from layers.queries import jurisdiction_bounds
+
+dash.register_page(__name__, path="/dispatch", title="gridwatch · dispatch")
+
+LIVE_MS = 5_000
+ALERT_MS = 10_000
+SLOW_MS = 30_000
+REPLAY_MS = 200
+TARGET_PAD_DEG = 0.01  # ~1 km around a gap when the map is centred on it
+HOURS = (1, 2, 4, 8, 24)
+
+
+def _figure(style_url: str):
+    fig = map_figure(style_url)
+    fig.data = []
+    for name in TRACES:
+        fig.add_scattermap(name=name, lon=[], lat=[])
+    fig.update_layout(uirevision="dispatch", font={"size": 13}, hoverlabel={"font": {"size": 14}})
+    return fig
+
+
+def _home() -> list[float] | None:
+    try:
+        bounds = jurisdiction_bounds(context().engine)
+    except DB_ERRORS:
+        return None
+    return list(bounds) if bounds else None
+
+
+def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.Div:
+    """The desk for the language and command unit named in the URL; the callbacks fill the panels."""
+    lang = lang_of(lang)
+    ctx = context()
+    other = "en" if lang == "zh" else "zh"
+    return html.Div(className="dispatch", children=[
+        dcc.Store(id="dispatch-lang", data=lang),
+        dcc.Store(id="dispatch-fit", data=_home()),
+        dcc.Store(id="dispatch-rows"),
+        dcc.Store(id="dispatch-target"),
+        dcc.Store(id="dispatch-ranked"),
+        dcc.Store(id="dispatch-frames"),
+        html.Header(className="dispatch-header", children=[
+            html.H1(t("dispatch_title", lang)),
+            dcc.Dropdown(id="dispatch-scope", value=unit, options=unit_options(ctx, lang=lang),
+                         placeholder=t("scope_all", lang), className="scope", clearable=True),
+            dcc.Dropdown(id="dispatch-zone", options=[{"label": t(f"zone_{k}", lang), "value": k} for k in ZONE_KINDS],
+                         placeholder=t("zone_all", lang), className="zone", clearable=True),
+            dcc.Input(id="dispatch-who", type="text", placeholder=t("dispatcher_name", lang), debounce=True,
+                      persistence=True, persistence_type="local", className="who"),
+            html.A(t("to_wall", lang), href=f"/wall?lang={lang}", className="nav-link"),
+            html.A(t("other_lang", lang), href=f"?lang={other}", className="nav-link"),
+        ]),
+        html.Div(id="dispatch-banner", className="banner hidden"),
+        html.Main(className="dispatch-main", children=[
+            html.Section(className="dispatch-mapcol", children=[
+                dcc.Graph(id="dispatch-map", figure=_figure(f"{flask.request.host_url}style.json?lang={lang}"),
+                          className="map", config={"displayModeBar": False, "scrollZoom": True}),
+                html.Div(className="timebar", children=[
+                    html.Div(id="dispatch-time-label", className="time-label"),
+                    dcc.Slider(id="dispatch-time", min=-1440, max=0, step=5, value=0, included=False, allow_direct_input=False,
+                               marks={m: t("hours_ago", lang, n=-m // 60) if m else t("now_mark", lang)
+                                      for m in range(-1440, 1, 180)}, className="slider"),
+                    html.Div(className="replay", children=[
+                        dcc.Dropdown(id="dispatch-replay-unit", options=unit_choices(ctx),
+                                     placeholder=t("replay_unit", lang), className="replay-unit"),
+                        dcc.Dropdown(id="dispatch-replay-hours", value=2, clearable=False, className="replay-hours",
+                                     options=[{"label": t("replay_hours", lang, n=h), "value": h} for h in HOURS]),
+                        html.Button(t("play", lang), id="dispatch-play", className="play"),
+                        html.Span(id="dispatch-replay-when", className="num replay-when"),
+                    ]),
+                ]),
+            ]),
+            html.Aside(className="dispatch-side", children=[
+                html.Section(className="panel targets", children=[
+                    dcc.RadioItems(id="dispatch-mode", value="gaps", className="tabs", inline=True, options=[
+                        {"label": t("list_gaps", lang), "value": "gaps"},
+                        {"label": t("list_incidents", lang), "value": "incidents"}]),
+                    html.Div(id="dispatch-targets", className="panel-body"),
+                ]),
+                html.Section(className="panel nearest", children=[
+                    html.H2(t("nearest_title", lang)),
+                    html.Div(id="dispatch-nearest", className="panel-body"),
+                ]),
+                html.Section(className="panel alerts-panel", children=[
+                    html.H2(t("alerts_title", lang)),
+                    html.Div(id="dispatch-alerts", className="panel-body"),
+                ]),
+            ]),
+        ]),
+        dcc.Interval(id="dispatch-live-tick", interval=LIVE_MS),
+        dcc.Interval(id="dispatch-alert-tick", interval=ALERT_MS),
+        dcc.Interval(id="dispatch-slow-tick", interval=SLOW_MS),
+        dcc.Interval(id="dispatch-replay-tick", interval=REPLAY_MS, disabled=True, n_intervals=0),
+    ])
+
+
+def _clicked() -> bool:
+    """Whether the pattern-matched input that fired was really clicked (not just re-rendered)."""
+    return bool(dash.ctx.triggered and dash.ctx.triggered[0]["value"])
+
+
+@callback(
+    Output("dispatch-targets", "children"), Output("dispatch-rows", "data"),
+    Input("dispatch-slow-tick", "n_intervals"), Input("dispatch-mode", "value"), Input("dispatch-scope", "value"),
+    Input("dispatch-zone", "value"), Input("dispatch-target", "data"), State("dispatch-lang", "data"),
+)
+def refresh_targets(_tick, mode: str, unit: str | None, zone: str | None, target: dict | None, lang: str):
+    """Every 30 s and on a filter change: the gap list (or the open incidents)."""
+    update = targets_update(context(), mode=mode, unit=unit, zone_kind=zone, lang=lang,
+                            selected=target["key"] if target else None)
+    return (dash.no_update, dash.no_update) if update is None else (update.table, update.rows)
+
+
+@callback(
+    Output("dispatch-target", "data"), Output("dispatch-fit", "data"),
+    Input({"type": "dispatch-target-row", "key": ALL}, "n_clicks"), State("dispatch-rows", "data"),
+    prevent_initial_call=True,
+)
+def select_target(_clicks, rows: list[dict] | None):
+    """A click on a row selects that target and centres the map on it."""
+    if not _clicked():
+        return dash.no_update, dash.no_update
+    row = next((r for r in rows or [] if r["key"] == dash.ctx.triggered_id["key"]), None)
+    if row is None:
+        return dash.no_update, dash.no_update
+    pad = TARGET_PAD_DEG
+    return row, [row["west"] - pad, row["south"] - pad, row["east"] + pad, row["north"] + pad]
+
+
+@callback(
+    Output("dispatch-nearest", "children"), Output("dispatch-ranked", "data"),
+    Output("dispatch-map", "figure", allow_duplicate=True),
+    Input("dispatch-target", "data"), Input({"type": "dispatch-unit-row", "index": ALL}, "n_clicks"),
+    State("dispatch-ranked", "data"), State("dispatch-lang", "data"), prevent_initial_call="initial_duplicate",
+)
+def nearest(target: dict | None, _clicks, ranked: list[dict] | None, lang: str):
+    """On a new target: rank the units and draw the best route; on a unit row: draw its route."""
+    chosen = dash.ctx.triggered_id["index"] if isinstance(dash.ctx.triggered_id, dict) else None
+    if chosen is not None and not _clicked():
+        return dash.no_update, dash.no_update, dash.no_update
+    update = nearest_update(context(), target, lang=lang, ranked=ranked if chosen is not None else None,
+                            chosen=chosen or 0)
+    if update is None:
+        return dash.no_update, dash.no_update, dash.no_update
+    patched = dash.Patch()
+    for offset, trace in enumerate(update.traces):
+        patched["data"][TRACES.index("route") + offset] = trace
+    return update.panel, update.ranked, patched
+
+
+@callback(
+    Output("dispatch-alerts", "children"),
+    Input("dispatch-alert-tick", "n_intervals"), Input("dispatch-time", "value"),
+    Input({"type": "dispatch-ack", "id": ALL}, "n_clicks"),
+    State("dispatch-who", "value"), State("dispatch-lang", "data"),
+)
+def alerts(_tick, minutes_back: int, _acks, who: str | None, lang: str):
+    """Every 10 s: refresh and list the alerts (or those open at the slider's moment); acknowledge."""
+    ack = dash.ctx.triggered_id["id"] if isinstance(dash.ctx.triggered_id, dict) and _clicked() else None
+    panel = alerts_update(context(), at=moment(minutes_back), lang=lang, ack=ack, who=who)
+    return dash.no_update if panel is None else panel
+
+
+@callback(
+    Output("dispatch-map", "figure"), Output("dispatch-banner", "children"), Output("dispatch-banner", "className"),
+    Output("dispatch-time-label", "children"),
+    Input("dispatch-live-tick", "n_intervals"), Input("dispatch-time", "value"), State("dispatch-lang", "data"),
+)
+def refresh_units(_tick, minutes_back: int, lang: str):
+    """Every 5 s: the units now (or at the slider's moment) and the data banner."""
+    update = units_update(context(), at=moment(minutes_back), lang=lang)
+    patched = dash.no_update
+    if update.trace is not None:
+        patched = dash.Patch()
+        patched["data"][TRACES.index("units")] = update.trace
+    return patched, *update.banner, update.time_label
+
+
+@callback(
+    Output("dispatch-map", "figure", allow_duplicate=True), Output("dispatch-frames", "data"),
+    Input("dispatch-replay-unit", "value"), Input("dispatch-replay-hours", "value"), Input("dispatch-time", "value"),
+    prevent_initial_call=True,
+)
+def replay_track(unit_id: int | None, hours: int, minutes_back: int):
+    """The chosen unit's track over the hours before the slider's moment."""
+    update = track_update(context(), unit_id, hours=hours, at=moment(minutes_back))
+    if update is None:
+        return dash.no_update, dash.no_update
+    line, frames = update
+    patched = dash.Patch()
+    patched["data"][TRACES.index("track")] = line
+    patched["data"][TRACES.index("replay")] = {"type": "scattermap", "name": "replay", "mode": "markers",
+                                               "lon": [], "lat": [], "hoverinfo": "skip",
+                                               "marker": {"size": 18, "color": "#fbbf24"}}
+    return patched, frames
+
+
+clientside_callback(ClientsideFunction("dispatch", "fit"),
+                    Output("dispatch-map", "figure", allow_duplicate=True), Input("dispatch-fit", "data"),
+                    prevent_initial_call="initial_duplicate")
+clientside_callback(ClientsideFunction("dispatch", "play"),
+                    Output("dispatch-replay-tick", "disabled"), Output("dispatch-replay-tick", "n_intervals"),
+                    Input("dispatch-play", "n_clicks"), State("dispatch-frames", "data"), prevent_initial_call=True)
+clientside_callback(ClientsideFunction("dispatch", "step"),
+                    Output("dispatch-map", "figure", allow_duplicate=True),
+                    Output("dispatch-replay-when", "children"),
+                    Output("dispatch-replay-tick", "disabled", allow_duplicate=True),
+                    Input("dispatch-replay-tick", "n_intervals"), State("dispatch-frames", "data"),
+                    prevent_initial_call=True)

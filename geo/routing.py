@@ -1,0 +1,158 @@
+"""Road travel time: a routing graph built from road lines, and units ranked by ETA to a target.
+
+The graph is built in the roads' local metric CRS: the lines are noded at every
+crossing (vertices snapped to :data:`SNAP_M`), cut into pieces of at most
+:data:`SEGMENT_M` so that every point of a road is near a node, and each piece
+becomes an edge weighted by its travel time at the speed of its road class
+(:data:`SPEED_KMH`). Roads are two-way, so the graph is undirected and one
+Dijkstra from the target ranks every unit (the reverse search of a
+multi-source, single-target problem).
+
+A unit and the target are snapped to their nearest nodes; the two off-road legs
+are travelled at the unit kind's off-road speed (:data:`OFF_ROAD_KMH`). A unit
+may also go straight to the target off-road when that is quicker. Off-road legs
+longer than :data:`MAX_OFF_ROAD_M` are not taken: a unit with no other way is
+unreachable (ETA infinite) and never ranked.
+
+The road speeds apply to every unit kind (a foot patrol is assumed to be
+driven); only the off-road legs depend on the kind.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pyproj
+import shapely
+
+from geo.crs import WGS84, local_metric_crs
+
+__all__ = ["SPEED_KMH", "OFF_ROAD_KMH", "MAX_OFF_ROAD_M", "RoadGraph", "build_road_graph", "rank_units"]
+
+SPEED_KMH = {"trunk": 80.0, "secondary": 60.0, "track": 30.0, "patrol": 40.0}
+OFF_ROAD_KMH = {"foot": 5.0, "post": 5.0, "checkpoint": 5.0, "vehicle": 15.0, "drone": 60.0}
+MAX_OFF_ROAD_M = 5_000.0
+SNAP_M = 1.0
+SEGMENT_M = 500.0
+
+
+@dataclass(frozen=True)
+class RoadGraph:
+    """The routing graph: nodes ``0..n-1`` with coordinates, edges with ``time_s`` and ``length_m``."""
+
+    graph: nx.Graph
+    xy: np.ndarray  # (n, 2) node coordinates in metres (``crs``)
+    lonlat: np.ndarray  # (n, 2) the same in degrees
+    crs: pyproj.CRS
+    tree: shapely.STRtree  # over the node points in metres
+    forward: pyproj.Transformer  # degrees to ``crs`` (made once: making one costs ~100 ms)
+
+    def to_metric(self, lonlat: np.ndarray) -> np.ndarray:
+        """(m, 2) lon/lat degrees as (m, 2) metres in the graph's CRS."""
+        if not len(lonlat):
+            return np.empty((0, 2))
+        return np.column_stack(self.forward.transform(lonlat[:, 0], lonlat[:, 1]))
+
+
+def _unknown_classes(classes: np.ndarray, speeds: dict[str, float]) -> None:
+    unknown = sorted(set(classes.tolist()) - set(speeds))
+    if unknown:
+        raise ValueError(f"road classes {unknown} have no speed; expected one of {sorted(speeds)}")
+
+
+def build_road_graph(lines: np.ndarray, classes: np.ndarray, *, speeds: dict[str, float] = SPEED_KMH) -> RoadGraph:
+    """The routing graph of road ``lines`` (shapely, lon/lat degrees) of the given ``classes``.
+
+    >>> g = build_road_graph(np.array([shapely.LineString([(100, 22), (100.01, 22)])]), np.array(["trunk"]))
+    >>> g.graph.number_of_nodes(), round(g.graph.size(weight="length_m"))
+    (4, 1033)
+    """
+    classes = np.asarray(classes, dtype=object)
+    _unknown_classes(classes, speeds)
+    crs = local_metric_crs(tuple(shapely.total_bounds(lines)))
+    fwd = pyproj.Transformer.from_crs(WGS84, crs, always_xy=True)
+    metric = shapely.transform(lines, lambda xy: np.column_stack(fwd.transform(xy[:, 0], xy[:, 1])))
+    pieces = shapely.get_parts(shapely.union_all(metric, grid_size=SNAP_M))
+    pieces = pieces[shapely.get_type_id(pieces) == shapely.GeometryType.LINESTRING]
+    # each noded piece takes the class of the road it came from (nearest to its middle)
+    _, source = shapely.STRtree(metric).query_nearest(shapely.line_interpolate_point(pieces, 0.5, normalized=True),
+                                                      all_matches=False)
+    speed_ms = pd.Series(classes[source]).map(speeds).to_numpy(dtype=float) / 3.6
+    xy, piece = shapely.get_coordinates(shapely.segmentize(pieces, SEGMENT_M), return_index=True)
+    inner = np.flatnonzero(piece[1:] == piece[:-1])  # vertex i -> i + 1 is an edge of one piece
+    keys, node = np.unique(np.round(xy / SNAP_M).astype(np.int64), axis=0, return_inverse=True)
+    node = node.ravel()
+    a, b = node[inner], node[inner + 1]
+    length = np.hypot(*(xy[inner + 1] - xy[inner]).T)
+    time_s = length / speed_ms[piece[inner]]
+    order = np.argsort(-time_s)  # parallel edges: the quickest is added last and wins
+    graph = nx.Graph()
+    graph.add_nodes_from(range(len(keys)))
+    graph.add_edges_from(
+        (int(u), int(v), {"time_s": float(t), "length_m": float(m)})
+        for u, v, t, m in zip(a[order], b[order], time_s[order], length[order])
+        if u != v
+    )
+    node_xy = keys * SNAP_M
+    back = pyproj.Transformer.from_crs(crs, WGS84, always_xy=True)
+    lonlat = np.column_stack(back.transform(node_xy[:, 0], node_xy[:, 1]))
+    return RoadGraph(graph, node_xy, lonlat, crs, shapely.STRtree(shapely.points(node_xy)), fwd)
+
+
+def _snap(road: RoadGraph, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest node and the distance to it (metres) of each point."""
+    (_, nodes), dist = road.tree.query_nearest(shapely.points(xy), all_matches=False, return_distance=True)
+    return nodes, dist
+
+
+def _path(pred: dict[int, list[int]], start: int) -> list[int]:
+    """Nodes from ``start`` back to the Dijkstra's source, following the predecessors."""
+    path = [start]
+    while pred[path[-1]]:
+        path.append(pred[path[-1]][0])
+    return path
+
+
+def rank_units(road: RoadGraph, target: tuple[float, float], units: pd.DataFrame, *, k: int = 5) -> pd.DataFrame:
+    """The ``k`` quickest of ``units`` (columns lon, lat, kind, ...) to reach ``target`` (lon, lat).
+
+    Returns the chosen rows, quickest first, with ``eta_s``, ``via`` (``road`` or ``direct``),
+    ``route_m`` and ``route`` (a list of [lon, lat] from the unit to the target).
+    Unreachable units are left out.
+    """
+    unknown = sorted(set(units["kind"]) - set(OFF_ROAD_KMH))
+    if unknown:
+        raise ValueError(f"unit kinds {unknown} have no off-road speed; expected one of {sorted(OFF_ROAD_KMH)}")
+    target_ll = np.array([target], dtype=float)
+    units_ll = units[["lon", "lat"]].to_numpy(dtype=float)
+    target_xy, units_xy = road.to_metric(target_ll), road.to_metric(units_ll)
+    (target_node,), (target_off,) = _snap(road, target_xy)
+    unit_node, unit_off = _snap(road, units_xy)
+    pred, dist = nx.dijkstra_predecessor_and_distance(road.graph, int(target_node), weight="time_s")
+    road_s = np.full(len(road.xy), np.inf)
+    road_s[np.fromiter(dist.keys(), int, len(dist))] = np.fromiter(dist.values(), float, len(dist))
+    off_ms = units["kind"].map(OFF_ROAD_KMH).to_numpy(dtype=float) / 3.6
+    legs_ok = (unit_off <= MAX_OFF_ROAD_M) & (target_off <= MAX_OFF_ROAD_M)
+    by_road = np.where(legs_ok, road_s[unit_node] + (unit_off + target_off) / off_ms, np.inf)
+    direct_m = np.hypot(*(units_xy - target_xy).T)
+    direct = np.where(direct_m <= MAX_OFF_ROAD_M, direct_m / off_ms, np.inf)
+    eta = np.minimum(by_road, direct)
+    best = np.argsort(eta, kind="stable")[:k]
+    best = best[np.isfinite(eta[best])]
+    chosen = units.iloc[best].copy()
+    chosen["eta_s"] = eta[best]
+    chosen["via"] = np.where(direct[best] <= by_road[best], "direct", "road")
+    routes, lengths = [], []
+    for i in best:  # at most k routes, each a walk along the Dijkstra tree
+        if direct[i] <= by_road[i]:
+            routes.append([units_ll[i].tolist(), target_ll[0].tolist()])
+            lengths.append(float(direct_m[i]))
+            continue
+        nodes = _path(pred, int(unit_node[i]))
+        routes.append([units_ll[i].tolist(), *road.lonlat[nodes].tolist(), target_ll[0].tolist()])
+        lengths.append(float(unit_off[i] + target_off + nx.path_weight(road.graph, nodes, "length_m")))
+    chosen["route_m"] = lengths
+    chosen["route"] = routes
+    return chosen.reset_index(drop=True)

@@ -1,0 +1,94 @@
+"""``gridwatch bench dispatch``: the dispatcher's answers on the generated sample, each beside a baseline.
+
+Runs in a throwaway database on the configured server, loaded with the whole
+ETL run of the ``scale`` sample (kept under ``<home>/bench/sample-<scale>``).
+The sample ends at its export time, so the units' latest fixes are moved to
+now (they would all be silent otherwise) and the gap list and alerts are
+judged at the export time.
+
+The nearest-unit answer is timed end to end as the page gets it (road-table
+version check, available units, one Dijkstra, the top 5 routes) with the graph
+cached; the baseline is the 5 straight-line nearest units by ``ST_Distance``.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import numpy as np
+import sqlalchemy as sa
+
+from etl.bench import _sample, _throwaway_database
+from etl.manifest import read_manifest
+from etl.runner import run_manifest
+from gridwatch.bench import Figure
+from gridwatch.settings import Settings
+from layers.alerts import refresh_alerts
+from layers.gaps import gap_list
+from layers.nearest import nearest_units, road_graph
+from layers.replay import positions_at
+
+__all__ = ["bench_dispatch"]
+
+TARGETS = 40
+RUNS = 10
+
+_STRAIGHT_LINE = """
+SELECT u.id, ST_Distance(l.geom::geography, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography) AS m
+FROM unit u JOIN unit_latest l ON l.unit_id = u.id
+WHERE u.status = 'on_duty' AND l.ts >= now() - make_interval(secs => :silent_s)
+ORDER BY m LIMIT 5
+"""
+
+
+def _ms(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    return float(np.percentile(values, 50)), float(np.percentile(values, 95))
+
+
+def bench_dispatch(settings: Settings, *, scale: str) -> list[Figure]:
+    """Nearest units by road (p50/p95) vs straight line, graph build, gap list, alert refresh, positions at T."""
+    manifest = read_manifest(_sample(settings, scale))
+    with _throwaway_database(settings) as engine:
+        run_manifest(engine, manifest, settings=settings, progress=True)
+        as_of = manifest.exported_at
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE unit_latest SET ts = ts + (now() - CAST(:t AS timestamptz))"), {"t": as_of})
+            conn.exec_driver_sql("ANALYZE")
+            roads, units = conn.execute(sa.text(
+                "SELECT (SELECT count(*) FROM road), (SELECT count(*) FROM unit WHERE status = 'on_duty')")).one()
+        build_ms = _ms(lambda: road_graph(engine))
+        graph = road_graph(engine)
+        gaps = gap_list(engine, settings, now=as_of, limit=TARGETS)
+        targets = list(zip(gaps["lon"], gaps["lat"]))
+        road_ms = [_ms(lambda: nearest_units(engine, settings, target)) for target in targets]
+        with engine.connect() as conn:
+            line_ms = [_ms(lambda: conn.execute(sa.text(_STRAIGHT_LINE), {
+                "lon": lon, "lat": lat, "silent_s": settings.unit_silent_after_s}).fetchall()) for lon, lat in targets]
+        gap_ms = [_ms(lambda: gap_list(engine, settings, now=as_of)) for _ in range(RUNS)]
+        with engine.begin() as conn:
+            first_refresh = _ms(lambda: refresh_alerts(conn, settings, as_of))
+        refresh_ms = []
+        for _ in range(RUNS):
+            with engine.begin() as conn:
+                refresh_ms.append(_ms(lambda: refresh_alerts(conn, settings, as_of)))
+        past_ms = [_ms(lambda: positions_at(engine, settings, as_of - timedelta(hours=h))) for h in range(1, RUNS + 1)]
+    road_p50, road_p95 = _percentiles(road_ms)
+    line_p50, line_p95 = _percentiles(line_ms)
+    nodes = graph.graph.number_of_nodes() if graph else 0
+    return [
+        Figure(f"nearest 5 units by road p50 ({units} units, {roads} roads, {nodes:,} nodes, {len(targets)} targets)",
+               road_p50, "ms", "", line_p50, "straight line ST_Distance"),
+        Figure("nearest 5 units by road p95", road_p95, "ms", "<= 300 ms", line_p95, "straight line ST_Distance"),
+        Figure("road graph build (once per road-table version)", build_ms, "ms"),
+        Figure("gap list p50 (whole jurisdiction, 200 rows)", _percentiles(gap_ms)[0], "ms"),
+        Figure("alert refresh p50 (nothing changed)", _percentiles(refresh_ms)[0], "ms", "<= 10 s tick",
+               first_refresh, "first refresh (all raised)"),
+        Figure("positions at T p50 (every unit's last fix)", _percentiles(past_ms)[0], "ms"),
+    ]

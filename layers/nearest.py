@@ -1,0 +1,80 @@
+"""Nearest available units to a target by road travel time, over a cached road graph.
+
+The graph (:func:`geo.routing.build_road_graph`) is built once per version of
+the ``road`` table, the version being its row count, largest id and a checksum
+of every id, class and geometry; a change to any road makes the next call
+rebuild it. Available units: status ``on_duty`` with a fix newer than
+``settings.unit_silent_after_s``.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pandas as pd
+import shapely
+import sqlalchemy as sa
+
+from geo.routing import RoadGraph, build_road_graph, rank_units
+from gridwatch.settings import Settings
+
+__all__ = ["road_graph", "available_units", "nearest_units"]
+
+_VERSION = """
+SELECT count(*), coalesce(max(id), 0),
+       md5(coalesce(string_agg(id::text || class || md5(ST_AsEWKB(geom)), ',' ORDER BY id), ''))
+FROM road
+"""
+_LOCK = threading.Lock()
+_CACHE: dict[str, tuple[tuple, RoadGraph | None]] = {}
+
+
+def road_graph(engine: sa.Engine) -> RoadGraph | None:
+    """The routing graph of the ``road`` table (None when it is empty), rebuilt when the roads change."""
+    key = engine.url.render_as_string(hide_password=True)
+    with engine.connect() as conn:
+        version = tuple(conn.execute(sa.text(_VERSION)).one())
+        cached = _CACHE.get(key)
+        if cached and cached[0] == version:
+            return cached[1]
+        with _LOCK:
+            cached = _CACHE.get(key)
+            if cached and cached[0] == version:
+                return cached[1]
+            rows = conn.execute(sa.text("SELECT ST_AsBinary(geom) AS wkb, class FROM road ORDER BY id")).fetchall()
+            graph = None
+            if rows:
+                wkb, classes = zip(*rows)
+                roads = shapely.from_wkb(list(wkb))
+                graph = build_road_graph(shapely.get_parts(roads),
+                                         np.repeat(np.asarray(classes, dtype=object), shapely.get_num_geometries(roads)))
+            _CACHE[key] = (version, graph)
+            return graph
+
+
+def available_units(engine: sa.Engine, settings: Settings) -> pd.DataFrame:
+    """Units on duty and not silent, at their latest fix: unit_id, callsign, kind, lon, lat, ts."""
+    sql = """
+    SELECT u.id AS unit_id, u.callsign, u.kind, ST_X(l.geom) AS lon, ST_Y(l.geom) AS lat, l.ts
+    FROM unit u JOIN unit_latest l ON l.unit_id = u.id
+    WHERE u.status = 'on_duty' AND l.ts >= now() - make_interval(secs => :silent_s)
+    ORDER BY u.id
+    """
+    with engine.connect() as conn:
+        result = conn.execute(sa.text(sql), {"silent_s": settings.unit_silent_after_s})
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def nearest_units(
+    engine: sa.Engine, settings: Settings, target: tuple[float, float], *, k: int = 5
+) -> pd.DataFrame:
+    """The ``k`` available units quickest to ``target`` (lon, lat) by road, quickest first.
+
+    Columns: unit_id, callsign, kind, lon, lat, ts, eta_s, via, route_m, route (see
+    :func:`geo.routing.rank_units`). Empty without roads or available units.
+    """
+    units = available_units(engine, settings)
+    graph = road_graph(engine)
+    if graph is None or units.empty:
+        return units.iloc[:0].assign(eta_s=[], via=[], route_m=[], route=[])
+    return rank_units(graph, target, units, k=k)

@@ -1,0 +1,69 @@
+"""The situation at an earlier moment: every unit's position at a time T, and one unit's track.
+
+Both read ``position`` through its primary key ``(unit_id, ts)``: one LATERAL
+index probe per unit for the last fix at or before T, and one index range for
+a track. A unit's status is today's (``unit`` keeps no history), so "silent"
+at T means no fix in the ``settings.unit_silent_after_s`` before T.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import sqlalchemy as sa
+
+from gridwatch.settings import Settings
+
+__all__ = ["positions_at", "track", "unit_roster", "LOOKBACK_H", "MAX_TRACK_POINTS"]
+
+LOOKBACK_H = 24  # a unit with no fix in the day before T is not shown
+MAX_TRACK_POINTS = 600  # a longer track is thinned evenly (its first and last fix kept)
+
+
+def positions_at(engine: sa.Engine, settings: Settings, at: datetime) -> pd.DataFrame:
+    """Each unit's last fix at or before ``at`` (within :data:`LOOKBACK_H`), same columns as
+    :func:`layers.queries.live_units`."""
+    sql = """
+    SELECT u.id AS unit_id, u.callsign, u.kind, u.status,
+           round(ST_X(p.geom)::numeric, 5)::float8 AS lon, round(ST_Y(p.geom)::numeric, 5)::float8 AS lat,
+           p.heading, p.speed, p.ts, p.ts < CAST(:at AS timestamptz) - make_interval(secs => :silent_s) AS silent
+    FROM unit u
+    CROSS JOIN LATERAL (
+        SELECT ts, geom, heading, speed FROM position
+        WHERE unit_id = u.id AND ts <= CAST(:at AS timestamptz)
+          AND ts > CAST(:at AS timestamptz) - make_interval(hours => :lookback_h)
+        ORDER BY ts DESC LIMIT 1
+    ) p
+    WHERE u.status <> 'off_duty'
+    ORDER BY u.id
+    """
+    params = {"at": at, "silent_s": settings.unit_silent_after_s, "lookback_h": LOOKBACK_H}
+    with engine.connect() as conn:
+        result = conn.execute(sa.text(sql), params)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def track(engine: sa.Engine, unit_id: int, *, start: datetime, end: datetime,
+          max_points: int = MAX_TRACK_POINTS) -> pd.DataFrame:
+    """The unit's fixes from ``start`` to ``end`` in time order (ts, lon, lat), at most ``max_points``."""
+    sql = """
+    WITH fixes AS (
+        SELECT ts, geom, row_number() OVER (ORDER BY ts) - 1 AS n, count(*) OVER () AS total
+        FROM position WHERE unit_id = :unit AND ts BETWEEN :start AND :end
+    )
+    SELECT ts, round(ST_X(geom)::numeric, 5)::float8 AS lon, round(ST_Y(geom)::numeric, 5)::float8 AS lat
+    FROM fixes
+    WHERE n % ceil(total::float8 / :max_points)::int = 0 OR n = total - 1
+    ORDER BY ts
+    """
+    params = {"unit": unit_id, "start": start, "end": end, "max_points": max(2, max_points)}
+    with engine.connect() as conn:
+        result = conn.execute(sa.text(sql), params)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def unit_roster(engine: sa.Engine) -> pd.DataFrame:
+    """Every unit (unit_id, callsign, kind), by callsign."""
+    with engine.connect() as conn:
+        result = conn.execute(sa.text("SELECT id AS unit_id, callsign, kind FROM unit ORDER BY callsign"))
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))

@@ -1,0 +1,151 @@
+"""Alerts: each kind raised on hand-made rows and cleared when its condition ends; acknowledgement; idempotence.
+
+The tiny region of :mod:`tests._refdata` starts "quiet" (segments and grids just visited,
+both units reporting inside their area); each case adds one condition, then removes it.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from gridwatch.settings import Settings
+from layers.alerts import AlertNotFound, acknowledge, alerts_at, refresh_alerts
+from tests._refdata import WEST, seed_region
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+LATER = NOW + timedelta(minutes=1)
+SETTINGS = Settings(unit_silent_after_s=600)
+
+QUIET = f"""
+UPDATE unit SET area_geom = ST_GeomFromText('{WEST}', 4326);
+INSERT INTO unit_latest (unit_id, ts, geom, accuracy, source)
+SELECT id, :now, ST_SetSRID(ST_MakePoint(100.05, 22.1), 4326), 10, 'test' FROM unit;
+INSERT INTO segment_coverage (segment_id, last_visit, limit_h, status) SELECT id, :now, 4, 'patrolled' FROM border_segment;
+INSERT INTO grid_coverage (grid_id, last_visit, limit_h, status) SELECT id, :now, 24, 'fresh' FROM grid;
+INSERT INTO hex_coverage (h3, last_visit, limit_h, status, geom)
+VALUES (42, :now, 4, 'fresh', ST_GeomFromText('POLYGON((100 22, 100.01 22, 100.01 22.01, 100 22))', 4326));
+"""
+
+CASES = {  # kind: (subject, SQL raising it, SQL ending it)
+    "segment_overdue": ("1", "UPDATE segment_coverage SET last_visit = CAST(:now AS timestamptz) - interval '5 hours' "
+                             "WHERE segment_id = 1",
+                        "UPDATE segment_coverage SET watched = true WHERE segment_id = 1"),
+    "unit_silent": ("1", "UPDATE unit_latest SET ts = CAST(:now AS timestamptz) - interval '11 minutes' WHERE unit_id = 1",
+                    "UPDATE unit SET status = 'off_duty' WHERE id = 1"),
+    "unit_out_of_area": ("2", "UPDATE unit_latest SET geom = ST_SetSRID(ST_MakePoint(100.1005, 22.1), 4326) "
+                              "WHERE unit_id = 2",  # ~52 m outside, accuracy 10 m
+                         "UPDATE unit_latest SET accuracy = 60 WHERE unit_id = 2"),
+    "incident_in_gap": ("7", "INSERT INTO incident (id, source_id, kind, severity, status, reported_at, geom, grid_id, h3) "
+                             "VALUES (7, 'I7', 'intrusion_alarm', 4, 'reported', :now, "
+                             "ST_SetSRID(ST_MakePoint(100.15, 22.1), 4326), 2, 42); "
+                             "UPDATE hex_coverage SET last_visit = NULL",
+                        "UPDATE incident SET status = 'closed', closed_at = :now"),
+    "checkpoint_unstaffed": ("5", "INSERT INTO checkpoint (id, code, line_no, staffed, geom) "
+                                  "VALUES (5, 'CP5', 2, false, ST_SetSRID(ST_MakePoint(100.1, 22.1), 4326))",
+                             "UPDATE checkpoint SET staffed = true"),
+    "leak_route": (None, "INSERT INTO leak_route (line_no, length_m, geom) VALUES (2, 1000, "
+                         "ST_GeomFromText('MULTILINESTRING((100.1 22, 100.1 22.2))', 4326))",
+                   "DELETE FROM leak_route"),
+}
+
+
+@pytest.fixture
+def quiet(clean_db: sa.Engine) -> sa.Engine:
+    with clean_db.begin() as conn:
+        conn.execute(sa.text("TRUNCATE alert RESTART IDENTITY"))
+    seed_region(clean_db)
+    run(clean_db, QUIET)
+    return clean_db
+
+
+def run(engine: sa.Engine, sql: str, now: datetime = NOW) -> None:
+    with engine.begin() as conn:
+        for statement in filter(str.strip, sql.split(";")):
+            conn.execute(sa.text(statement), {"now": now})
+
+
+def refresh(engine: sa.Engine, now: datetime):
+    with engine.begin() as conn:
+        return refresh_alerts(conn, SETTINGS, now)
+
+
+def open_alerts(engine: sa.Engine) -> set[tuple[str, str]]:
+    with engine.connect() as conn:
+        return {tuple(r) for r in conn.execute(sa.text("SELECT kind, subject FROM alert WHERE cleared_at IS NULL"))}
+
+
+def test_quiet_region_has_no_alert(quiet):
+    assert refresh(quiet, NOW).raised == 0
+    assert open_alerts(quiet) == set()
+
+
+@pytest.mark.parametrize("kind", list(CASES))
+def test_alert_raised_and_cleared(quiet, kind):
+    subject, raise_sql, clear_sql = CASES[kind]
+    run(quiet, raise_sql)
+    assert refresh(quiet, NOW).raised == 1
+    (got,) = open_alerts(quiet)
+    assert got[0] == kind
+    if subject is not None:
+        assert got[1] == subject
+    run(quiet, clear_sql)
+    assert refresh(quiet, LATER).cleared == 1
+    assert open_alerts(quiet) == set()
+    with quiet.connect() as conn:
+        row = conn.execute(sa.text("SELECT raised_at, cleared_at FROM alert")).one()
+    assert (row.raised_at, row.cleared_at) == (NOW, LATER)
+
+
+def test_refresh_is_idempotent_and_keeps_raised_at(quiet):
+    for _, raise_sql, _ in CASES.values():
+        run(quiet, raise_sql)
+    first = refresh(quiet, NOW)
+    assert first.raised == len(CASES)
+    second = refresh(quiet, LATER)
+    assert (second.raised, second.updated, second.cleared) == (0, 0, 0)
+    with quiet.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*), min(raised_at), max(raised_at) FROM alert")).one() == (
+            len(CASES), NOW, NOW)
+
+
+def test_alert_detail_follows_the_condition(quiet):
+    run(quiet, CASES["unit_out_of_area"][1])
+    refresh(quiet, NOW)
+    run(quiet, "UPDATE unit_latest SET geom = ST_SetSRID(ST_MakePoint(100.11, 22.1), 4326) WHERE unit_id = 2")
+    assert refresh(quiet, LATER).updated == 1
+    (row,) = alerts_at(quiet).itertuples()
+    assert row.detail["callsign"] == "V1" and 1000 < row.detail["distance_m"] < 1050
+    assert row.raised_at == NOW
+
+
+def test_severity_then_newest_first_and_history(quiet):
+    run(quiet, CASES["unit_silent"][1])
+    refresh(quiet, NOW)
+    run(quiet, CASES["leak_route"][1])
+    refresh(quiet, LATER)
+    assert alerts_at(quiet)["kind"].tolist() == ["leak_route", "unit_silent"]
+    assert alerts_at(quiet, at=NOW + timedelta(seconds=30))["kind"].tolist() == ["unit_silent"]
+
+
+def test_acknowledge_stores_who_and_when(quiet):
+    run(quiet, CASES["checkpoint_unstaffed"][1])
+    refresh(quiet, NOW)
+    alert_id = int(alerts_at(quiet)["id"].iloc[0])
+    with quiet.begin() as conn:
+        at = acknowledge(conn, alert_id, "  Wang Li ")
+    with quiet.connect() as conn:
+        row = conn.execute(sa.text("SELECT acknowledged_by, acknowledged_at FROM alert WHERE id = :id"),
+                           {"id": alert_id}).one()
+    assert row == ("Wang Li", at)
+    assert abs((at - datetime.now(timezone.utc)).total_seconds()) < 60
+    with quiet.begin() as conn, pytest.raises(AlertNotFound, match="already acknowledged"):
+        acknowledge(conn, alert_id, "Zhao")
+    with quiet.begin() as conn, pytest.raises(ValueError, match="non-empty name"):
+        acknowledge(conn, alert_id, " ")
+
+
+def test_refresh_needs_an_aware_time(quiet):
+    with quiet.begin() as conn, pytest.raises(ValueError, match="time zone"):
+        refresh_alerts(conn, SETTINGS, datetime(2026, 5, 1))

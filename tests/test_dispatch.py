@@ -1,0 +1,219 @@
+"""The dispatcher's desk: the gap list and its filters (plain functions), then the page in headless
+Chromium, offline: gap list order, centring on a gap, nearest units with a route, acknowledging an
+alert, the time slider and the track replay.
+"""
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from dashboard.app import create_app
+from gridwatch.settings import Settings, get_settings
+from layers._synthetic import REGIONS, make_region
+from layers.gaps import gap_list, open_incidents
+from layers.replay import positions_at, track
+from tests._browser import offline_page, serving
+from tests._refdata import seed_region
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def run(engine: sa.Engine, script: str) -> None:
+    """Execute the statements of ``script`` with ``:now`` bound to :data:`NOW`."""
+    with engine.begin() as conn:
+        for statement in filter(str.strip, script.split(";")):
+            conn.execute(sa.text(statement), {"now": NOW})
+
+
+# -- the gap list ---------------------------------------------------------------------------------
+@pytest.fixture
+def tiny(clean_db):
+    seed_region(clean_db)
+    run(clean_db, """
+            INSERT INTO segment_coverage (segment_id, last_visit, watched, limit_h, status) VALUES
+              (1, CAST(:now AS timestamptz) - interval '5 hours', false, 4, 'overdue'),
+              (2, NULL, false, 4, 'overdue');
+            INSERT INTO grid_coverage (grid_id, last_visit, limit_h, status) VALUES
+              (1, CAST(:now AS timestamptz) - interval '30 hours', 24, 'overdue'),
+              (2, CAST(:now AS timestamptz) - interval '13 hours', 24, 'due');
+            INSERT INTO command_unit (id, level, parent_id, code, name, geom) VALUES
+              (5, 'station', 3, 'EAST', 'East', ST_Multi(ST_MakeEnvelope(100.1, 22, 100.2, 22.2, 4326)))""")
+    return clean_db
+
+
+def test_gaps_most_overdue_first_never_visited_on_top(tiny):
+    gaps = gap_list(tiny, Settings(), now=NOW)
+    assert gaps["key"].tolist() == ["segment:2", "grid:1", "segment:1", "grid:2"]
+    assert gaps["status"].tolist() == ["overdue", "overdue", "overdue", "due"]
+    assert gaps["overdue_s"].iloc[1:3].tolist() == [6 * 3600, 3600]
+    assert gaps.loc[0, "zone_kind"] == "border_closed" and gaps.loc[1, "zone_kind"] == "social_surface"
+
+
+def test_gaps_filtered_by_command_unit_and_zone_kind(tiny):
+    assert gap_list(tiny, Settings(), now=NOW, unit="EAST")["key"].tolist() == ["segment:2", "grid:2"]
+    assert gap_list(tiny, Settings(), now=NOW, zone_kind="social_surface")["key"].tolist() == ["grid:1", "grid:2"]
+    assert gap_list(tiny, Settings(), now=NOW, unit="NOWHERE").empty
+    with pytest.raises(ValueError, match="`zone_kind` was 'sea'"):
+        gap_list(tiny, Settings(), now=NOW, zone_kind="sea")
+
+
+def test_a_watched_segment_is_no_gap_and_a_fresh_grid_neither(tiny):
+    run(tiny, "UPDATE segment_coverage SET watched = true WHERE segment_id = 2; "
+              "UPDATE grid_coverage SET last_visit = CAST(:now AS timestamptz) WHERE grid_id = 2")
+    assert gap_list(tiny, Settings(), now=NOW)["key"].tolist() == ["grid:1", "segment:1"]
+
+
+def test_positions_at_and_track_read_the_past(tiny):
+    run(tiny, """
+            SELECT ensure_position_partitions(CAST(:now AS timestamptz) - interval '3 hours', CAST(:now AS timestamptz));
+            INSERT INTO position (unit_id, ts, geom, source)
+            SELECT 1, CAST(:now AS timestamptz) - make_interval(mins => m), ST_SetSRID(ST_MakePoint(100 + m / 1000.0, 22.1), 4326), 't'
+            FROM generate_series(0, 120) m""")
+    at = positions_at(tiny, Settings(), NOW - timedelta(minutes=30))
+    assert at["callsign"].tolist() == ["F1"] and at["lon"].iloc[0] == pytest.approx(100.03)
+    fixes = track(tiny, 1, start=NOW - timedelta(hours=1), end=NOW, max_points=20)
+    assert len(fixes) <= 21 and fixes["lon"].iloc[0] == pytest.approx(100.06) and fixes["lon"].iloc[-1] == 100.0
+    assert fixes["ts"].is_monotonic_increasing
+
+
+# -- the page in a browser ------------------------------------------------------------------------
+
+MAP = "window.gridwatch.mapOf('dispatch-map')"
+READY = f"() => {{ const m = {MAP}; return !!m && m.getZoom() > 8 && m.areTilesLoaded(); }}"
+DATA = "document.querySelector('#dispatch-map .js-plotly-plot').data"
+ROW_KEYS = """() => [...document.querySelectorAll('#dispatch-targets tr.pick')].map(r => JSON.parse(r.id).key)"""
+
+
+@pytest.fixture(scope="module")
+def region(engine):
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE command_unit, grid, zone, defence_line, checkpoint, border_segment, road, "
+                             "river, settlement, sensor, unit, position, unit_latest, incident, grid_coverage, "
+                             "segment_coverage, hex_coverage, leak_route, alert RESTART IDENTITY CASCADE")
+    make_region(engine, REGIONS["small"])
+    return engine
+
+
+@pytest.fixture(scope="module")
+def desk(region, db_url):
+    """The dispatch page, loaded and fitted to the region; yields (page, watch, base URL)."""
+    app = create_app(db_url)
+    with serving(app.server) as base, offline_page(base, viewport=(1680, 1000)) as (page, watch):
+        page.goto(f"{base}/dispatch")
+        page.wait_for_function(READY, timeout=60_000)
+        yield page, watch, base
+    assert not watch.offsite, f"requests to other origins: {watch.offsite}"
+
+
+@pytest.mark.browser
+def test_page_loads_with_gaps_sorted_by_overdue(desk, region):
+    page, watch, _ = desk
+    page.wait_for_function(f"() => ({ROW_KEYS})().length > 0", timeout=20_000)
+    expected = gap_list(region, get_settings(), now=datetime.now(timezone.utc))
+    shown = page.evaluate(ROW_KEYS)
+    assert len(shown) == len(expected)
+    assert shown[:50] == expected["key"].tolist()[:50]  # further down, seconds of drift may swap near-ties
+    overdue = expected[expected["status"] == "overdue"]
+    assert len(overdue) and (expected["status"].iloc[:len(overdue)] == "overdue").all()
+    assert overdue["overdue_s"].dropna().is_monotonic_decreasing
+    page.wait_for_selector("#dispatch-alerts .alert", timeout=20_000)
+    assert not watch.console_errors, watch.console_errors
+
+
+@pytest.mark.browser
+def test_clicking_a_gap_centres_the_map_and_ranks_units(desk, region, artifacts):
+    page, watch, _ = desk
+    gaps = gap_list(region, get_settings(), now=datetime.now(timezone.utc))
+    gap = gaps[gaps["kind"] == "grid"].iloc[-1]  # far down the list, away from the start view
+    before = page.evaluate(f"() => {MAP}.getCenter().toArray()")
+    page.locator(f"#dispatch-targets tr.pick:nth-child({gap.name + 1})").click()
+    page.wait_for_function(
+        "(g) => { const c = " + MAP + ".getCenter(); return Math.abs(c.lng - g[0]) < 0.03 && Math.abs(c.lat - g[1]) < 0.03; }",
+        arg=[float(gap.lon), float(gap.lat)], timeout=15_000)
+    after = page.evaluate(f"() => {MAP}.getCenter().toArray()")
+    assert math.dist(before, after) > 0.01
+    page.wait_for_selector("#dispatch-nearest tr.pick", timeout=15_000)
+    etas = page.locator("#dispatch-nearest td.eta").all_inner_texts()
+    assert 1 <= len(etas) <= 5 and all(text.endswith("min") for text in etas)
+    assert [int(text.split()[0]) for text in etas] == sorted(int(text.split()[0]) for text in etas)
+    page.wait_for_function(f"() => {DATA}[2].lon.length >= 2", timeout=15_000)
+    route = page.evaluate(f"() => [{DATA}[2].lon, {DATA}[2].lat]")
+    assert route[0][-1] == pytest.approx(gap.lon) and route[1][-1] == pytest.approx(gap.lat)
+    # choosing the second unit draws its route instead
+    if len(etas) > 1:
+        first_start = route[0][0]
+        page.locator("#dispatch-nearest tr.pick").nth(1).click()
+        page.wait_for_function(f"(x) => {DATA}[2].lon[0] !== x", arg=first_start, timeout=10_000)
+    page.wait_for_function(READY)
+    time.sleep(1)
+    page.screenshot(path=str(artifacts / "dispatch.png"))
+    assert not watch.console_errors, watch.console_errors
+
+
+@pytest.mark.browser
+def test_acknowledging_an_alert_stores_who_and_when(desk, region):
+    page, _, _ = desk
+    page.wait_for_selector("#dispatch-alerts button.ack", timeout=20_000)
+    page.locator("#dispatch-alerts button.ack").first.click()
+    page.wait_for_function("() => document.querySelector('#dispatch-alerts .note')?.textContent.includes('name')",
+                           timeout=10_000)
+    with region.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM alert WHERE acknowledged_by IS NOT NULL")).scalar() == 0
+    page.fill("#dispatch-who", "Li Ming")
+    page.press("#dispatch-who", "Enter")
+    first = page.locator("#dispatch-alerts li.unacked").first
+    kind = first.get_attribute("data-kind")
+    first.locator("button.ack").click()
+    page.wait_for_function("() => document.querySelector('#dispatch-alerts')?.textContent.includes('ack. Li Ming')",
+                           timeout=10_000)
+    with region.connect() as conn:
+        row = conn.execute(sa.text(
+            "SELECT kind, acknowledged_by, acknowledged_at FROM alert WHERE acknowledged_by IS NOT NULL")).one()
+    assert (row.kind, row.acknowledged_by) == (kind, "Li Ming")
+    assert abs((row.acknowledged_at - datetime.now(timezone.utc)).total_seconds()) < 60
+    page.reload()  # the name is kept in localStorage
+    page.wait_for_function("() => document.querySelector('#dispatch-who')?.value === 'Li Ming'", timeout=15_000)
+
+
+@pytest.mark.browser
+def test_time_slider_moves_units_and_replays_a_track(desk, region):
+    page, watch, _ = desk
+    page.wait_for_function(READY, timeout=30_000)
+    page.wait_for_function(f"() => {DATA}[0].lon.length > 0", timeout=15_000)
+    now_lons = page.evaluate(f"() => {DATA}[0].lon")
+    page.locator("#dispatch-time [role=slider]").focus()
+    page.keyboard.press("ArrowLeft")  # one step: 5 minutes back
+    page.wait_for_function("() => document.querySelector('#dispatch-time-label').textContent.includes('Situation at')",
+                           timeout=10_000)
+    page.wait_for_function(f"(before) => JSON.stringify({DATA}[0].lon) !== JSON.stringify(before)", arg=now_lons,
+                           timeout=10_000)
+    assert len(page.evaluate(f"() => {DATA}[0].lon")) > 0
+    page.locator("#dispatch-replay-unit").click()
+    page.locator("[role=option]").first.click()
+    page.wait_for_function(f"() => {DATA}[1].lon.length > 1", timeout=10_000)
+    page.locator("#dispatch-play").click()
+    page.wait_for_function(f"() => {DATA}[5].lon && {DATA}[5].lon.length === 1", timeout=10_000)
+    page.wait_for_function("() => document.querySelector('#dispatch-replay-when').textContent.length > 0")
+    assert not watch.console_errors, watch.console_errors
+
+
+@pytest.mark.browser
+def test_chinese_desk(desk, artifacts):
+    page, watch, base = desk
+    page.goto(f"{base}/dispatch?lang=zh")
+    page.wait_for_function(READY, timeout=30_000)
+    page.wait_for_function(f"() => ({ROW_KEYS})().length > 0", timeout=20_000)
+    assert "调度台" in page.locator("h1").inner_text()
+    assert "巡控盲区" in page.locator("#dispatch-mode").inner_text()
+    page.screenshot(path=str(artifacts / "dispatch-zh.png"))
+    assert not watch.console_errors, watch.console_errors
+
+
+def test_open_incidents_most_severe_first(region):
+    frame = open_incidents(region)
+    assert (frame["status"] != "closed").all()
+    assert frame["severity"].is_monotonic_decreasing
