@@ -8,24 +8,20 @@ Runs in a throwaway database on the embedded server (or the server of
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from etl._feeds import pg_transaction
-from etl.database import check_postgis, database_url, engine_for, upgrade_schema
+from etl.database import engine_for, scratch_database
 from etl.manifest import read_manifest
 from etl.runner import run_manifest
-from etl.server import EmbeddedServer
 from gridwatch.bench import Figure
 from gridwatch.settings import Settings
 
-__all__ = ["bench_etl", "NAIVE_ROWS"]
+__all__ = ["bench_etl", "bench_engine", "bench_sample", "NAIVE_ROWS"]
 
 NAIVE_ROWS = 5_000
 # What each scale must reach (the ETL issue's figures).
@@ -47,8 +43,8 @@ WHERE u.callsign = %(callsign)s
 
 def bench_etl(settings: Settings, *, scale: str) -> list[Figure]:
     """Time the whole ``etl run`` on the ``scale`` sample, job by job; return the figures."""
-    manifest = read_manifest(_sample(settings, scale))
-    with _throwaway_database(settings) as engine:
+    manifest = read_manifest(bench_sample(settings, scale))
+    with bench_engine(settings) as engine:
         started = time.perf_counter()
         results = {r.job: r for r in run_manifest(engine, manifest, settings=settings, progress=True)}
         total = time.perf_counter() - started
@@ -69,7 +65,7 @@ def bench_etl(settings: Settings, *, scale: str) -> list[Figure]:
     ]
 
 
-def _sample(settings: Settings, scale: str) -> Path:
+def bench_sample(settings: Settings, scale: str) -> Path:
     """The sample folder of ``scale``, generated on first use."""
     import data
 
@@ -80,25 +76,14 @@ def _sample(settings: Settings, scale: str) -> Path:
 
 
 @contextmanager
-def _throwaway_database(settings: Settings) -> Iterator[sa.Engine]:
-    """A fresh, migrated database on the server in use, dropped afterwards."""
-    if not settings.database_url:
-        EmbeddedServer(settings).start()
-    server = make_url(database_url(settings))
-    name = f"gridwatch_bench_{uuid.uuid4().hex[:8]}"
-    admin = server.set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = server.set(database=name).render_as_string(hide_password=False)
-    engine = engine_for(url)
-    try:
-        check_postgis(engine)
-        upgrade_schema(url)
-        yield engine
-    finally:
-        engine.dispose()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def bench_engine(settings: Settings) -> Iterator[sa.Engine]:
+    """An engine on a scratch database, dropped afterwards."""
+    with scratch_database(settings, prefix="gridwatch_bench") as url:
+        engine = engine_for(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def _bare_copy_rate(engine: sa.Engine, paths: list[Path]) -> float:

@@ -1,7 +1,12 @@
 """Which database gridwatch uses, and getting it ready (reachable, PostGIS, schema)."""
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import psycopg
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
@@ -10,7 +15,7 @@ from etl.server import EmbeddedServer
 from gridwatch.errors import DatabaseError
 from gridwatch.settings import Settings, get_settings
 
-__all__ = ["database_url", "engine_for", "ensure_database", "upgrade_schema", "check_postgis"]
+__all__ = ["database_url", "engine_for", "ensure_database", "upgrade_schema", "check_postgis", "scratch_database"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -99,3 +104,29 @@ def ensure_database(settings: Settings | None = None, *, upgrade: bool = True) -
     if upgrade:
         upgrade_schema(url)
     return engine
+
+
+@contextmanager
+def scratch_database(settings: Settings | None = None, *, prefix: str = "gridwatch_scratch") -> Iterator[str]:
+    """A fresh, migrated database on the server in use (embedded or external), dropped afterwards.
+
+    Yields its URL. Benchmarks and tests use it so they never touch the real data.
+    """
+    settings = settings or get_settings()
+    if not settings.database_url:
+        EmbeddedServer(settings).start()
+    server = make_url(database_url(settings))
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = server.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        engine = engine_for(url)
+        check_postgis(engine)
+        engine.dispose()
+        upgrade_schema(url)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -14,15 +14,12 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import psycopg
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from dashboard._context import WallContext
 from dashboard.live_map import map_figure
 from dashboard.wall_data import live_update
-from etl.database import check_postgis, database_url, engine_for, upgrade_schema
-from etl.server import EmbeddedServer
+from etl.bench import bench_engine
 from gridwatch.bench import Figure
 from gridwatch.errors import InputError
 from gridwatch.settings import Settings
@@ -36,7 +33,6 @@ __all__ = ["bench_tiles"]
 ZOOMS = (6, 8, 10, 12, 14)
 TILES_PER_ZOOM = 12
 LIVE_RUNS = 20
-SCRATCH = "gridwatch_bench_tiles"
 
 
 def _timed(fn: Callable[[], object], runs: int = 1) -> list[float]:
@@ -63,29 +59,6 @@ def _geojson_sql(layer: Layer) -> sa.TextClause:
         f"SELECT json_agg(ST_AsGeoJSON(s.*)::json) FROM ({layer.source}) AS s "
         "WHERE s.geom && ST_Transform(ST_TileEnvelope(:z, :x, :y), 4326)"
     )
-
-
-def _scratch_url(settings: Settings) -> str:
-    """A fresh, migrated scratch database on the configured server."""
-    if not settings.database_url:
-        EmbeddedServer(settings).start()
-    server = database_url(settings)
-    admin = make_url(server).set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{SCRATCH}"')
-    url = make_url(server).set(database=SCRATCH).render_as_string(hide_password=False)
-    engine = engine_for(url)
-    check_postgis(engine)
-    engine.dispose()
-    upgrade_schema(url)
-    return url
-
-
-def _drop_scratch(url: str) -> None:
-    admin = make_url(url).set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH}" WITH (FORCE)')
 
 
 def _tile_figures(engine: sa.Engine) -> list[Figure]:
@@ -132,13 +105,8 @@ def bench_tiles(settings: Settings, *, scale: str) -> list[Figure]:
     """Tile p50/p95 per layer and the live refresh, on a synthetic region of ``scale``."""
     if scale not in REGIONS:
         raise InputError(f"scale {scale!r} is unknown; expected one of {sorted(REGIONS)}")
-    url = _scratch_url(settings)
-    engine = engine_for(url)
-    try:
+    with bench_engine(settings) as engine:
         make_region(engine, REGIONS[scale])
         with engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
         return _tile_figures(engine) + _live_figures(engine, settings)
-    finally:
-        engine.dispose()
-        _drop_scratch(url)

@@ -19,7 +19,7 @@ from datetime import timedelta
 import numpy as np
 import sqlalchemy as sa
 
-from etl.bench import _sample, _throwaway_database
+from etl.bench import bench_engine, bench_sample
 from etl.manifest import read_manifest
 from etl.runner import run_manifest
 from gridwatch.bench import Figure
@@ -54,8 +54,8 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
 
 def bench_dispatch(settings: Settings, *, scale: str) -> list[Figure]:
     """Nearest units by road (p50/p95) vs straight line, graph build, gap list, alert refresh, positions at T."""
-    manifest = read_manifest(_sample(settings, scale))
-    with _throwaway_database(settings) as engine:
+    manifest = read_manifest(bench_sample(settings, scale))
+    with bench_engine(settings) as engine:
         run_manifest(engine, manifest, settings=settings, progress=True)
         as_of = manifest.exported_at
         with engine.begin() as conn:

@@ -16,6 +16,18 @@ from urllib.parse import urlsplit
 from werkzeug.serving import make_server
 
 CHROMIUM = "/usr/bin/chromium"
+# Page probes: the wall's MapLibre map, and how many features each catalog layer drew.
+MAP = "window.gridwatch.map()"
+LOADED = f"() => {{ const m = {MAP}; return !!m && m.loaded() && m.areTilesLoaded(); }}"
+RENDERED = f"""(ids) => {{
+    const m = {MAP};
+    const out = {{}};
+    ids.forEach(id => {{
+        const own = m.getStyle().layers.filter(l => l.metadata && l.metadata['gridwatch:layer'] === id);
+        out[id] = own.reduce((n, l) => n + m.queryRenderedFeatures({{layers: [l.id]}}).length, 0);
+    }});
+    return out;
+}}"""
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 

@@ -7,16 +7,13 @@ at the end.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-from etl.database import check_postgis, database_url, engine_for, upgrade_schema
+from etl.database import database_url, engine_for, scratch_database
 from etl.server import EmbeddedServer
 from gridwatch.settings import Settings
 
@@ -46,18 +43,9 @@ def server_url() -> str:
 @pytest.fixture(scope="session")
 def db_url(server_url: str) -> Iterator[str]:
     """A fresh, migrated database for this test run, dropped afterwards."""
-    name = f"gridwatch_test_{uuid.uuid4().hex[:8]}"
-    admin = make_url(server_url).set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    engine = engine_for(url)
-    check_postgis(engine)
-    engine.dispose()
-    upgrade_schema(url)
-    yield url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    settings = Settings(home=ROOT / ".gridwatch", database_url=server_url)
+    with scratch_database(settings, prefix="gridwatch_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -12,21 +12,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests._browser import offline_page
+from tests._browser import LOADED, RENDERED, offline_page
 
 pytestmark = pytest.mark.browser
 
-MAP = "window.gridwatch.map()"
-READY = f"() => {{ const m = {MAP}; return !!m && m.loaded() && m.areTilesLoaded(); }}"
-RENDERED = f"""(ids) => {{
-    const m = {MAP};
-    const out = {{}};
-    ids.forEach(id => {{
-        const own = m.getStyle().layers.filter(l => l.metadata && l.metadata['gridwatch:layer'] === id);
-        out[id] = own.reduce((n, l) => n + m.queryRenderedFeatures({{layers: [l.id]}}).length, 0);
-    }});
-    return out;
-}}"""
 LAYERS = ("grids", "zones", "roads", "lines", "checkpoints", "segments", "cu_county", "cu_township")
 
 
@@ -62,7 +51,7 @@ def test_demo_serves_a_live_map_of_the_loaded_layers(
         wait_http(f"{base}/wall", demo, timeout_s=240)
         with offline_page(base) as (page, watch):
             page.goto(f"{base}/wall")
-            page.wait_for_function(READY, timeout=60_000)
+            page.wait_for_function(LOADED, timeout=60_000)
             page.wait_for_timeout(1500)
             rendered = page.evaluate(RENDERED, list(LAYERS))
             page.screenshot(path=str(artifacts / "demo-wall.png"))

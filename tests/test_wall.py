@@ -18,21 +18,11 @@ from layers._synthetic import REGIONS, make_region
 from layers.catalog import available_layers
 from layers.glyphs import glyphs_available
 from layers.queries import command_unit, kpis
-from tests._browser import TcpProxy, offline_page, serving
+from tests._browser import MAP, RENDERED, TcpProxy, offline_page, serving
 
 pytestmark = pytest.mark.browser
 
-MAP = "window.gridwatch.map()"
 READY = f"() => {{ const m = {MAP}; return !!m && m.getZoom() > 8 && m.areTilesLoaded(); }}"
-RENDERED = f"""(ids) => {{
-    const m = {MAP};
-    const out = {{}};
-    ids.forEach(id => {{
-        const own = m.getStyle().layers.filter(l => l.metadata && l.metadata['gridwatch:layer'] === id);
-        out[id] = own.reduce((n, l) => n + m.queryRenderedFeatures({{layers: [l.id]}}).length, 0);
-    }});
-    return out;
-}}"""
 VISIBILITY = f"(id) => {MAP}.getLayoutProperty(id, 'visibility')"
 LIVE_LONS = """() => document.querySelector('#wall-map .js-plotly-plot').data
     .flatMap(t => (t.lon || []).filter(v => v !== null))"""
