@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -54,28 +56,108 @@ def test_concurrent_appends_are_group_committed_and_read_back_in_order(tmp_path:
     assert records.dtype == FIX_DTYPE
     assert (np.diff(records["ts_us"]) > 0).all() and len(records) == 500
     assert records["callsign"][0] == b"V1" and records["speed_kmh"][0] == 10.0 and np.isnan(records["heading"][0])
-    size = (tmp_path / "000000000001.seg").stat().st_size
     per_record = 20
-    assert size < 16 + 500 * (per_record + FIX_DTYPE.itemsize), "500 appends made 500 records: no group commit"
+    assert spool.durable.pos < 16 + 500 * (per_record + FIX_DTYPE.itemsize), "500 appends made 500 records: no group commit"
 
 
-@pytest.mark.parametrize("damage", ["cut", "flip"])
-def test_a_torn_last_record_is_cut_off(tmp_path: Path, damage: str) -> None:
+def test_appends_during_a_sync_join_the_next_one_and_the_loop_keeps_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    syncs: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def slow_fdatasync(fd: int) -> None:
+        time.sleep(0.05)  # a slow disk
+        syncs.append(fd)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+
+    async def main() -> tuple[int, list[float]]:
+        spool = Spool(tmp_path)
+        spool.open()
+        await spool.start()
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.005)
+
+        tick = asyncio.create_task(ticker())
+        first = asyncio.create_task(spool.append(to_records(fixes(1), received_us=1)))
+        await asyncio.sleep(0.01)  # the first sync is now in flight
+        late = [asyncio.create_task(spool.append(to_records(fixes(1, i), received_us=1))) for i in range(1, 200)]
+        await asyncio.gather(first, *late)
+        tick.cancel()
+        await spool.close()
+        return spool.durable.seq, ticks
+
+    seq, ticks = asyncio.run(main())
+    assert seq == 200
+    assert len(syncs) == 2, f"{len(syncs)} syncs for one append and 199 that came during its sync"
+    assert len(ticks) >= 10 and max(np.diff(ticks)) < 0.04, "the event loop stalled while the disk synced"
+    assert len(read_all(tmp_path)) == 200
+
+
+def _torn_end(tmp_path: Path) -> tuple[Path, int]:
+    """A spool with 10 fixes, then 5 more in the last record; the segment and the end of that record."""
     write(tmp_path, [fixes(10)])
-    write(tmp_path, [fixes(5, 100)])
-    segment = tmp_path / "000000000001.seg"
+    end = write(tmp_path, [fixes(5, 100)]).durable.pos
+    return tmp_path / "000000000001.seg", end
+
+
+@pytest.mark.parametrize("damage", ["unwritten", "flip", "truncated"])
+def test_a_torn_last_record_is_cut_off(tmp_path: Path, damage: str) -> None:
+    segment, end = _torn_end(tmp_path)
     data = bytearray(segment.read_bytes())
-    if damage == "cut":
-        data = data[:-7]  # the crash came mid-write
+    if damage == "unwritten":
+        data[end - 20:end] = bytes(20)  # the crash came mid-write: the preallocated tail still reads as zeros
+    elif damage == "flip":
+        data[end - 3] ^= 0xFF  # the last bytes never reached the disk as written
     else:
-        data[-3] ^= 0xFF  # the last bytes never reached the disk as written
+        data = data[:end - 7]  # a segment that was not preallocated (older spool, no fallocate)
     segment.write_bytes(bytes(data))
     spool = Spool(tmp_path)
-    end = spool.open()
-    assert end.seq == 10 and spool.torn_bytes > 0
+    opened = spool.open()
+    assert opened.seq == 10 and 0 < spool.torn_bytes <= end - opened.pos
+    assert not segment.read_bytes()[opened.pos:].strip(b"\0"), "the torn record was not zeroed"
     asyncio.run(_append_all(spool, [fixes(3, 200)]))
     records = read_all(tmp_path)
     assert len(records) == 13 and records["ts_us"][-1] > records["ts_us"][-4]
+
+
+def test_segments_are_preallocated_and_the_zero_tail_is_their_end(tmp_path: Path) -> None:
+    spool = write(tmp_path, [fixes(3)], one_by_one=True, segment_bytes=1 << 20)
+    segment = tmp_path / "000000000001.seg"
+    data = segment.read_bytes()
+    assert len(data) == 1 << 20, "the segment was not preallocated"
+    assert spool.durable.pos == 16 + 20 + 3 * FIX_DTYPE.itemsize and not data[spool.durable.pos:].strip(b"\0")
+    reopened = Spool(tmp_path, segment_bytes=1 << 20)
+    assert reopened.open() == spool.durable and reopened.torn_bytes == 0, "the zero tail was taken for a torn record"
+    asyncio.run(_append_all(reopened, [fixes(2, 10)]))
+    assert segment.stat().st_size == 1 << 20, "an append grew the preallocated file"
+    records = read_all(tmp_path)
+    assert len(records) == 5 and (np.diff(records["ts_us"]) > 0).all()
+
+
+def test_a_stale_record_beyond_a_torn_one_is_not_read_as_data(tmp_path: Path) -> None:
+    """A crash can persist a later page and lose an earlier one: the valid-looking record after the
+    torn one was never acknowledged, and must not come back once the spool has moved on."""
+    write(tmp_path, [fixes(10)])
+    first = write(tmp_path, [fixes(5, 100)], one_by_one=True).durable
+    second = write(tmp_path, [fixes(5, 200)], one_by_one=True).durable
+    segment = tmp_path / "000000000001.seg"
+    data = bytearray(segment.read_bytes())
+    data[first.pos - 3] ^= 0xFF  # the record of fixes 100.. is torn, the one of 200.. reached the disk
+    segment.write_bytes(bytes(data))
+    spool = Spool(tmp_path)
+    opened = spool.open()
+    assert opened.seq == 10 and second.pos - opened.pos - 8 <= spool.torn_bytes <= second.pos - opened.pos
+    asyncio.run(_append_all(spool, [fixes(5, 300)]))  # the same length as the torn record
+    records = read_all(tmp_path)
+    seconds = (records["ts_us"] - int(T0.timestamp() * 1e6)) // 1_000_000
+    assert seconds.tolist() == [*range(10), *range(300, 305)]
 
 
 def test_segments_roll_over_are_read_across_and_pruned(tmp_path: Path) -> None:

@@ -2,10 +2,13 @@
 
 Runs ``gridwatch ingest`` as a subprocess on a throwaway database holding a
 synthetic prefecture-sized reference (1,600 grids, 206 border segments, two
-zones) and ``UNITS`` units with devices. Keep-alive clients on
-127.0.0.1 then send OsmAnd GETs, and separately JSON batches, for a fixed
-time; a poller samples how long an acknowledged fix takes to show in
-``unit_latest``. The baseline, in the same run, is a bare INSERT per fix over
+zones) and ``UNITS`` units with devices. ``HTTP_CLIENTS`` phones on
+127.0.0.1 (one keep-alive connection each, one GET at a time, written on raw
+asyncio streams so the client costs less than the server) then send OsmAnd
+GETs, and separately JSON batches over aiohttp, for a fixed time; a poller
+samples how long an acknowledged fix takes to show in ``unit_latest``. The CPU
+the ingest process and the client used during the OsmAnd load is reported too,
+to tell which of them was the limit (the machine may be shared). The baseline, in the same run, is a bare INSERT per fix over
 one connection (what a server writing straight to the database would do).
 """
 from __future__ import annotations
@@ -40,7 +43,7 @@ __all__ = ["bench_ingest"]
 UNITS = 200
 SECONDS = {"small": 5.0}
 DEFAULT_SECONDS = 10.0
-HTTP_CLIENTS = 64
+HTTP_CLIENTS = 256
 JSON_CLIENTS = 4
 JSON_BATCH = 100
 SAMPLE_EVERY = 10
@@ -77,7 +80,11 @@ def bench_ingest(settings: Settings, *, scale: str) -> list[Figure]:
         service = _start_service(url, Path(home))
         try:
             load = _Load(service.base, tokens, url)
+            cpu, before = _cpu_seconds(service.proc.pid), _stats(service.base)["spool"]
             osmand = asyncio.run(load.run("osmand", seconds))
+            server_busy = (_cpu_seconds(service.proc.pid) - cpu) / osmand.seconds
+            spool = _stats(service.base)["spool"]
+            per_sync = (spool["synced_fixes"] - before["synced_fixes"]) / max(1, spool["syncs"] - before["syncs"])
             drain_osmand = _wait_drained(service.base)
             batch = asyncio.run(load.run("json", seconds))
             drain_json = _wait_drained(service.base)
@@ -86,12 +93,19 @@ def bench_ingest(settings: Settings, *, scale: str) -> list[Figure]:
             service.proc.wait(30)
         baseline = _bare_insert_rate(url, seconds)
     return [
-        Figure(f"OsmAnd GETs, {HTTP_CLIENTS} keep-alive clients, acknowledged", osmand.rate, "fixes/s",
+        Figure(f"OsmAnd GETs, {HTTP_CLIENTS} keep-alive connections, acknowledged", osmand.rate, "fixes/s",
                "≥ 2,000 fixes/s", baseline, "bare INSERT per fix, one connection"),
         Figure(f"JSON batches of {JSON_BATCH}, {JSON_CLIENTS} clients, acknowledged", batch.rate, "fixes/s",
                "≥ 2,000 fixes/s", baseline, "bare INSERT per fix, one connection"),
         Figure("OsmAnd: acknowledged → in unit_latest, p99", osmand.p99_s, "s", "≤ 2 s"),
         Figure("JSON: acknowledged → in unit_latest, p99", batch.p99_s, "s", "≤ 2 s"),
+        Figure("OsmAnd load: fixes per spool fdatasync (group commit)", per_sync, "fixes", "≫ 1"),
+        Figure("OsmAnd load: longest wait in a group, queued → fdatasync'd, p99", spool["wait_ms_p99"], "ms",
+               "≪ the 2 s budget"),
+        Figure("OsmAnd load: ingest process CPU (server and writer)", 100 * server_busy, "% of a core",
+               "< 100 % (else the server is the limit)"),
+        Figure("OsmAnd load: benchmark client CPU", 100 * osmand.client_busy, "% of a core",
+               "< 100 % (else the client is the limit)"),
         Figure("backlog written after the OsmAnd load stopped", drain_osmand, "s", "≈ 0 (writer keeps up)"),
         Figure("backlog written after the JSON load stopped", drain_json, "s", "≈ 0 (writer keeps up)"),
     ]
@@ -150,21 +164,38 @@ def _start_service(url: str, home: Path) -> _Service:
     raise RuntimeError("the ingest service did not start within 30 s")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stats(base: str) -> dict:
+    return json.loads(urllib.request.urlopen(f"{base}/api/ingest/stats", timeout=5).read())
+
+
 def _wait_drained(base: str, *, timeout: float = 60.0) -> float:
     """Seconds until the writer has committed everything spooled."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        stats = json.loads(urllib.request.urlopen(f"{base}/api/ingest/stats", timeout=5).read())
-        if stats["spool"]["backlog"] == 0:
+        if _stats(base)["spool"]["backlog"] == 0:
             return time.monotonic() - started
         time.sleep(0.02)
     raise RuntimeError(f"the writer did not catch up within {timeout} s")
 
 
 class _Result:
-    def __init__(self, fixes: int, seconds: float, latencies: list[float]) -> None:
+    def __init__(self, fixes: int, seconds: float, latencies: list[float], *, client_cpu_s: float) -> None:
         self.rate = fixes / seconds
+        self.seconds = seconds
         self.p99_s = float(np.percentile(latencies, 99)) if latencies else float("nan")
+        self.client_busy = client_cpu_s / seconds
+
+
+def _content_length(head: bytes) -> int:
+    """The Content-Length of a response head (0 when absent)."""
+    at = head.lower().find(b"\r\ncontent-length:")
+    return int(head[at + 17:head.index(b"\r\n", at + 2)]) if at >= 0 else 0
 
 
 class _Load:
@@ -194,27 +225,40 @@ class _Load:
         self.latencies = []
         stop = time.monotonic() + seconds
         counter = iter(range(10**9))
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=HTTP_CLIENTS * 2)) as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=JSON_CLIENTS * 2)) as session:
             poller = asyncio.create_task(self._poll(stop + 5.0))
-            worker = self._osmand if protocol == "osmand" else self._batches
-            clients = HTTP_CLIENTS if protocol == "osmand" else JSON_CLIENTS
-            started = time.monotonic()
-            counts = await asyncio.gather(*(worker(session, counter, stop) for _ in range(clients)))
-            elapsed = time.monotonic() - started
+            cpu, started = time.process_time(), time.monotonic()
+            if protocol == "osmand":
+                counts = await asyncio.gather(*(self._osmand(counter, stop) for _ in range(HTTP_CLIENTS)))
+            else:
+                counts = await asyncio.gather(*(self._batches(session, counter, stop) for _ in range(JSON_CLIENTS)))
+            elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
             await poller
-        return _Result(sum(counts), elapsed, self.latencies)
+        return _Result(sum(counts), elapsed, self.latencies, client_cpu_s=cpu)
 
-    async def _osmand(self, session: aiohttp.ClientSession, counter: Iterator[int], stop: float) -> int:
+    async def _osmand(self, counter: Iterator[int], stop: float) -> int:
+        """One phone: a keep-alive connection, one GET at a time, written and read on raw streams (an
+        HTTP client library would cost the benchmark more CPU than the server spends on a request)."""
+        host, port = self.base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
         acked = 0
-        while time.monotonic() < stop:
-            k = next(counter)
-            callsign, ts, lon, lat = self._fix(k)
-            params = {"id": callsign, "lat": f"{lat:.6f}", "lon": f"{lon:.6f}", "timestamp": f"{ts:.0f}",
-                      "speed": "20", "bearing": "90", "accuracy": "5", "token": self.tokens[callsign]}
-            async with session.get(f"{self.base}/", params=params) as response:
-                if response.status == 200:
+        try:
+            while time.monotonic() < stop:
+                k = next(counter)
+                callsign, ts, lon, lat = self._fix(k)
+                writer.write(
+                    f"GET /?id={callsign}&lat={lat:.6f}&lon={lon:.6f}&timestamp={ts:.0f}&speed=20&bearing=90"
+                    f"&accuracy=5&token={self.tokens[callsign]} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+                )
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = _content_length(head)
+                if length:
+                    await reader.readexactly(length)
+                if head[9:12] == b"200":
                     acked += 1
                     self._acked(callsign, ts, k)
+        finally:
+            writer.close()
         return acked
 
     async def _batches(self, session: aiohttp.ClientSession, counter: Iterator[int], stop: float) -> int:

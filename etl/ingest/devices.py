@@ -60,13 +60,21 @@ class DeviceRegistry:
     snapshot: Path
     hashes: dict[str, str] = field(default_factory=dict)
     _by_hash: dict[str, str] = field(default_factory=dict, repr=False)
+    _verified: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def check(self, callsign: str, token: str | None) -> bool:
-        """True when ``token`` is the device's token."""
-        stored = self.hashes.get(callsign)
-        if stored is None or not token:
+        """True when ``token`` is the device's token (a token already verified is not hashed again)."""
+        if not token:
             return False
-        return hmac.compare_digest(stored, hash_token(token))
+        given = token.encode("utf-8")
+        verified = self._verified.get(callsign)
+        if verified is not None and hmac.compare_digest(verified, given):
+            return True
+        stored = self.hashes.get(callsign)
+        if stored is None or not hmac.compare_digest(stored, hash_token(token)):
+            return False
+        self._verified[callsign] = given
+        return True
 
     def callsign_for(self, token: str | None) -> str | None:
         """The device a token belongs to, if any."""
@@ -93,6 +101,7 @@ class DeviceRegistry:
     def _use(self, hashes: dict[str, str]) -> None:
         self.hashes = hashes
         self._by_hash = {digest: callsign for callsign, digest in hashes.items()}
+        self._verified = {}
 
 
 class RateLimiter:

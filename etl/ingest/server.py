@@ -30,7 +30,7 @@ from etl.ingest.batch import MAX_BATCH_BYTES, parse_batch
 from etl.ingest.cot import CotFramer, CotStreamError, parse_event
 from etl.ingest.devices import DeviceRegistry, RateLimiter, load_devices
 from etl.ingest.osmand import parse_osmand_query, parse_traccar_json
-from etl.ingest.spool import Spool, now_us, to_records
+from etl.ingest.spool import Spool, now_us, pack_rows
 from etl.ingest.writer import SpoolWriter
 from gridwatch.errors import GridwatchError
 from gridwatch.settings import Settings
@@ -186,7 +186,7 @@ class IngestService:
     async def _spool(self, fixes: Sequence[Fix], received_us: int) -> None:
         """Make the fixes durable; only then may they be acknowledged."""
         self.counters.accepted += len(fixes)
-        await self.spool.append(to_records(fixes, received_us=received_us))
+        await self.spool.append(pack_rows(fixes, received_us=received_us))
         self.counters.spooled += len(fixes)
 
     # -- HTTP -------------------------------------------------------------------
@@ -263,7 +263,8 @@ class IngestService:
             "written": w.written, "duplicates": w.duplicates, "writer_rejected": dict(w.rejected),
             "batches": w.batches, "db_up": w.db_up, "last_error": w.last_error,
             "spool": {"durable_seq": self.spool.durable.seq, "committed_seq": w.committed_seq,
-                      "backlog": self.writer.backlog(), "segment": self.spool.durable.segment},
+                      "backlog": self.writer.backlog(), "segment": self.spool.durable.segment,
+                      **self.spool.sync_stats()},
             "latency_ms": w.latency_percentiles(),
         }
 

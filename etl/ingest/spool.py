@@ -7,11 +7,23 @@ holds records::
     magic "GWSP" | payload length u32 | crc32 u32 | seq of first fix u64 | payload
 
 The payload is a run of fixed-width :data:`FIX_DTYPE` rows, and the crc covers
-length, seq and payload. Appends are group-committed: every append waiting
-while the previous ``fdatasync`` ran goes into the next record, written and
-synced in one call, so a busy service syncs a few hundred times a second and
-not once per fix. A record torn by a crash fails its length or crc check and
-is cut off when the spool is opened (nothing in it was acknowledged).
+length, seq and payload. Appends are group-committed: every append that
+arrives while an ``fdatasync`` runs (in a thread, so the event loop keeps
+taking requests) goes into the next record, written and synced in one call,
+and all its waiters are released together; a busy service syncs a few
+hundred times a second and not once per fix.
+
+A segment is preallocated when created (``posix_fallocate`` of
+``segment_bytes``, so a full disk refuses a new segment, not a fix in the
+middle of one) and zero-filled a chunk ahead of the last record, so a record
+lands in blocks that already exist and are initialised: its ``fdatasync``
+flushes data only, with no file-size or extent change to journal (what
+PostgreSQL does for its WAL). The records of a segment therefore end at the
+first place where a record does not check: a zero-filled header (the
+preallocated tail) or a record torn by a crash, whose length, crc or seq fails
+(nothing in it was acknowledged). Opening the spool zeroes a torn record so
+it cannot be read as data later; a full segment is cut to its last record
+before the next one is started.
 
 The reader (:class:`SpoolReader`) reads records in order between two
 :class:`SpoolPosition` values; segments wholly behind the committed position
@@ -20,15 +32,18 @@ are removed by :meth:`Spool.prune`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import struct
+import threading
+import time
 import uuid
 import zlib
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +52,7 @@ from etl.ingest._fix import SOURCES, Fix
 from gridwatch.errors import GridwatchError
 
 __all__ = [
-    "FIX_DTYPE", "SpoolPosition", "Spool", "SpoolReader", "SpoolCorruptError", "to_records", "now_us",
+    "FIX_DTYPE", "SpoolPosition", "Spool", "SpoolReader", "SpoolCorruptError", "pack_rows", "to_records", "now_us",
 ]
 
 FIX_DTYPE = np.dtype([
@@ -49,7 +64,13 @@ _SEGMENT_HEADER = struct.Struct("<8sQ")
 RECORD_MAGIC = b"GWSP"
 _RECORD_HEADER = struct.Struct("<4sIIQ")
 SEGMENT_BYTES = 64 * 1024 * 1024
+ZERO_AHEAD_BYTES = 1024 * 1024
 MAX_GROUP_FIXES = 65_536
+# FIX_DTYPE as a struct, to pack a request's rows without building an array.
+_ROW = struct.Struct("<32sqddfffBq")
+assert _ROW.size == FIX_DTYPE.itemsize
+_SOURCE_CODE = {name: code for code, name in enumerate(SOURCES)}
+_SYNC_WINDOW = 4096
 
 
 class SpoolCorruptError(GridwatchError):
@@ -67,19 +88,32 @@ class SpoolPosition:
 
 def now_us() -> int:
     """The current time in Unix microseconds."""
-    return int(datetime.now(timezone.utc).timestamp() * 1_000_000)
+    return time.time_ns() // 1000
+
+
+def pack_rows(fixes: Sequence[Fix], *, received_us: int) -> bytes:
+    """Fixes as the bytes of spool rows (:data:`FIX_DTYPE`), what :meth:`Spool.append` takes.
+
+    One request's worth, so this loop is per request, not in the database path.
+    """
+    return b"".join(
+        _ROW.pack(f.callsign.encode("utf-8"), _epoch_us(f.ts), f.lon, f.lat, f.speed_kmh, f.heading,
+                  f.accuracy_m, _SOURCE_CODE[f.source], received_us)
+        for f in fixes
+    )
 
 
 def to_records(fixes: Sequence[Fix], *, received_us: int) -> np.ndarray:
-    """Fixes as spool rows (one request's worth, so this loop is per request, not in the DB path)."""
-    return np.array(
-        [
-            (f.callsign.encode("utf-8"), int(f.ts.timestamp() * 1_000_000), f.lon, f.lat, f.speed_kmh,
-             f.heading, f.accuracy_m, SOURCES.index(f.source), received_us)
-            for f in fixes
-        ],
-        dtype=FIX_DTYPE,
-    )
+    """Fixes as an array of spool rows."""
+    return np.frombuffer(pack_rows(fixes, received_us=received_us), dtype=FIX_DTYPE)
+
+
+def _epoch_us(ts: datetime) -> int:
+    return (ts - _EPOCH) // _ONE_US
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
 
 
 def _segment_path(directory: Path, number: int) -> Path:
@@ -102,24 +136,75 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _records(handle, start: int, limit: int) -> Iterator[tuple[int, int, bytes]]:
-    """``(seq, end offset, payload)`` of each whole, valid record from ``start`` up to ``limit``."""
+def _records(handle, start: int, limit: int, seq: int | None = None) -> Iterator[tuple[int, int, bytes]]:
+    """``(seq, end offset, payload)`` of each whole, valid record from ``start`` up to ``limit``.
+
+    The run stops at the first record that does not check: the zero-filled
+    tail, or a torn record. Given ``seq`` (the seq of the first record), a
+    record whose seq does not follow on also ends the run.
+    """
     pos = start
     handle.seek(pos)
     while pos + _RECORD_HEADER.size <= limit:
-        magic, length, crc, seq = _RECORD_HEADER.unpack(handle.read(_RECORD_HEADER.size))
+        magic, length, crc, rec_seq = _RECORD_HEADER.unpack(handle.read(_RECORD_HEADER.size))
         end = pos + _RECORD_HEADER.size + length
-        if magic != RECORD_MAGIC or end > limit or length % FIX_DTYPE.itemsize:
+        if magic != RECORD_MAGIC or end > limit or length % FIX_DTYPE.itemsize or seq not in (None, rec_seq):
             return
         payload = handle.read(length)
-        if len(payload) != length or _crc(length, seq, payload) != crc:
+        if len(payload) != length or _crc(length, rec_seq, payload) != crc:
             return
-        yield seq, end, payload
+        yield rec_seq, end, payload
         pos = end
+        if seq is not None:
+            seq = rec_seq + length // FIX_DTYPE.itemsize
+
+
+def _zero_torn_tail(fd: int, start: int, size: int) -> int:
+    """Zero whatever is not zero in ``[start, size)`` (a torn record), sync, and return how many bytes
+    that spanned. Blocks never written read as zeros at no I/O cost, so reading to the end is cheap."""
+    last, pos = start, start
+    while pos < size:
+        chunk = os.pread(fd, min(ZERO_AHEAD_BYTES, size - pos), pos)
+        if not chunk:
+            break
+        kept = len(chunk.rstrip(b"\0"))
+        if kept:
+            last = pos + kept
+        pos += len(chunk)
+    if last > start:
+        _write_all(fd, bytes(last - start), start)
+        os.fdatasync(fd)
+    return last - start
+
+
+def _write_all(fd: int, data: bytes | memoryview, pos: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, pos)
+        view, pos = view[written:], pos + written
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve ``size`` bytes for the file (a full disk refuses here); a no-op where unsupported."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+
+
+def _release(futures: list[asyncio.Future], error: BaseException | None) -> None:
+    """On the event loop: acknowledge (or fail) every append of one group at once."""
+    for future in futures:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
 
 
 class Spool:
-    """The append side: group-committed, fsynced appends from the event loop.
+    """The append side: group-committed, fdatasynced appends from the event loop.
 
     ``durable`` is the position up to which everything is on disk; the writer
     thread reads up to it.
@@ -132,13 +217,18 @@ class Spool:
         self.spool_id = ""
         self.durable = SpoolPosition(1, _SEGMENT_HEADER.size, 0)
         self.torn_bytes = 0
+        self.syncs = 0
+        self.synced_fixes = 0
+        self.sync_ms = np.full(_SYNC_WINDOW, np.nan)
+        self.wait_ms = np.full(_SYNC_WINDOW, np.nan)
         self._fd = -1
         self._lock_fd = -1
-        self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
+        self._zeroed = 0  # bytes of the current segment that are written (records or zeros) and synced
+        self._pending: deque[tuple[bytes, int, asyncio.Future, float]] = deque()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-fsync")
 
     # -- opening and recovery ---------------------------------------------------
     def open(self) -> SpoolPosition:
@@ -161,16 +251,15 @@ class Spool:
             numbers = [1]
         last = numbers[-1]
         path = _segment_path(self.directory, last)
+        size = path.stat().st_size
         with open(path, "rb") as handle:
             base = _SEGMENT_HEADER.unpack(handle.read(_SEGMENT_HEADER.size))[1]
             end, seq = _SEGMENT_HEADER.size, base
-            for rec_seq, rec_end, payload in _records(handle, end, path.stat().st_size):
+            for rec_seq, rec_end, payload in _records(handle, end, size, base):
                 end, seq = rec_end, rec_seq + len(payload) // FIX_DTYPE.itemsize
-        size = path.stat().st_size
-        if size > end:
-            self.torn_bytes = size - end
-            os.truncate(path, end)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._fd = os.open(path, os.O_RDWR)
+        self.torn_bytes = _zero_torn_tail(self._fd, end, size)
+        self._zeroed = end
         self.durable = SpoolPosition(last, end, seq)
         return self.durable
 
@@ -191,10 +280,17 @@ class Spool:
 
     def _create_segment(self, number: int, base_seq: int) -> int:
         path = _segment_path(self.directory, number)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        os.write(fd, _SEGMENT_HEADER.pack(SEGMENT_MAGIC, base_seq))
-        os.fsync(fd)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _preallocate(fd, self.segment_bytes)
+            _write_all(fd, _SEGMENT_HEADER.pack(SEGMENT_MAGIC, base_seq), 0)
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
         _fsync_dir(self.directory)
+        self._zeroed = _SEGMENT_HEADER.size
         return fd
 
     def first_position(self) -> SpoolPosition:
@@ -206,71 +302,93 @@ class Spool:
 
     # -- appending --------------------------------------------------------------
     async def start(self) -> None:
-        """Start the group-commit task (call from the event loop, after :meth:`open`)."""
-        self._wake = asyncio.Event()
-        self._task = asyncio.create_task(self._commit_loop(), name="spool-commit")
+        """Start the committer thread (call from the event loop, after :meth:`open`)."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._commit_loop, name="spool-commit", daemon=True)
+        self._thread.start()
 
-    async def append(self, records: np.ndarray) -> None:
-        """Return once ``records`` are on disk (raises OSError when the disk refuses)."""
-        if self._closing or self._wake is None:
+    async def append(self, records: np.ndarray | bytes) -> None:
+        """Return once ``records`` (an array of :data:`FIX_DTYPE`, or its bytes as :func:`pack_rows`
+        makes them) are on disk; raises OSError when the disk refuses."""
+        if self._closing or self._thread is None:
             raise GridwatchError("the spool is closed")
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((records, future))
+        payload = records.tobytes() if isinstance(records, np.ndarray) else bytes(records)
+        if len(payload) % FIX_DTYPE.itemsize:
+            raise ValueError(f"{len(payload)} bytes are not whole spool rows of {FIX_DTYPE.itemsize} bytes")
+        future = self._loop.create_future()
+        self._pending.append((payload, len(payload) // FIX_DTYPE.itemsize, future, time.perf_counter()))
         self._wake.set()
         await future
 
-    async def _commit_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _commit_loop(self) -> None:
+        """The committer thread: take everything pending, write it as one record, ``fdatasync``, hand
+        the waiters back to the event loop in one call, and go straight on with what came meanwhile.
+
+        The loop only appends to a deque and sets an event, so it keeps taking requests while the disk
+        syncs, and a commit needs no round trip through the loop before the next one starts.
+        """
         while True:
-            await self._wake.wait()
+            self._wake.wait()
             self._wake.clear()
             if self.window_s and not self._closing:
-                await asyncio.sleep(self.window_s)
-            group, count = [], 0
-            while self._pending and count < MAX_GROUP_FIXES:
-                group.append(self._pending.pop(0))
-                count += len(group[-1][0])
-            if self._pending or self._closing:
-                self._wake.set()
-            if not group:
-                if self._closing:
-                    return
-                continue
-            records = np.concatenate([r for r, _ in group])
-            try:
-                await loop.run_in_executor(self._executor, self._write_group, records)
-            except Exception as exc:  # the disk refused: no fix of the group is acknowledged
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for _, future in group:
-                if not future.done():
-                    future.set_result(None)
+                time.sleep(self.window_s)
+            while self._pending:
+                group, count = [], 0
+                while self._pending and count < MAX_GROUP_FIXES:
+                    group.append(self._pending.popleft())
+                    count += group[-1][1]
+                try:
+                    self._write_group(b"".join(g[0] for g in group), count)
+                    self.wait_ms[(self.syncs - 1) % _SYNC_WINDOW] = (time.perf_counter() - group[0][3]) * 1000.0
+                    error = None
+                except Exception as exc:  # the disk refused: no fix of the group is acknowledged
+                    error = exc
+                self._loop.call_soon_threadsafe(_release, [g[2] for g in group], error)
+            if self._closing and not self._pending:
+                return
 
-    def _write_group(self, records: np.ndarray) -> None:
-        payload = records.tobytes()
+    def _write_group(self, payload: bytes, count: int) -> None:
+        """Write one record and ``fdatasync`` it (in the committer thread)."""
+        started = time.perf_counter()
         seq = self.durable.seq
         record = _RECORD_HEADER.pack(RECORD_MAGIC, len(payload), _crc(len(payload), seq, payload), seq) + payload
         segment, pos = self.durable.segment, self.durable.pos
         if pos + len(record) > self.segment_bytes and pos > _SEGMENT_HEADER.size:
+            os.ftruncate(self._fd, pos)  # a full segment ends at its last record (the reader goes by its size)
+            os.fsync(self._fd)
+            fd = self._create_segment(segment + 1, seq)  # on failure, the old segment stays in use
             os.close(self._fd)
-            segment, pos = segment + 1, _SEGMENT_HEADER.size
-            self._fd = self._create_segment(segment, seq)
-        view = memoryview(record)
-        while view:
-            view = view[os.write(self._fd, view):]
+            self._fd, segment, pos = fd, segment + 1, _SEGMENT_HEADER.size
+        end = pos + len(record)
+        zeroed = self._zeroed
+        if end > zeroed:  # initialise the next chunk, so the syncs until then flush data only
+            zeroed = max(end, min(end + ZERO_AHEAD_BYTES, self.segment_bytes))
+            record += bytes(zeroed - end)
+        _write_all(self._fd, record, pos)
         os.fdatasync(self._fd)
-        self.durable = SpoolPosition(segment, pos + len(record), seq + len(records))
+        self._zeroed = zeroed
+        self.durable = SpoolPosition(segment, end, seq + count)
+        self.sync_ms[self.syncs % _SYNC_WINDOW] = (time.perf_counter() - started) * 1000.0
+        self.syncs += 1
+        self.synced_fixes += count
+
+    def sync_stats(self) -> dict:
+        """Group commits so far, the fixes in them, and over the recent ones the time (ms) to write and
+        sync a record (``sync``) and the longest wait of an append in it (``wait``: queued, written, synced)."""
+        out = {"syncs": self.syncs, "synced_fixes": self.synced_fixes}
+        for name, ring in (("sync", self.sync_ms), ("wait", self.wait_ms)):
+            seen = ring[~np.isnan(ring)]
+            for q in (50, 99):
+                out[f"{name}_ms_p{q}"] = round(float(np.percentile(seen, q)), 2) if seen.size else None
+        return out
 
     async def close(self) -> None:
         """Commit what is pending, then close the files (the spool is kept)."""
-        if self._task is not None:
+        if self._thread is not None:
             self._closing = True
             self._wake.set()
-            await self._task
-            self._task = None
-        self._executor.shutdown(wait=True)
+            await asyncio.to_thread(self._thread.join)  # its last releases are queued before this returns
+            self._thread = None
         for fd in (self._fd, self._lock_fd):
             if fd >= 0:
                 os.close(fd)
