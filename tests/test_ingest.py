@@ -371,6 +371,24 @@ def assert_each_acknowledged_fix_once(url: str, stream: Stream) -> None:
     assert {c: int(ts.timestamp()) for c, ts in latest} == {c: max(t for u, t in found if u == c) for c in STREAM_UNITS}
 
 
+def test_coverage_follows_a_live_fix_within_seconds(live: tuple[IngestProcess, dict], db_url: str) -> None:
+    """The service's upkeep builds coverage; a new fix moves its grid's last visit at once."""
+    service, tokens = live
+    deadline = time.monotonic() + 60
+    while rows(db_url, "SELECT count(*) FROM grid_coverage")[0][0] == 0:
+        assert time.monotonic() < deadline, "the upkeep never built the coverage tables"
+        time.sleep(0.5)
+    fix_at = int(time.time()) - 1
+    lon, lat = CENTRE
+    code, _ = curl(f"{service.base}/?id=V1&lat={lat}&lon={lon}&timestamp={fix_at}&accuracy=5&token={tokens['V1']}")
+    assert code == 200
+    acknowledged = time.monotonic()
+    expected = [(datetime.fromtimestamp(fix_at, timezone.utc), "fresh")]
+    while rows(db_url, "SELECT last_visit, status FROM grid_coverage WHERE grid_id = 1") != expected:
+        assert time.monotonic() - acknowledged < 5, rows(db_url, "SELECT * FROM grid_coverage WHERE grid_id = 1")
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedServer, str]]:
     """A PostGIS server of the test's own (under /tmp, reachable by the postgres user), to kill."""

@@ -31,6 +31,7 @@ from etl.ingest.cot import CotFramer, CotStreamError, parse_event
 from etl.ingest.devices import DeviceRegistry, RateLimiter, load_devices
 from etl.ingest.osmand import parse_osmand_query, parse_traccar_json
 from etl.ingest.spool import Spool, now_us, pack_rows
+from etl.ingest.upkeep import Upkeep
 from etl.ingest.writer import SpoolWriter
 from gridwatch.errors import GridwatchError
 from gridwatch.settings import Settings
@@ -91,6 +92,7 @@ class IngestService:
         self.limiter = RateLimiter(rate=options.rate, burst=options.burst)
         self.counters = Counters()
         self.writer: SpoolWriter | None = None
+        self.upkeep: Upkeep | None = None
         self._runner: web.AppRunner | None = None
         self._cot: asyncio.Server | None = None
         self._refresh: asyncio.Task | None = None
@@ -107,6 +109,8 @@ class IngestService:
         self.writer = SpoolWriter(self.spool, self.url_of, settings=self.settings,
                                   interval_s=self.options.writer_interval_s)
         self.writer.start()
+        self.upkeep = Upkeep(self.url_of, settings=self.settings)
+        self.upkeep.start()
         self.devices.load_snapshot()
         await self._refresh_devices()
         self._refresh = asyncio.create_task(self._refresh_loop(), name="device-refresh")
@@ -131,6 +135,8 @@ class IngestService:
         await self.spool.close()
         if self.writer is not None:
             await asyncio.to_thread(self.writer.stop, drain_s=self.options.drain_s)
+        if self.upkeep is not None:
+            await asyncio.to_thread(self.upkeep.stop)
 
     async def _refresh_loop(self) -> None:
         while True:

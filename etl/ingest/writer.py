@@ -8,7 +8,8 @@ zones, border segments and H3 (:func:`etl._fuse_points.fuse_points`),
 inserts them into ``position`` (``ON CONFLICT DO NOTHING``, so a fix sent
 twice is stored once), moves ``unit_latest`` forward, and stores the new spool
 position in ``ingest_offset``. Because the position commits with the rows, a
-restart replays from exactly where the database stopped. When the database is
+restart replays from exactly where the database stopped. Right after each
+commit, coverage follows the new fixes (:func:`etl.coverage.refresh_coverage_for`). When the database is
 unreachable the thread retries with backoff; the spool keeps growing.
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ import pandas as pd
 import psycopg
 
 from etl import _pgbinary as pgb
+from etl.coverage import refresh_coverage_for
+from geo.h3cells import cells_for_points
 from etl._fuse_points import Reference, fuse_points, load_reference
 from etl.ingest._fix import SOURCES
 from etl.ingest.spool import Spool, SpoolPosition, SpoolReader, now_us
@@ -45,11 +48,13 @@ _COLUMNS = "unit_id, ts, geom, speed, heading, accuracy, source, h3, grid_id, zo
 
 @dataclass
 class StoreResult:
-    """What one batch did: rows written, repeats dropped, and rejections by reason."""
+    """What one batch did: rows written, repeats dropped, rejections by reason, and the
+    accepted fixes (unit_id, ts, lon, lat) for the coverage update."""
 
     written: int = 0
     duplicates: int = 0
     rejected: Counter = field(default_factory=Counter)
+    accepted: pd.DataFrame | None = None
 
 
 def fuse_and_store(conn: psycopg.Connection, records: np.ndarray, *, reference: Reference, settings: Settings) -> StoreResult:
@@ -78,6 +83,8 @@ def fuse_and_store(conn: psycopg.Connection, records: np.ndarray, *, reference: 
 
     keep = ~rejected & ~repeated
     result.written = _store(conn, records[keep], unit_id[keep], reference=reference, settings=settings)
+    result.accepted = pd.DataFrame({"unit_id": unit_id[keep], "ts": pd.to_datetime(ts_us[keep], unit="us", utc=True),
+                                    "lon": lon[keep], "lat": lat[keep]})
     result.duplicates = int(keep.sum()) - result.written + int(repeated.sum())
     return result
 
@@ -298,6 +305,20 @@ class SpoolWriter(threading.Thread):
             self._reference = (time.monotonic(), load_reference(conn))
         return self._reference[1]
 
+    def _move_coverage(self, conn: psycopg.Connection, accepted: pd.DataFrame | None, reference: Reference) -> None:
+        """Coverage follows the committed fixes at once; while a full rebuild holds the tables,
+        skip (the rebuild, or the next batch's update, catches up)."""
+        if accepted is None or accepted.empty:
+            return
+        accepted = accepted.assign(h3=cells_for_points(accepted["lon"].to_numpy(), accepted["lat"].to_numpy(),
+                                                       resolution=self.settings.h3_resolution))
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '300ms'")
+                refresh_coverage_for(conn, accepted, settings=self.settings)
+        except psycopg.errors.LockNotAvailable:
+            log.info("spool writer: coverage busy with a rebuild; this batch's coverage waits for it")
+
     def _batch(self, conn: psycopg.Connection, committed: SpoolPosition) -> tuple[SpoolPosition, bool]:
         """Write one batch; return the new committed position and whether the spool is drained."""
         end = self.spool.durable
@@ -314,6 +335,7 @@ class SpoolWriter(threading.Thread):
                 (self.spool.spool_id, after.segment, after.pos, after.seq),
             )
         visible_us = now_us()
+        self._move_coverage(conn, result.accepted, reference)
         self.stats.record_latency((visible_us - records["received_us"].astype(np.int64)) / 1000.0)
         self.stats.written += result.written
         self.stats.duplicates += result.duplicates
