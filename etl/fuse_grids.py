@@ -1,6 +1,6 @@
 """``etl fuse-grids``: fuse the departments' grids into the full-element grid table.
 
-Reads ``grid_source`` and the townships, fuses them with
+Reads ``grid_source`` and the townships county by county, fuses them with
 :func:`geo.grid_fusion.fuse_grids`, checks the result tiles every township,
 and writes ``grid`` (upserted by code, so an identical fusion keeps ids),
 ``grid_lineage`` and a new ``grid_version``. Skipped when neither the sources
@@ -16,6 +16,7 @@ import geopandas as gpd
 import pandas as pd
 import shapely
 import sqlalchemy as sa
+from tqdm import tqdm
 
 from etl._copy import copy_rows
 from etl.runlog import RunCounts
@@ -26,11 +27,25 @@ from gridwatch.settings import Settings
 
 __all__ = ["fuse_grid_sources"]
 
-SOURCES_SQL = """
-SELECT department, source_code, name, township_code, households, population, geom
-FROM grid_source ORDER BY department, source_code
+# The townships of each county (a fusion chunk).
+CHUNKS_SQL = """
+SELECT array_agg(code ORDER BY code) FROM command_unit WHERE level = 'township'
+GROUP BY coalesce(parent_id, id) ORDER BY min(code)
 """
-TOWNSHIPS_SQL = "SELECT code, geom FROM command_unit WHERE level = 'township' ORDER BY code"
+TOWNSHIPS_SQL = "SELECT code, geom FROM command_unit WHERE level = 'township' AND code = ANY(:codes) ORDER BY code"
+# The sources touching a chunk's townships (GiST on both sides).
+SOURCES_SQL = """
+SELECT s.department, s.source_code, s.name, s.township_code, s.households, s.population, s.geom
+FROM grid_source s
+WHERE EXISTS (SELECT 1 FROM command_unit t
+              WHERE t.level = 'township' AND t.code = ANY(:codes) AND ST_Intersects(s.geom, t.geom))
+ORDER BY s.department, s.source_code
+"""
+# Departments by the area their grids cover, largest first.
+RANKING_SQL = """
+SELECT department FROM grid_source GROUP BY department
+ORDER BY sum(ST_Area(geom::geography)) DESC, department
+"""
 
 
 def _digest(conn: sa.Connection, settings: Settings) -> str:
@@ -45,30 +60,71 @@ def _digest(conn: sa.Connection, settings: Settings) -> str:
     return hashlib.sha256((data + knobs).encode()).hexdigest()
 
 
-def fuse_grid_sources(engine: sa.Engine, *, settings: Settings, counts: RunCounts, force: bool = False) -> FusionReport | None:
-    """Fuse ``grid_source`` into ``grid``; None when already up to date."""
+def fuse_grid_sources(
+    engine: sa.Engine, *, settings: Settings, counts: RunCounts, force: bool = False, progress: bool = False
+) -> FusionReport | None:
+    """Fuse ``grid_source`` into ``grid``, county by county; None when already up to date.
+
+    A fused grid never crosses a township, so each county's townships are fused
+    with the sources that touch them, on their own: memory and time grow with
+    the county, not the province. The departments are ranked once for all
+    (``settings.grid_priority``, then by the area their grids cover) so every
+    county settles overlaps the same way.
+    """
     with engine.connect() as conn:
         digest = _digest(conn, settings)
         last = conn.execute(sa.text("SELECT source_digest FROM grid_version ORDER BY version DESC LIMIT 1")).scalar()
         if last == digest and not force:
             return None
-        sources = gpd.read_postgis(sa.text(SOURCES_SQL), conn, geom_col="geom")
-        townships = gpd.read_postgis(sa.text(TOWNSHIPS_SQL), conn, geom_col="geom")
-    if sources.empty:
+        ranking = list(settings.grid_priority) + [
+            d for d in conn.execute(sa.text(RANKING_SQL)).scalars() if d not in settings.grid_priority
+        ]
+        chunks = conn.execute(sa.text(CHUNKS_SQL)).scalars().all()
+        total_sources = conn.execute(sa.text("SELECT count(*) FROM grid_source")).scalar_one()
+    if not total_sources:
         raise InputError("there are no departmental grids (grid_source) to fuse: load them first")
-    if townships.empty:
+    if not chunks:
         raise InputError("there are no townships to fuse grids into: load the command units first")
-    sources = sources.rename_geometry("geometry")
-    townships = townships.rename_geometry("geometry")
-    result = fuse_grids(sources, townships, priority=settings.grid_priority, sliver_area_m2=settings.sliver_area_m2)
-    violations = check_tiling(result.grids, townships, parent_key="township_code")
-    if violations:
-        kinds = pd.Series([v.kind for v in violations]).value_counts().to_dict()
-        raise InputError(f"the fused grids do not tile the townships: {kinds}")
-    counts.rows_in += len(sources)
-    counts.rows_loaded += len(result.grids)
-    _write(engine, result.grids, result.lineage, result.report, digest)
-    return result.report
+    results = []
+    for codes in tqdm(chunks, desc="fusing grids", unit="county", disable=not progress):
+        with engine.connect() as conn:
+            townships = gpd.read_postgis(sa.text(TOWNSHIPS_SQL), conn, geom_col="geom", params={"codes": codes})
+            sources = gpd.read_postgis(sa.text(SOURCES_SQL), conn, geom_col="geom", params={"codes": codes})
+        if sources.empty:
+            continue
+        townships = townships.rename_geometry("geometry")
+        result = fuse_grids(sources.rename_geometry("geometry"), townships, priority=ranking,
+                            sliver_area_m2=settings.sliver_area_m2)
+        violations = check_tiling(result.grids, townships, parent_key="township_code")
+        if violations:
+            kinds = pd.Series([v.kind for v in violations]).value_counts().to_dict()
+            raise InputError(f"the fused grids do not tile townships {codes}: {kinds}")
+        results.append(result)
+    grids = pd.concat([r.grids for r in results], ignore_index=True)
+    lineage = pd.concat([r.lineage for r in results], ignore_index=True)
+    report = _merged([r.report for r in results], sources=total_sources)
+    counts.rows_in += total_sources
+    counts.rows_loaded += len(grids)
+    _write(engine, grids, lineage, report, digest)
+    return report
+
+
+def _merged(reports: list[FusionReport], *, sources: int) -> FusionReport:
+    """One report for all counties: counts and areas added up."""
+    merged = dataclasses.replace(reports[0], sources=sources)
+    for field in dataclasses.fields(FusionReport):
+        first = getattr(reports[0], field.name)
+        if field.name == "sources" or isinstance(first, (str, list)):
+            continue
+        if isinstance(first, dict):
+            total: dict = {}
+            for r in reports:
+                for key, value in getattr(r, field.name).items():
+                    total[key] = total.get(key, 0) + value
+            setattr(merged, field.name, total)
+        else:
+            setattr(merged, field.name, sum(getattr(r, field.name) for r in reports))
+    return merged
 
 
 def _write(engine: sa.Engine, grids: gpd.GeoDataFrame, lineage: pd.DataFrame, report: FusionReport, digest: str) -> None:

@@ -67,7 +67,7 @@ def _units(ctx: RunContext, counts: RunCounts) -> None:
 
 def _fuse(ctx: RunContext, counts: RunCounts) -> None:
     if ctx.manifest.for_target("grid_source"):
-        fuse_grid_sources(ctx.engine, settings=ctx.settings, counts=counts)
+        fuse_grid_sources(ctx.engine, settings=ctx.settings, counts=counts, progress=ctx.progress)
 
 
 def _positions(ctx: RunContext, counts: RunCounts) -> None:

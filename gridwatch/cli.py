@@ -214,7 +214,7 @@ def etl_fuse_grids(force: bool) -> None:
 
     engine = _engine()
     with job_run(engine, "fuse-grids") as counts:
-        report = fuse_grid_sources(engine, settings=get_settings(), counts=counts, force=force)
+        report = fuse_grid_sources(engine, settings=get_settings(), counts=counts, force=force, progress=True)
     if report is None:
         click.echo("grids are up to date with their sources (use --force to fuse again)")
         return
