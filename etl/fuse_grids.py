@@ -33,12 +33,15 @@ SELECT array_agg(code ORDER BY code) FROM command_unit WHERE level = 'township'
 GROUP BY coalesce(parent_id, id) ORDER BY min(code)
 """
 TOWNSHIPS_SQL = "SELECT code, geom FROM command_unit WHERE level = 'township' AND code = ANY(:codes) ORDER BY code"
-# The sources touching a chunk's townships (GiST on both sides).
+# The sources touching a chunk's townships: driven from the few townships over
+# the GiST index of grid_source.
 SOURCES_SQL = """
+WITH hit AS (
+    SELECT DISTINCT s.id FROM command_unit t JOIN grid_source s ON ST_Intersects(s.geom, t.geom)
+    WHERE t.level = 'township' AND t.code = ANY(:codes)
+)
 SELECT s.department, s.source_code, s.name, s.township_code, s.households, s.population, s.geom
-FROM grid_source s
-WHERE EXISTS (SELECT 1 FROM command_unit t
-              WHERE t.level = 'township' AND t.code = ANY(:codes) AND ST_Intersects(s.geom, t.geom))
+FROM grid_source s JOIN hit USING (id)
 ORDER BY s.department, s.source_code
 """
 # Departments by the area their grids cover, largest first.
