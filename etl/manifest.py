@@ -13,6 +13,7 @@ keep their own name. Every problem is collected and reported at once.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,6 +88,16 @@ class Manifest:
     def for_target(self, *targets: str) -> list[FileEntry]:
         """The entries loading into any of ``targets``, in manifest order."""
         return [f for f in self.files if f.target in targets]
+
+    def feeds_since(self, moment: datetime) -> Manifest:
+        """This manifest without the feed files (positions, incidents) unchanged since ``moment``.
+
+        Reference layers stay: they load as a whole per target, and unchanged
+        ones are skipped by content anyway.
+        """
+        since = moment.timestamp()
+        kept = tuple(f for f in self.files if f.target not in FEEDS or f.path.stat().st_mtime >= since)
+        return dataclasses.replace(self, files=kept)
 
 
 def read_manifest(folder: Path) -> Manifest:

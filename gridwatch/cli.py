@@ -171,12 +171,16 @@ def _when(value: str | None) -> datetime | None:
 @etl.command("run")
 @click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path), help="Folder with manifest.json.")
 @click.option("--as-of", default=None, help="Judge coverage at this time (default: the export time, else now).")
-def etl_run(input_dir: Path, as_of: str | None) -> None:
+@click.option("--since", default=None,
+              help="Incremental: only position and incident files changed since this time (ISO 8601).")
+def etl_run(input_dir: Path, as_of: str | None, since: str | None) -> None:
     """Run every job in order on a folder of inputs described by its manifest."""
     from etl.manifest import read_manifest
     from etl.runner import format_summary, run_manifest
 
     manifest = read_manifest(input_dir)
+    if since is not None:
+        manifest = manifest.feeds_since(_when(since))
     engine = _engine()
     results = run_manifest(
         engine, manifest, settings=get_settings(), as_of=_when(as_of), progress=True,

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,44 @@ def test_a_malformed_input_is_one_clear_line(tmp_path: Path, cli_env: dict[str, 
     assert result.returncode == 1
     assert result.stderr.startswith("gridwatch: error: ") and "manifest.json is not valid JSON" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_since_reads_only_feed_files_changed_since(
+    clean_db: sa.Engine, small_sample: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    import json
+    import os
+    import shutil
+
+    folder = tmp_path / "drop"
+    shutil.copytree(small_sample, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    old = time.time() - 3600
+    for entry in manifest["files"]:
+        os.utime(folder / entry["path"], (old, old))
+    assert etl_run(folder, cli_env).returncode == 0
+    before = snapshot(clean_db)
+
+    # A new delivery: one fix more, in a file of its own, newer than T.
+    with clean_db.connect() as conn:
+        callsign, last = conn.execute(sa.text(
+            "SELECT u.callsign, l.ts FROM unit_latest l JOIN unit u ON u.id = l.unit_id ORDER BY l.ts DESC LIMIT 1"
+        )).one()
+        lon, lat = conn.execute(sa.text(
+            "SELECT ST_X(l.geom), ST_Y(l.geom) FROM unit_latest l JOIN unit u ON u.id = l.unit_id "
+            "WHERE u.callsign = :c"), {"c": callsign}).one()
+    (folder / "late.csv").write_text(
+        f"unit_id,ts,lon,lat,speed,heading,accuracy\n{callsign},{(last + timedelta(seconds=20)).isoformat()},"
+        f"{lon},{lat},0,0,5\n")
+    manifest["files"].append({"path": "late.csv", "target": "position",
+                              "columns": {"callsign": "unit_id", "speed_kmh": "speed", "accuracy_m": "accuracy"}})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    since = datetime.fromtimestamp(old + 60, timezone.utc).isoformat()
+    result = subprocess.run([*GRIDWATCH, "etl", "run", "--input", str(folder), "--since", since],
+                            capture_output=True, text=True, env=cli_env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with clean_db.connect() as conn:
+        positions = conn.execute(sa.text(
+            "SELECT rows_in, rows_loaded FROM etl_run WHERE job = 'positions' ORDER BY id DESC LIMIT 1")).one()
+    assert tuple(positions) == (1, 1)  # only the late file was read
+    assert snapshot(clean_db)["position"] == before["position"] + 1
