@@ -20,6 +20,7 @@ __all__ = ["KIND_COLOURS", "TRACES", "map_figure", "live_traces"]
 KIND_COLOURS = {"foot": "#38bdf8", "vehicle": "#a78bfa", "drone": "#f472b6", "post": "#34d399",
                 "checkpoint": "#fbbf24"}
 TRACES = ("trail", "heading", "responding", "silent", *(f"kind_{kind}" for kind in UNIT_KINDS))
+SILENT_COLOUR = "#64748b"
 HEADING_DEG = 0.02  # length of the heading tick, in degrees (~2 km)
 
 
@@ -51,12 +52,22 @@ def _hover(units: pd.DataFrame, timezone: str) -> pd.Series:
     return units["callsign"] + " " + local
 
 
-def live_traces(units: pd.DataFrame, trail: pd.DataFrame, *, lang: str, timezone: str) -> list[dict[str, Any]]:
-    """The live traces, in :data:`TRACES` order, for units and their trails."""
-    trail_lon, trail_lat = _separated(trail["lon"].to_numpy(), trail["lat"].to_numpy(), trail["unit_id"].to_numpy())
+def live_traces(
+    units: pd.DataFrame, trail: pd.DataFrame | None, *, lang: str, timezone: str
+) -> list[dict[str, Any]]:
+    """The live traces, in :data:`TRACES` order, for units and their trails.
+
+    ``trail=None`` leaves out the trails and the heading ticks (too many units to draw them legibly).
+    A kind's markers are coloured by a 0/1 number per unit (grey when silent), not a colour string each.
+    """
+    if trail is None:
+        trail_lon, trail_lat = [], []
+    else:
+        trail_lon, trail_lat = _separated(trail["lon"].to_numpy(), trail["lat"].to_numpy(),
+                                          trail["unit_id"].to_numpy())
     heading = np.radians(units["heading"].fillna(0).to_numpy(dtype=float))
     lon, lat = units["lon"].to_numpy(dtype=float), units["lat"].to_numpy(dtype=float)
-    has_heading = units["heading"].notna().to_numpy()
+    has_heading = units["heading"].notna().to_numpy() & (trail is not None)
     tick_lon = np.column_stack([lon, lon + HEADING_DEG * np.sin(heading) / np.cos(np.radians(lat)),
                                 np.full(len(lon), np.nan)])[has_heading].ravel()
     tick_lat = np.column_stack([lat, lat + HEADING_DEG * np.cos(heading), np.full(len(lat), np.nan)])[has_heading].ravel()
@@ -84,9 +95,14 @@ def live_traces(units: pd.DataFrame, trail: pd.DataFrame, *, lang: str, timezone
     ]
     silent = units["silent"].to_numpy(dtype=bool)
     kinds = units["kind"].to_numpy()
-    traces += [
-        points(kinds == kind, t(f"kind_{kind}", lang),
-               {"size": 13, "color": np.where(silent[kinds == kind], "#64748b", KIND_COLOURS[kind]).tolist()})
-        for kind in UNIT_KINDS
-    ]
+
+
+    def colour(kind: str) -> dict[str, Any]:
+        grey = silent[kinds == kind]
+        if not grey.any():
+            return {"color": KIND_COLOURS[kind]}
+        return {"color": grey.astype(int).tolist(), "cmin": 0, "cmax": 1,
+                "colorscale": [[0, KIND_COLOURS[kind]], [1, SILENT_COLOUR]]}
+
+    traces += [points(kinds == kind, t(f"kind_{kind}", lang), {"size": 13, **colour(kind)}) for kind in UNIT_KINDS]
     return traces

@@ -20,10 +20,14 @@ from layers.queries import (
     live_units, trails,
 )
 
-__all__ = ["TRAIL_MINUTES", "LiveUpdate", "SlowUpdate", "live_update", "slow_update", "selected_unit",
+__all__ = ["TRAIL_MINUTES", "DETAIL_MAX_UNITS", "LiveUpdate", "SlowUpdate", "live_update", "slow_update", "selected_unit",
            "unit_options"]
 
 TRAIL_MINUTES = 10.0
+# Trails and heading ticks only when the scope has at most this many units: past it (a whole province,
+# ~20k units) the map is fitted so far out that a ten-minute trail is a few pixels, and reading and
+# sending them would take most of the refresh (20k units: ~320 ms and ~950 KB of ~1.9 MB).
+DETAIL_MAX_UNITS = 2_000
 
 
 def selected_unit(ctx: WallContext, code: str | None) -> CommandUnit | None:
@@ -54,12 +58,13 @@ class LiveUpdate:
 
 
 def live_update(ctx: WallContext, code: str | None, *, lang: str) -> LiveUpdate:
-    """Units, trails and the data banner for the scope ``code``."""
+    """Units, trails and the data banner for the scope ``code`` (trails and ticks up to :data:`DETAIL_MAX_UNITS`)."""
     try:
         unit = selected_unit(ctx, code)
         scope = unit.id if unit else None
         units = live_units(ctx.engine, ctx.settings, scope=scope)
-        trail = trails(ctx.engine, minutes=TRAIL_MINUTES, scope=scope)
+        detail = len(units) <= DETAIL_MAX_UNITS
+        trail = trails(ctx.engine, minutes=TRAIL_MINUTES, scope=scope) if detail else None
         status = data_status(ctx.engine, ctx.settings)
     except DB_ERRORS:
         return LiveUpdate(None, banner("db_down", lang=lang))

@@ -1,9 +1,14 @@
 """A synthetic square prefecture made in SQL, for the tile benchmark and the tests.
 
 Every table the map reads gets rows, all built set-based from
-``generate_series``: 2 x 2 counties of ``t`` x ``t`` townships, each of ``k`` x ``k``
-grids and two stations; the border runs along the north and east edges. Times
-are relative to ``now()`` so the data is fresh when it is made.
+``generate_series``: ``c`` x ``c`` counties (2 x 2 for a prefecture) of ``t`` x ``t``
+townships, each of ``k`` x ``k`` grids and two stations; the border runs along the
+north and east edges. Units are spread over the stations; posts and checkpoints
+stand still (their last ten minutes are one point), the others move along their
+heading. Times are relative to ``now()`` so the data is fresh when it is made.
+
+``province`` is DESIGN.md's province: 10 x 10 counties, 1,600 townships,
+102,400 grids, 20,000 units with a ten-minute trail each (~220k positions).
 """
 from __future__ import annotations
 
@@ -22,16 +27,21 @@ class Region:
     grids_per_side: int  # per township
     units: int
     cell_deg: float = 0.02
+    counties_per_side: int = 2
+
+    @property
+    def cells_per_side(self) -> int:
+        return self.counties_per_side * self.townships_per_side * self.grids_per_side
 
     @property
     def grids(self) -> int:
-        return (2 * self.townships_per_side * self.grids_per_side) ** 2
+        return self.cells_per_side ** 2
 
 
 REGIONS = {
     "small": Region(1, 3, 12, cell_deg=0.05),
     "prefecture": Region(3, 7, 200),
-    "province": Region(12, 7, 2000),
+    "province": Region(4, 8, 20_000, counties_per_side=10),
 }
 
 _STATEMENTS = (
@@ -40,13 +50,15 @@ _STATEMENTS = (
        VALUES ('prefecture', NULL, 'P1', '边城地区', 'Biancheng Prefecture',
                ST_Multi(ST_MakeEnvelope(:lon0, :lat0, :lon0 + :w, :lat0 + :w, 4326)))""",
     """INSERT INTO command_unit (level, parent_id, code, name, name_en, geom)
-       SELECT 'county', p.id, 'C' || (i * 2 + j + 1), (ARRAY['青岭县', '白河县', '南屏县', '北源县'])[i * 2 + j + 1],
-              (ARRAY['Qingling', 'Baihe', 'Nanping', 'Beiyuan'])[i * 2 + j + 1] || ' County',
-              ST_Multi(ST_MakeEnvelope(:lon0 + i * :w / 2, :lat0 + j * :w / 2,
-                                       :lon0 + (i + 1) * :w / 2, :lat0 + (j + 1) * :w / 2, 4326))
-       FROM command_unit p, generate_series(0, 1) i, generate_series(0, 1) j WHERE p.level = 'prefecture'""",
+       SELECT 'county', p.id, 'C' || (i * :c + j + 1),
+              coalesce((ARRAY['青岭县', '白河县', '南屏县', '北源县'])[i * :c + j + 1], '第' || (i * :c + j + 1) || '县'),
+              coalesce((ARRAY['Qingling', 'Baihe', 'Nanping', 'Beiyuan'])[i * :c + j + 1], 'No. ' || (i * :c + j + 1))
+                  || ' County',
+              ST_Multi(ST_MakeEnvelope(:lon0 + i * :w / :c, :lat0 + j * :w / :c,
+                                       :lon0 + (i + 1) * :w / :c, :lat0 + (j + 1) * :w / :c, 4326))
+       FROM command_unit p, generate_series(0, :c - 1) i, generate_series(0, :c - 1) j WHERE p.level = 'prefecture'""",
     """INSERT INTO command_unit (level, parent_id, code, name, name_en, geom)
-       SELECT 'township', c.id, c.code || '-T' || (a * :t + b + 1), left(c.name, 2) || (a * :t + b + 1) || '镇',
+       SELECT 'township', c.id, c.code || '-T' || (a * :t + b + 1), left(c.name, -1) || (a * :t + b + 1) || '镇',
               replace(c.name_en, ' County', '') || ' Town ' || (a * :t + b + 1),
               ST_Multi(ST_MakeEnvelope(ST_XMin(c.geom) + a * :tw, ST_YMin(c.geom) + b * :tw,
                                        ST_XMin(c.geom) + (a + 1) * :tw, ST_YMin(c.geom) + (b + 1) * :tw, 4326))
@@ -139,7 +151,7 @@ _STATEMENTS = (
        FROM command_unit p, (SELECT ST_Union(geom) AS geom FROM zone) z WHERE p.level = 'prefecture'""",
     # settlements: seats, towns, villages
     """INSERT INTO settlement (code, name, name_en, kind, households, population, geom)
-       SELECT 'ST-' || cu.code, CASE cu.level WHEN 'county' THEN left(cu.name, 2) || '城' ELSE cu.name END,
+       SELECT 'ST-' || cu.code, CASE cu.level WHEN 'county' THEN left(cu.name, -1) || '城' ELSE cu.name END,
               CASE cu.level WHEN 'county' THEN replace(cu.name_en, ' County', ' City') ELSE cu.name_en END,
               CASE cu.level WHEN 'county' THEN 'seat' ELSE 'town' END, 3000, 10000,
               ST_PointOnSurface(cu.geom)
@@ -162,29 +174,35 @@ _STATEMENTS = (
        SELECT row_number() OVER (), now() - make_interval(mins => (h.i * 7 + h.j * 3) % 500), (h.i + h.j) % 4, 4,
               (ARRAY['fresh', 'fresh', 'due', 'overdue'])[abs(h.i + h.j) % 4 + 1],
               ST_Transform(h.geom, 4326)
-       FROM command_unit p, defence_line l,
-            ST_HexagonGrid(900, ST_Transform(ST_Buffer(l.geom::geography, 4000)::geometry, 3857)) h
+       FROM command_unit p, defence_line l, (
+           -- the hexagons near each border kilometre (not over the border's whole bounding box)
+           SELECT DISTINCT ON (h.i, h.j) h.i, h.j, h.geom
+           FROM border_segment s,
+                ST_HexagonGrid(900, ST_Transform(ST_Buffer(s.geom::geography, 4000)::geometry, 3857)) h
+       ) h
        WHERE p.level = 'prefecture' AND l.line_no = 1
          AND ST_DWithin(ST_Transform(h.geom, 4326)::geography, l.geom::geography, 4000)
          AND ST_Within(ST_Centroid(ST_Transform(h.geom, 4326)), p.geom)""",
     # units at their stations, the latest fix and a ten-minute trail
     """INSERT INTO unit (callsign, kind, command_unit_id, status)
-       SELECT 'BP-' || lpad(i::text, 4, '0'), (ARRAY['foot', 'vehicle', 'drone', 'post', 'checkpoint'])[i % 5 + 1],
+       SELECT 'BP-' || lpad(i::text, greatest(4, length(i::text)), '0'), (ARRAY['foot', 'vehicle', 'drone', 'post', 'checkpoint'])[i % 5 + 1],
               s.id, CASE WHEN i % 11 = 0 THEN 'off_duty' WHEN i % 7 = 0 THEN 'responding' ELSE 'on_duty' END
        FROM generate_series(1, :units) i
-       JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n, count(*) OVER () AS total
-             FROM command_unit WHERE level = 'station') s ON s.n = i % s.total""",
+       JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM command_unit WHERE level = 'station') s
+         ON s.n = i % (SELECT count(*) FROM command_unit WHERE level = 'station')""",
     """SELECT ensure_position_partitions(now() - interval '2 hours', now())""",
     """INSERT INTO unit_latest (unit_id, ts, geom, speed, heading, accuracy, source)
        SELECT u.id, now() - make_interval(secs => CASE WHEN u.id % 13 = 0 THEN 3600 ELSE u.id % 30 END),
               ST_SetSRID(ST_MakePoint(
                   ST_XMin(c.geom) + (ST_XMax(c.geom) - ST_XMin(c.geom)) * (0.15 + 0.7 * abs(sin(u.id * 12.9898))),
                   ST_YMin(c.geom) + (ST_YMax(c.geom) - ST_YMin(c.geom)) * (0.15 + 0.7 * abs(sin(u.id * 78.233)))), 4326),
-              2.5, (u.id * 37) % 360, 10, 'synthetic'
+              CASE WHEN u.kind IN ('post', 'checkpoint') THEN 0 ELSE 2.5 END,
+              CASE WHEN u.kind NOT IN ('post', 'checkpoint') THEN (u.id * 37) % 360 END, 10, 'synthetic'
        FROM unit u JOIN command_unit c ON c.id = u.command_unit_id""",
     """INSERT INTO position (unit_id, ts, geom, speed, heading, accuracy, source)
        SELECT l.unit_id, l.ts - make_interval(secs => 60 * j),
-              ST_Translate(l.geom, -0.0015 * j * sin(radians(l.heading)), -0.0015 * j * cos(radians(l.heading))),
+              ST_Translate(l.geom, -0.0015 * j * sin(radians(coalesce(l.heading, 0))) * sign(l.speed),
+                           -0.0015 * j * cos(radians(coalesce(l.heading, 0))) * sign(l.speed)),
               l.speed, l.heading, l.accuracy, l.source
        FROM unit_latest l, generate_series(0, 10) j""",
     # incidents over the last hours
@@ -199,9 +217,10 @@ _STATEMENTS = (
 
 def make_region(engine: sa.Engine, region: Region, *, lon0: float = 98.0, lat0: float = 23.5) -> None:
     """Fill the (empty) map tables with a synthetic region of the given size."""
-    cells = 2 * region.townships_per_side * region.grids_per_side
+    cells = region.cells_per_side
     params = {
-        "lon0": lon0, "lat0": lat0, "w": cells * region.cell_deg, "t": region.townships_per_side,
+        "lon0": lon0, "lat0": lat0, "w": cells * region.cell_deg, "c": region.counties_per_side,
+        "t": region.townships_per_side,
         "k": region.grids_per_side, "tw": region.grids_per_side * region.cell_deg, "cell": region.cell_deg,
         "units": region.units, "sensors": max(4, cells // 2), "incidents": max(12, region.units // 4),
     }
