@@ -6,6 +6,7 @@ All arrays are built with numpy/pandas, never a loop over units.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,22 @@ KIND_COLOURS = {"foot": "#38bdf8", "vehicle": "#a78bfa", "drone": "#f472b6", "po
 TRACES = ("trail", "heading", "responding", "silent", *(f"kind_{kind}" for kind in UNIT_KINDS))
 SILENT_COLOUR = "#64748b"
 HEADING_DEG = 0.02  # length of the heading tick, in degrees (~2 km)
+
+
+def view_of(bounds: tuple[float, float, float, float] | None, *, size_px: tuple[int, int] = (1500, 850)
+            ) -> dict[str, object]:
+    """Centre and zoom that fit ``bounds`` (lon/lat) into a map of ``size_px`` (Web Mercator)."""
+    if bounds is None:
+        return {}
+    minx, miny, maxx, maxy = bounds
+
+    def mercator_y(lat: float) -> float:
+        return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+
+    span_x = max(maxx - minx, 1e-6) / 360.0
+    span_y = max(mercator_y(maxy) - mercator_y(miny), 1e-9) / (2 * math.pi)
+    zoom = math.log2(min(size_px[0] / span_x, size_px[1] / span_y) / 512.0)
+    return {"center": ((minx + maxx) / 2, (miny + maxy) / 2), "zoom": max(0.0, min(zoom, 16.0))}
 
 
 def map_figure(style_url: str, *, center: tuple[float, float] = (100.0, 25.0), zoom: float = 3) -> go.Figure:

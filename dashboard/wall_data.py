@@ -21,8 +21,7 @@ from layers.queries import (
 )
 
 __all__ = ["TRAIL_MINUTES", "DETAIL_MAX_UNITS", "LiveUpdate", "SlowUpdate", "live_update", "slow_update", "selected_unit",
-           "unit_options"]
-
+           "start_bounds", "unit_options"]
 TRAIL_MINUTES = 10.0
 # Trails and heading ticks only when the scope has at most this many units: past it (a whole province,
 # ~20k units) the map is fitted so far out that a ten-minute trail is a few pixels, and reading and
@@ -83,6 +82,19 @@ def unit_options(ctx: WallContext, *, lang: str) -> list[dict[str, str]]:
         return scope_options(command_unit_tree(ctx.engine), lang=lang)
     except DB_ERRORS:
         return []
+
+
+def start_bounds(ctx: WallContext, unit: str | None) -> tuple[float, float, float, float] | None:
+    """Where the map opens: the unit in the URL, else the whole jurisdiction (None when unknown)."""
+    try:
+        if unit:
+            try:
+                return command_unit(ctx.engine, unit).bounds
+            except UnknownCommandUnitError:
+                pass
+        return jurisdiction_bounds(ctx.engine)
+    except DB_ERRORS:
+        return None
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,8 @@ CATALOG: tuple[Layer, ...] = (
             "to_char(c.last_visit AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"') AS last_visit, "
             "g.households, g.geom FROM grid g LEFT JOIN grid_coverage c ON c.grid_id = g.id"
         ),
-        kind="polygon", group="coverage", minzoom=6, live=True,
+        # From zoom 7: a province's fitted view; a zoom-6 tile would hold ~24k grids.
+        kind="polygon", group="coverage", minzoom=7, live=True,
         styles=(
             {"part": "fill", "type": "fill", "paint": {
                 "fill-color": _match("status", COVERAGE_COLOURS, COVERAGE_COLOURS["unknown"]),

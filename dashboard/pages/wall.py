@@ -12,8 +12,8 @@ from dash import ClientsideFunction, Input, Output, State, callback, clientside_
 
 from dashboard._context import context
 from dashboard.i18n import lang_of, t
-from dashboard.live_map import map_figure
-from dashboard.wall_data import live_update, slow_update, unit_options
+from dashboard.live_map import map_figure, view_of
+from dashboard.wall_data import live_update, slow_update, start_bounds, unit_options
 from dashboard.wall_panels import layer_options, legend
 from layers.catalog import CATALOG
 
@@ -48,7 +48,8 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
         html.Div(id="wall-banner", className="banner hidden"),
         html.Div(id="wall-kpis", className="kpis"),
         html.Main(className="wall-main", children=[
-            dcc.Graph(id="wall-map", figure=map_figure(style_url), className="map",
+            dcc.Graph(id="wall-map", figure=map_figure(style_url, **view_of(start_bounds(context(), unit))),
+                      className="map",
                       config={"displayModeBar": False, "scrollZoom": True}),
             html.Aside(className="side", children=[
                 html.Div(t("layers", lang), className="legend-title"),
