@@ -31,6 +31,13 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
     """
     lang = lang_of(lang)
     style_url = f"{flask.request.host_url}style.json?lang={lang}"
+    # The first live units and banner come with the page: no callback round trip before they show.
+    first = live_update(context(), unit, lang=lang)
+    figure = map_figure(style_url, **view_of(start_bounds(context(), unit)))
+    if first.traces is not None:
+        figure.data = []
+        figure.add_traces(first.traces)
+    banner_text, banner_class = first.banner
     return html.Div(className="wall", children=[
         dcc.Store(id="wall-lang", data=lang),
         dcc.Store(id="wall-bounds"),
@@ -45,11 +52,10 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
             html.A(t("to_dispatch", lang), href=f"/dispatch?lang={lang}", className="lang-link",
                    style={"marginLeft": 0}),
         ]),
-        html.Div(id="wall-banner", className="banner hidden"),
+        html.Div(banner_text, id="wall-banner", className=banner_class),
         html.Div(id="wall-kpis", className="kpis"),
         html.Main(className="wall-main", children=[
-            dcc.Graph(id="wall-map", figure=map_figure(style_url, **view_of(start_bounds(context(), unit))),
-                      className="map",
+            dcc.Graph(id="wall-map", figure=figure, className="map",
                       config={"displayModeBar": False, "scrollZoom": True}),
             html.Aside(className="side", children=[
                 html.Div(t("layers", lang), className="legend-title"),
@@ -70,6 +76,7 @@ dash.register_page(f"{__name__}.home", path="/", title="gridwatch · wall", layo
 @callback(
     Output("wall-map", "figure"), Output("wall-banner", "children"), Output("wall-banner", "className"),
     Input("wall-live-tick", "n_intervals"), Input("wall-scope", "value"), State("wall-lang", "data"),
+    prevent_initial_call=True,
 )
 def refresh_live(_tick: int | None, unit: str | None, lang: str):
     """Every 5 s: the live units, their trails, and the data banner."""
