@@ -1,19 +1,20 @@
-"""Browser-test helpers: the app on a free localhost port, and an offline Chromium page.
+"""Browser-test helpers: the app on a free localhost port (``serving``, shared with the
+wall benchmark), and an offline Chromium page.
 
 Every request to another origin is aborted and recorded, so a test can fail
 on any attempt; console errors and page errors are recorded too.
 """
 from __future__ import annotations
 
-import logging
 import socket
 import threading
-from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from werkzeug.serving import make_server
+from layers.bench import serving
+
+__all__ = ["CHROMIUM", "LOADED", "MAP", "RENDERED", "TcpProxy", "Watch", "offline_page", "serving"]
 
 CHROMIUM = "/usr/bin/chromium"
 # Page probes: the wall's MapLibre map, and how many features each catalog layer drew.
@@ -30,20 +31,6 @@ RENDERED = f"""(ids) => {{
 }}"""
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-@contextmanager
-def serving(flask_app) -> Iterator[str]:
-    """Serve a Flask app on a free localhost port in a thread; yields its base URL."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = make_server("127.0.0.1", 0, flask_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 @dataclass

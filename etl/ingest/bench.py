@@ -22,19 +22,15 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import psycopg
-from sqlalchemy.engine import make_url
 
-from etl.database import check_postgis, database_url, engine_for, upgrade_schema
+from etl.database import scratch_database
 from etl.ingest.devices import add_devices
-from etl.server import EmbeddedServer
 from gridwatch.bench import Figure
 from gridwatch.settings import Settings
 
@@ -73,7 +69,7 @@ INSERT INTO unit (callsign, kind) SELECT format('B%s', n), 'vehicle' FROM genera
 def bench_ingest(settings: Settings, *, scale: str) -> list[Figure]:
     """Sustained fixes/s over HTTP (OsmAnd, JSON batches), p99 acknowledged → in ``unit_latest``, baseline."""
     seconds = SECONDS.get(scale, DEFAULT_SECONDS)
-    with _throwaway_database(settings) as url, tempfile.TemporaryDirectory(prefix="gridwatch-bench-") as home:
+    with scratch_database(settings, prefix="gridwatch_bench") as url, tempfile.TemporaryDirectory(prefix="gridwatch-bench-") as home:
         with psycopg.connect(url) as conn:
             conn.execute(REFERENCE_SQL.replace("%(units)s", str(UNITS)))
             tokens = add_devices(conn, [f"B{n}" for n in range(1, UNITS + 1)])
@@ -109,28 +105,6 @@ def bench_ingest(settings: Settings, *, scale: str) -> list[Figure]:
         Figure("backlog written after the OsmAnd load stopped", drain_osmand, "s", "≈ 0 (writer keeps up)"),
         Figure("backlog written after the JSON load stopped", drain_json, "s", "≈ 0 (writer keeps up)"),
     ]
-
-
-@contextmanager
-def _throwaway_database(settings: Settings) -> Iterator[str]:
-    """A fresh, migrated database on the server in use, dropped afterwards."""
-    if not settings.database_url:
-        EmbeddedServer(settings).start()
-    server = make_url(database_url(settings))
-    name = f"gridwatch_bench_{uuid.uuid4().hex[:8]}"
-    admin = server.set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
-        engine = engine_for(url)
-        check_postgis(engine)
-        engine.dispose()
-        upgrade_schema(url)
-        yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class _Service:
