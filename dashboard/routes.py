@@ -15,7 +15,7 @@ from layers.catalog import available_layers, get_layer
 from layers.glyphs import FONTSTACK, glyph_range, glyphs_available
 from layers.queries import live_units
 from layers.style import build_style
-from layers.tiles import tile
+from layers.tiles import group_tile, tile
 
 __all__ = ["routes"]
 
@@ -77,6 +77,13 @@ def vector_tile(layer_id: str, z: str, x: str, y: str) -> flask.Response:
     data = tile(context().engine, layer_id, *_tile_address(z, x, y))
     return _cached(data, "application/vnd.mapbox-vector-tile",
                    max_age=0 if get_layer(layer_id).live else STATIC_MAX_AGE)
+
+
+@routes.get("/tiles/group/<group>/<z>/<x>/<y>.pbf")
+def vector_tile_group(group: str, z: str, x: str, y: str) -> flask.Response:
+    """One tile of every static (or every live) layer: what the map fetches."""
+    data = group_tile(context().engine, group, *_tile_address(z, x, y))
+    return _cached(data, "application/vnd.mapbox-vector-tile", max_age=0 if group == "live" else STATIC_MAX_AGE)
 
 
 @routes.get("/glyphs/<fontstack>/<int:start>-<int:end>.pbf")

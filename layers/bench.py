@@ -36,7 +36,7 @@ from gridwatch.settings import Settings
 from layers._synthetic import REGIONS, make_region
 from layers.catalog import Layer, available_layers
 from layers.queries import jurisdiction_bounds
-from layers.tiles import tile, tiles_covering
+from layers.tiles import TILE_GROUPS, group_tile, tile, tiles_covering
 
 __all__ = ["bench_tiles", "serving", "offline_browser", "offline_page", "TARGETS"]
 
@@ -109,6 +109,12 @@ def _tile_figures(engine: sa.Engine, target: str) -> list[Figure]:
                               float(np.percentile(json_ms, 95)), "same rows as GeoJSON"))
     figures.insert(0, Figure("tile p95 all layers", float(np.percentile(all_mvt, 95)), "ms", target,
                              float(np.percentile(all_json, 95)), "same rows as GeoJSON"))
+    # What the map fetches: one tile per group and address, holding all its layers.
+    addresses = list(dict.fromkeys(a for layer in available_layers(engine) for a in _sample(bounds, layer)))
+    for group in TILE_GROUPS:
+        group_ms = [ms for z, x, y in addresses for ms in _timed(lambda: group_tile(engine, group, z, x, y))]
+        figures.insert(0, Figure(f"group tile p95 {group} ({len(addresses)} tiles, as the map fetches)",
+                                 float(np.percentile(group_ms, 95)), "ms", target))
     figures.insert(0, Figure("tile p50 all layers", float(np.percentile(all_mvt, 50)), "ms", "",
                              float(np.percentile(all_json, 50)), "same rows as GeoJSON"))
     return figures

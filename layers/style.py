@@ -11,6 +11,7 @@ from typing import Any
 
 from layers.catalog import Layer
 from layers.glyphs import FONTSTACK
+from layers.tiles import TILE_GROUPS, group_of
 
 __all__ = ["build_style", "style_layer_ids", "BACKGROUND"]
 
@@ -46,7 +47,7 @@ def _style_layers(layer: Layer, specs: list[dict[str, Any]], *, hidden: bool, la
         out.append({
             **body,
             "id": f"{layer.id}-{spec['part']}",
-            "source": layer.id,
+            "source": group_of(layer),
             "source-layer": layer.id,
             "minzoom": max(layer.minzoom, body.get("minzoom", 0)),
             "layout": {**body.get("layout", {}), "visibility": visibility},
@@ -66,11 +67,12 @@ def build_style(
     absolute tile and glyph URLs. ``hidden`` layers start with visibility none
     (by default the catalog's hidden ones). Labels are drawn above every layer.
     """
-    sources: dict[str, Any] = {
-        layer.id: {"type": "vector", "tiles": [f"{base_url}/tiles/{layer.id}/{{z}}/{{x}}/{{y}}.pbf"],
-                   "minzoom": layer.minzoom, "maxzoom": layer.maxzoom}
-        for layer in layers
-    }
+    sources: dict[str, Any] = {}
+    for group in TILE_GROUPS:
+        members = [layer for layer in layers if group_of(layer) == group]
+        if members:
+            sources[group] = {"type": "vector", "tiles": [f"{base_url}/tiles/group/{group}/{{z}}/{{x}}/{{y}}.pbf"],
+                              "minzoom": min(m.minzoom for m in members), "maxzoom": max(m.maxzoom for m in members)}
     style_layers: list[dict[str, Any]] = [
         {"id": "background", "type": "background", "paint": {"background-color": BACKGROUND}}
     ]

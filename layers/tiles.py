@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from layers.catalog import Layer, UnknownLayerError, available_layers, get_layer
 
-__all__ = ["tile", "tiles_covering", "TileNotFound", "check_tile_address", "MAX_ZOOM", "EXTENT"]
+__all__ = ["tile", "group_tile", "group_of", "TILE_GROUPS", "tiles_covering", "TileNotFound", "check_tile_address",
+           "MAX_ZOOM", "EXTENT"]
 
 MAX_ZOOM = 22
 EXTENT = 4096
@@ -86,6 +87,31 @@ def tile(engine: sa.Engine, layer_id: str, z: int, x: int, y: int) -> bytes:
     with engine.connect() as conn:
         data = conn.execute(_tile_sql(layer.id, _properties(conn, layer)), params).scalar()
     return bytes(data or b"")
+
+
+# The map fetches two tiles per address, not one per layer: the static layers and
+# the live ones (refetched as coverage changes). MVT layers concatenate.
+TILE_GROUPS = ("static", "live")
+
+
+def group_of(layer: Layer) -> str:
+    """The tile group a layer is served in."""
+    return "live" if layer.live else "static"
+
+
+def group_tile(engine: sa.Engine, group: str, z: int, x: int, y: int) -> bytes:
+    """One tile holding every available layer of ``group`` that serves zoom ``z``."""
+    if group not in TILE_GROUPS:
+        raise TileNotFound(f"tile group {group!r} is not one of {list(TILE_GROUPS)}")
+    if not (0 <= z <= MAX_ZOOM and 0 <= x < 2**z and 0 <= y < 2**z):
+        raise TileNotFound(f"tile {z}/{x}/{y} does not exist")
+    members = [layer for layer in available_layers(engine)
+               if group_of(layer) == group and layer.minzoom <= z <= layer.maxzoom]
+    params = {"z": z, "x": x, "y": y, "tolerance": pixel_degrees(z), "margin": BUFFER / EXTENT}
+    with engine.connect() as conn:
+        parts = [conn.execute(_tile_sql(layer.id, _properties(conn, layer)), {**params, "name": layer.id}).scalar()
+                 for layer in members]
+    return b"".join(bytes(part) for part in parts if part)
 
 
 def tiles_covering(bounds: tuple[float, float, float, float], z: int) -> list[tuple[int, int, int]]:

@@ -96,13 +96,16 @@ def test_style_references_only_catalog_layers():
     json.dumps(style)
     catalog_ids = {layer.id for layer in CATALOG}
     assert style["version"] == 8 and style["glyphs"].startswith("http://127.0.0.1:1/glyphs/")
-    assert set(style["sources"]) == catalog_ids
-    assert all(src["tiles"][0].startswith("http://127.0.0.1:1/tiles/") for src in style["sources"].values())
+    # Two tile sources (static and live layers), each tile holding its layers as source-layers.
+    assert style["sources"].keys() == {"static", "live"}
+    assert all(src["tiles"][0].startswith("http://127.0.0.1:1/tiles/group/") for src in style["sources"].values())
     ids = [spec["id"] for spec in style["layers"]]
     assert len(ids) == len(set(ids)) and ids[0] == "background"
+    live = {layer.id for layer in CATALOG if layer.live}
     for spec in style["layers"][1:]:
-        assert spec["source"] in catalog_ids and spec["source-layer"] == spec["source"]
-        assert spec["metadata"]["gridwatch:layer"] == spec["source"]
+        assert spec["source-layer"] in catalog_ids
+        assert spec["source"] == ("live" if spec["source-layer"] in live else "static")
+        assert spec["metadata"]["gridwatch:layer"] == spec["source-layer"]
     expected = [i for layer in CATALOG for i in style_layer_ids(layer, labels=True)]
     assert sorted(ids[1:]) == sorted(expected)
     assert ["get", "name"] in [spec["layout"].get("text-field") for spec in style["layers"][1:]]

@@ -124,3 +124,18 @@ def test_glyph_route(client):
     assert response.status_code == 200 and len(response.data) > 10_000
     assert client.get("/glyphs/other-font/0-255.pbf").status_code == 404
     assert client.get("/glyphs/gridwatch-sans/1-256.pbf").status_code == 404
+
+
+def test_group_tile_holds_every_layer_of_its_group(region):
+    """What the map fetches: one tile per group, with each member layer that serves the zoom."""
+    from layers.catalog import CATALOG
+    from layers.tiles import group_of, group_tile
+
+    z, x, y = tiles_covering(BOUNDS, 10)[0]
+    for group in ("static", "live"):
+        decoded = mapbox_vector_tile.decode(group_tile(region, group, z, x, y))
+        expected = {layer.id for layer in CATALOG if group_of(layer) == group and layer.minzoom <= z <= layer.maxzoom}
+        assert set(decoded) <= expected and decoded, (group, set(decoded))
+        assert all(decoded[name]["features"] for name in decoded)
+    with pytest.raises(LookupError, match="tile group 'nope'"):
+        group_tile(region, "nope", z, x, y)
