@@ -208,34 +208,29 @@ FROM (
 """
 
 
-# A batch of live fixes: the places within each fix's detection radius get it as
-# their last visit. The bounding-box test in degrees (GiST) comes before the
-# exact one in metres (geography).
+# A batch of live fixes moves coverage by the places it was fused with: its grid,
+# its border segment when within the unit's detection radius, its H3 cell. A
+# plain GROUP BY, cheap enough for every batch; visits of a neighbouring grid
+# within the radius wait for the next full rebuild.
 _LIVE_FIXES = """
 CREATE TEMP TABLE live_fix ON COMMIT DROP AS
-SELECT f.ts, f.h3, ST_SetSRID(ST_MakePoint(f.lon, f.lat), 4326) AS pt, f.lat,
-       (%(radius)s::jsonb ->> u.kind)::float8 AS r
-FROM unnest(%(unit_id)s::int[], %(ts)s::timestamptz[], %(lon)s::float8[], %(lat)s::float8[], %(h3)s::bigint[])
-     AS f(unit_id, ts, lon, lat, h3)
+SELECT f.ts, f.grid_id, f.segment_id, f.border_m, f.h3, (%(radius)s::jsonb ->> u.kind)::float8 AS r
+FROM unnest(%(unit_id)s::int[], %(ts)s::timestamptz[], %(grid_id)s::int[], %(segment_id)s::int[],
+            %(border_m)s::float8[], %(h3)s::bigint[]) AS f(unit_id, ts, grid_id, segment_id, border_m, h3)
 JOIN unit u ON u.id = f.unit_id;
 
 UPDATE grid_coverage c SET last_visit = v.ts, updated_at = now(), status = CASE
         WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 1800) THEN 'fresh'
         WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 3600) THEN 'due' ELSE 'overdue' END
-FROM (SELECT g.id, max(f.ts) AS ts FROM live_fix f JOIN grid g
-        ON g.geom && ST_Expand(f.pt, 1.01 * f.r / (111320 * cos(radians(f.lat))), 1.01 * f.r / 110574)
-       AND ST_DWithin(g.geom::geography, f.pt::geography, f.r)
-      GROUP BY g.id) v
-WHERE c.grid_id = v.id AND (c.last_visit IS NULL OR c.last_visit < v.ts);
+FROM (SELECT grid_id, max(ts) AS ts FROM live_fix WHERE grid_id IS NOT NULL GROUP BY grid_id) v
+WHERE c.grid_id = v.grid_id AND (c.last_visit IS NULL OR c.last_visit < v.ts);
 
 UPDATE segment_coverage c SET last_visit = v.ts, updated_at = now(), status = CASE
         WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 3600) THEN 'patrolled'
         WHEN c.watched THEN 'watched' ELSE 'overdue' END
-FROM (SELECT s.id, max(f.ts) AS ts FROM live_fix f JOIN border_segment s
-        ON s.geom && ST_Expand(f.pt, 1.01 * f.r / (111320 * cos(radians(f.lat))), 1.01 * f.r / 110574)
-       AND ST_DWithin(s.geom::geography, f.pt::geography, f.r)
-      GROUP BY s.id) v
-WHERE c.segment_id = v.id AND (c.last_visit IS NULL OR c.last_visit < v.ts);
+FROM (SELECT segment_id, max(ts) AS ts FROM live_fix WHERE segment_id IS NOT NULL AND border_m <= r
+      GROUP BY segment_id) v
+WHERE c.segment_id = v.segment_id AND (c.last_visit IS NULL OR c.last_visit < v.ts);
 
 UPDATE hex_coverage c SET last_visit = v.ts, updated_at = now(), status = CASE
         WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 1800) THEN 'fresh'
@@ -272,18 +267,27 @@ WHERE segment_coverage.segment_id = s.segment_id AND segment_coverage.status <> 
 def refresh_coverage_for(
     conn: psycopg.Connection, fixes: pd.DataFrame, *, settings: Settings, now: datetime | None = None
 ) -> None:
-    """Move coverage forward for a batch of accepted live fixes, in the caller's transaction.
+    """Move coverage forward for a batch of accepted, fused live fixes, in the caller's transaction.
 
-    ``fixes`` has columns ``unit_id``, ``ts`` (tz-aware), ``lon``, ``lat`` and ``h3``.
+    ``fixes`` has columns ``unit_id``, ``ts`` (tz-aware), ``grid_id``, ``segment_id``
+    (-1 or NA when none), ``border_m`` and ``h3``.
     """
     if fixes.empty:
         return
+
+    def ids(column: str) -> list:
+        """Integer ids, with -1 and missing as NULL."""
+        values = pd.array(fixes[column], dtype="Int64")
+        values[(values < 0).fillna(False)] = pd.NA
+        return values.to_numpy(dtype=object, na_value=None).tolist()
+
     params = {
         "unit_id": fixes["unit_id"].astype("int64").tolist(),
         "ts": list(pd.to_datetime(fixes["ts"], utc=True).dt.to_pydatetime()),
-        "lon": fixes["lon"].astype("float64").tolist(),
-        "lat": fixes["lat"].astype("float64").tolist(),
-        "h3": pd.array(fixes["h3"], dtype="Int64").to_numpy(dtype=object, na_value=None).tolist(),
+        "grid_id": ids("grid_id"),
+        "segment_id": ids("segment_id"),
+        "border_m": fixes["border_m"].astype("float64").tolist(),
+        "h3": ids("h3"),
         "radius": json.dumps(settings.detection_radius_m),
         "now": now or datetime.now(timezone.utc),
     }

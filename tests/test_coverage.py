@@ -101,8 +101,8 @@ def test_live_fixes_move_coverage_at_once_and_statuses_age(region):
 
     derive_coverage(region, settings=Settings(), as_of=AS_OF)
     live_at = datetime(2026, 11, 20, 3, 59, tzinfo=timezone.utc)
-    fixes = pd.DataFrame({  # the vehicle drives into the east grid, near segment 2
-        "unit_id": [2], "ts": [live_at], "lon": [100.15], "lat": [22.002],
+    fixes = pd.DataFrame({  # the vehicle drives into the east grid, 220 m from segment 2 (as fused)
+        "unit_id": [2], "ts": [live_at], "grid_id": [2], "segment_id": [2], "border_m": [220.0],
         "h3": [h3.str_to_int(h3.latlng_to_cell(22.002, 100.15, 9))],
     })
     with region.begin() as sa_conn:

@@ -27,7 +27,6 @@ import psycopg
 
 from etl import _pgbinary as pgb
 from etl.coverage import refresh_coverage_for
-from geo.h3cells import cells_for_points
 from etl._fuse_points import Reference, fuse_points, load_reference
 from etl.ingest._fix import SOURCES
 from etl.ingest.spool import Spool, SpoolPosition, SpoolReader, now_us
@@ -49,7 +48,7 @@ _COLUMNS = "unit_id, ts, geom, speed, heading, accuracy, source, h3, grid_id, zo
 @dataclass
 class StoreResult:
     """What one batch did: rows written, repeats dropped, rejections by reason, and the
-    accepted fixes (unit_id, ts, lon, lat) for the coverage update."""
+    accepted fixes as fused (for the coverage update)."""
 
     written: int = 0
     duplicates: int = 0
@@ -82,9 +81,8 @@ def fuse_and_store(conn: psycopg.Connection, records: np.ndarray, *, reference: 
                         pd.Series(reasons[rejected]))
 
     keep = ~rejected & ~repeated
-    result.written = _store(conn, records[keep], unit_id[keep], reference=reference, settings=settings)
-    result.accepted = pd.DataFrame({"unit_id": unit_id[keep], "ts": pd.to_datetime(ts_us[keep], unit="us", utc=True),
-                                    "lon": lon[keep], "lat": lat[keep]})
+    result.written, result.accepted = _store(conn, records[keep], unit_id[keep], reference=reference,
+                                             settings=settings)
     result.duplicates = int(keep.sum()) - result.written + int(repeated.sum())
     return result
 
@@ -156,10 +154,11 @@ def _as_records(records: np.ndarray, callsign: np.ndarray) -> pd.DataFrame:
 
 
 def _store(conn: psycopg.Connection, records: np.ndarray, unit_id: np.ndarray, *, reference: Reference,
-           settings: Settings) -> int:
-    """Fuse, insert new fixes into ``position`` and move ``unit_latest``; return rows inserted."""
+           settings: Settings) -> tuple[int, pd.DataFrame | None]:
+    """Fuse, insert new fixes into ``position`` and move ``unit_latest``; return rows inserted
+    and the fused fixes (unit_id, ts, grid_id, segment_id, border_m, h3)."""
     if len(records) == 0:
-        return 0
+        return 0, None
     lon, lat = records["lon"].astype(np.float64), records["lat"].astype(np.float64)
     fused = fuse_points(reference, lon, lat, resolution=settings.h3_resolution)
     ts = records["ts_us"].astype(np.int64).view("datetime64[us]")
@@ -194,7 +193,7 @@ def _store(conn: psycopg.Connection, records: np.ndarray, unit_id: np.ndarray, *
         f"SELECT DISTINCT ON (unit_id) {_COLUMNS} FROM ingest_stage ORDER BY unit_id, ts DESC "
         f"ON CONFLICT (unit_id) DO UPDATE SET {updates} WHERE EXCLUDED.ts > unit_latest.ts"
     )
-    return inserted
+    return inserted, fused.assign(unit_id=unit_id, ts=pd.to_datetime(ts, utc=True))
 
 
 @dataclass
@@ -305,13 +304,11 @@ class SpoolWriter(threading.Thread):
             self._reference = (time.monotonic(), load_reference(conn))
         return self._reference[1]
 
-    def _move_coverage(self, conn: psycopg.Connection, accepted: pd.DataFrame | None, reference: Reference) -> None:
+    def _move_coverage(self, conn: psycopg.Connection, accepted: pd.DataFrame | None) -> None:
         """Coverage follows the committed fixes at once; while a full rebuild holds the tables,
         skip (the rebuild, or the next batch's update, catches up)."""
         if accepted is None or accepted.empty:
             return
-        accepted = accepted.assign(h3=cells_for_points(accepted["lon"].to_numpy(), accepted["lat"].to_numpy(),
-                                                       resolution=self.settings.h3_resolution))
         try:
             with conn.transaction():
                 conn.execute("SET LOCAL lock_timeout = '300ms'")
@@ -335,7 +332,7 @@ class SpoolWriter(threading.Thread):
                 (self.spool.spool_id, after.segment, after.pos, after.seq),
             )
         visible_us = now_us()
-        self._move_coverage(conn, result.accepted, reference)
+        self._move_coverage(conn, result.accepted)
         self.stats.record_latency((visible_us - records["received_us"].astype(np.int64)) / 1000.0)
         self.stats.written += result.written
         self.stats.duplicates += result.duplicates
