@@ -195,7 +195,7 @@ _KPI_SQL = _SCOPE + f"""
     SELECT line_no, count(*) FILTER (WHERE staffed) AS staffed, count(*) AS total
     FROM checkpoint WHERE {_in_scope("checkpoint.geom")} GROUP BY line_no
 ), grids AS (
-    SELECT c.status FROM grid g LEFT JOIN grid_coverage c ON c.grid_id = g.id
+    SELECT c.status, c.last_visit FROM grid g LEFT JOIN grid_coverage c ON c.grid_id = g.id
     WHERE {_in_scope("ST_PointOnSurface(g.geom)")}
 ), incidents AS (
     SELECT severity, count(*) AS n FROM incident
@@ -212,7 +212,7 @@ SELECT
         AS checkpoints,
     (SELECT count(*) FROM grids) AS grids_total,
     (SELECT count(*) FILTER (WHERE status = 'overdue') FROM grids) AS grids_overdue,
-    (SELECT count(*) FILTER (WHERE status IS NULL) FROM grids) AS grids_unknown,
+    (SELECT count(*) FILTER (WHERE last_visit IS NULL) FROM grids) AS grids_unknown,  -- never visited
     (SELECT coalesce(jsonb_object_agg(severity, n), '{{}}') FROM incidents) AS incidents_open,
 """ + _STATUS_COLUMNS
 

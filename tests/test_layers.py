@@ -52,7 +52,8 @@ INSERT INTO grid (id, code, township_id, geom) VALUES
  (2, 'G2', 4, ST_Multi(ST_MakeEnvelope(100.5, 20, 101, 21, 4326))),
  (3, 'G3', 4, ST_Multi(ST_MakeEnvelope(100, 21, 101, 22, 4326))),
  (4, 'G4', 4, ST_Multi(ST_MakeEnvelope(101, 20, 102, 22, 4326)));
-INSERT INTO grid_coverage (grid_id, limit_h, status) VALUES (1, 24, 'overdue'), (2, 24, 'fresh'), (4, 24, 'overdue');
+INSERT INTO grid_coverage (grid_id, last_visit, limit_h, status) VALUES
+ (1, now() - interval '30 hours', 24, 'overdue'), (2, now() - interval '1 hour', 24, 'fresh'), (4, NULL, 24, 'overdue');
 INSERT INTO incident (source_id, kind, severity, status, reported_at, closed_at, geom) VALUES
  ('I1', 'fire', 4, 'reported', now(), NULL, ST_SetSRID(ST_MakePoint(100.5, 20.5), 4326)),
  ('I2', 'traffic', 2, 'closed', now() - interval '1 hour', now(), ST_SetSRID(ST_MakePoint(100.5, 20.6), 4326)),
@@ -127,7 +128,7 @@ def test_kpis_of_the_whole_jurisdiction(hand_made):
     assert (k.units_on_duty, k.units_responding, k.units_silent) == (3, 1, 2)
     assert (k.segments_total, k.segments_covered, k.segments_covered_pct) == (4, 2, 50.0)
     assert k.checkpoints == {1: (1, 2), 2: (1, 1)}
-    assert (k.grids_total, k.grids_overdue, k.grids_unknown) == (4, 2, 1)
+    assert (k.grids_total, k.grids_overdue, k.grids_unknown) == (4, 2, 2)  # never visited: grid 3 (no row), grid 4
     assert k.incidents_open == {4: 1, 3: 1}
     assert k.status.newest_fix is not None and not k.status.stale
 
