@@ -175,13 +175,24 @@ FROM numbered
 GROUP BY kind, id
 """
 
+def _place_status(visit: str, limit_h: str, at: str) -> str:
+    """SQL of a grid's or cell's status: fresh within half its limit, due within it, else overdue."""
+    return (f"CASE WHEN {visit} > {at}::timestamptz - make_interval(secs => {limit_h} * 1800) THEN 'fresh' "
+            f"WHEN {visit} > {at}::timestamptz - make_interval(secs => {limit_h} * 3600) THEN 'due' "
+            "ELSE 'overdue' END")
+
+
+def _segment_status(visit: str, limit_h: str, watched: str, at: str) -> str:
+    """SQL of a border segment's status: patrolled within its limit, else watched by a sensor, else overdue."""
+    return (f"CASE WHEN {visit} > {at}::timestamptz - make_interval(secs => {limit_h} * 3600) THEN 'patrolled' "
+            f"WHEN {watched} THEN 'watched' ELSE 'overdue' END")
+
+
 _COLUMNS = "last_visit, visits_1h, visits_4h, visits_24h, dwell_s_1h, dwell_s_4h, dwell_s_24h, limit_h"
-_SELECT = """
+_SELECT = f"""
 SELECT pl.id, v.last_visit, coalesce(v.visits_1h, 0), coalesce(v.visits_4h, 0), coalesce(v.visits_24h, 0),
        coalesce(v.dwell_s_1h, 0), coalesce(v.dwell_s_4h, 0), coalesce(v.dwell_s_24h, 0), pl.limit_h,
-       CASE WHEN v.last_visit > %(as_of)s::timestamptz - make_interval(secs => pl.limit_h * 1800) THEN 'fresh'
-            WHEN v.last_visit > %(as_of)s::timestamptz - make_interval(secs => pl.limit_h * 3600) THEN 'due'
-            ELSE 'overdue' END
+       {_place_status("v.last_visit", "pl.limit_h", "%(as_of)s")}
 FROM cov_place pl LEFT JOIN cov_visit v ON v.kind = pl.kind AND v.id = pl.id
 """
 _WRITE = f"""
@@ -194,8 +205,7 @@ SELECT s.*, h.geom FROM ({_SELECT} WHERE pl.kind = 'hex') s JOIN cov_hex h ON h.
 INSERT INTO segment_coverage (segment_id, {_COLUMNS}, watched, status)
 SELECT s.id, s.last_visit, s.visits_1h, s.visits_4h, s.visits_24h, s.dwell_s_1h, s.dwell_s_4h, s.dwell_s_24h,
        s.limit_h, s.watched,
-       CASE WHEN s.last_visit > %(as_of)s::timestamptz - make_interval(secs => s.limit_h * 3600) THEN 'patrolled'
-            WHEN s.watched THEN 'watched' ELSE 'overdue' END
+       {_segment_status("s.last_visit", "s.limit_h", "s.watched", "%(as_of)s")}
 FROM (
     SELECT pl.id, v.last_visit, coalesce(v.visits_1h, 0) AS visits_1h, coalesce(v.visits_4h, 0) AS visits_4h,
            coalesce(v.visits_24h, 0) AS visits_24h, coalesce(v.dwell_s_1h, 0) AS dwell_s_1h,
@@ -212,54 +222,44 @@ FROM (
 # its border segment when within the unit's detection radius, its H3 cell. A
 # plain GROUP BY, cheap enough for every batch; visits of a neighbouring grid
 # within the radius wait for the next full rebuild.
-_LIVE_FIXES = """
+_LIVE_FIXES = f"""
 CREATE TEMP TABLE live_fix ON COMMIT DROP AS
 SELECT f.ts, f.grid_id, f.segment_id, f.border_m, f.h3, (%(radius)s::jsonb ->> u.kind)::float8 AS r
 FROM unnest(%(unit_id)s::int[], %(ts)s::timestamptz[], %(grid_id)s::int[], %(segment_id)s::int[],
             %(border_m)s::float8[], %(h3)s::bigint[]) AS f(unit_id, ts, grid_id, segment_id, border_m, h3)
 JOIN unit u ON u.id = f.unit_id;
 
-UPDATE grid_coverage c SET last_visit = v.ts, updated_at = now(), status = CASE
-        WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 1800) THEN 'fresh'
-        WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 3600) THEN 'due' ELSE 'overdue' END
+UPDATE grid_coverage c SET last_visit = v.ts, updated_at = now(),
+       status = {_place_status("v.ts", "c.limit_h", "%(now)s")}
 FROM (SELECT grid_id, max(ts) AS ts FROM live_fix WHERE grid_id IS NOT NULL GROUP BY grid_id) v
 WHERE c.grid_id = v.grid_id AND (c.last_visit IS NULL OR c.last_visit < v.ts);
 
-UPDATE segment_coverage c SET last_visit = v.ts, updated_at = now(), status = CASE
-        WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 3600) THEN 'patrolled'
-        WHEN c.watched THEN 'watched' ELSE 'overdue' END
+UPDATE segment_coverage c SET last_visit = v.ts, updated_at = now(),
+       status = {_segment_status("v.ts", "c.limit_h", "c.watched", "%(now)s")}
 FROM (SELECT segment_id, max(ts) AS ts FROM live_fix WHERE segment_id IS NOT NULL AND border_m <= r
       GROUP BY segment_id) v
 WHERE c.segment_id = v.segment_id AND (c.last_visit IS NULL OR c.last_visit < v.ts);
 
-UPDATE hex_coverage c SET last_visit = v.ts, updated_at = now(), status = CASE
-        WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 1800) THEN 'fresh'
-        WHEN v.ts > %(now)s::timestamptz - make_interval(secs => c.limit_h * 3600) THEN 'due' ELSE 'overdue' END
+UPDATE hex_coverage c SET last_visit = v.ts, updated_at = now(),
+       status = {_place_status("v.ts", "c.limit_h", "%(now)s")}
 FROM (SELECT h3, max(ts) AS ts FROM live_fix WHERE h3 IS NOT NULL GROUP BY h3) v
 WHERE c.h3 = v.h3 AND (c.last_visit IS NULL OR c.last_visit < v.ts);
 
 DROP TABLE live_fix
 """
 
-_AGE = """
+_AGE = f"""
 UPDATE grid_coverage SET status = s.status, updated_at = now() FROM (
-    SELECT grid_id, CASE
-        WHEN last_visit > %(now)s::timestamptz - make_interval(secs => limit_h * 1800) THEN 'fresh'
-        WHEN last_visit > %(now)s::timestamptz - make_interval(secs => limit_h * 3600) THEN 'due'
-        ELSE 'overdue' END AS status FROM grid_coverage) s
+    SELECT grid_id, {_place_status("last_visit", "limit_h", "%(now)s")} AS status FROM grid_coverage) s
 WHERE grid_coverage.grid_id = s.grid_id AND grid_coverage.status <> s.status;
 
 UPDATE hex_coverage SET status = s.status, updated_at = now() FROM (
-    SELECT h3, CASE
-        WHEN last_visit > %(now)s::timestamptz - make_interval(secs => limit_h * 1800) THEN 'fresh'
-        WHEN last_visit > %(now)s::timestamptz - make_interval(secs => limit_h * 3600) THEN 'due'
-        ELSE 'overdue' END AS status FROM hex_coverage) s
+    SELECT h3, {_place_status("last_visit", "limit_h", "%(now)s")} AS status FROM hex_coverage) s
 WHERE hex_coverage.h3 = s.h3 AND hex_coverage.status <> s.status;
 
 UPDATE segment_coverage SET status = s.status, updated_at = now() FROM (
-    SELECT segment_id, CASE
-        WHEN last_visit > %(now)s::timestamptz - make_interval(secs => limit_h * 3600) THEN 'patrolled'
-        WHEN watched THEN 'watched' ELSE 'overdue' END AS status FROM segment_coverage) s
+    SELECT segment_id, {_segment_status("last_visit", "limit_h", "watched", "%(now)s")} AS status
+    FROM segment_coverage) s
 WHERE segment_coverage.segment_id = s.segment_id AND segment_coverage.status <> s.status
 """
 
