@@ -40,3 +40,9 @@ def seed_region(engine: sa.Engine) -> None:
     """Insert the tiny region (the database must be empty: use ``clean_db``)."""
     with engine.begin() as conn:
         conn.exec_driver_sql(REGION_SQL)
+
+
+def rows(engine: sa.Engine, query: str) -> list[tuple]:
+    """The rows of ``query`` as plain tuples."""
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(query))]

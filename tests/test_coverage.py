@@ -7,7 +7,7 @@ import h3
 import pytest
 import sqlalchemy as sa
 
-from _refdata import seed_region
+from tests._refdata import rows, seed_region
 from etl.coverage import derive_coverage
 from gridwatch.settings import Settings
 
@@ -30,11 +30,6 @@ def insert_fixes(engine: sa.Engine) -> None:
                         "VALUES (:u, :t, ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'test', :h)"),
                 {"u": unit, "t": ts, "x": lon, "y": lat, "h": h3.str_to_int(h3.latlng_to_cell(lat, lon, 9))},
             )
-
-
-def rows(engine: sa.Engine, query: str) -> list[tuple]:
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.text(query))]
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from _refdata import seed_region
+from tests._refdata import rows, seed_region
 from etl.defence import derive_defence
 from gridwatch.settings import Settings
 
@@ -22,11 +22,6 @@ INSERT INTO checkpoint (id, code, line_no, staffed, geom) VALUES
  (1, 'CP2', 2, :staffed, ST_SetSRID(ST_MakePoint(100.1005, 22.05), 4326)),
  (2, 'CP3', 3, true, ST_SetSRID(ST_MakePoint(100.1, 22.1), 4326));
 """
-
-
-def rows(engine: sa.Engine, query: str) -> list[tuple]:
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.text(query))]
 
 
 def build(engine: sa.Engine, *, staffed: bool) -> None:

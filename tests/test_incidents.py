@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from _refdata import seed_region
+from tests._refdata import rows, seed_region
 from etl.incidents import load_incidents
 from etl.manifest import FileEntry
 from etl.runlog import RunCounts, job_run
@@ -40,11 +40,6 @@ def load(engine: sa.Engine, entries: list[FileEntry]) -> RunCounts:
         load_incidents(engine, entries, settings=Settings(), counts=counts, default_timezone="Asia/Shanghai",
                        reference_time=EXPORTED)
     return counts
-
-
-def rows(engine: sa.Engine, query: str) -> list[tuple]:
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.text(query))]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import h3
 import pytest
 import sqlalchemy as sa
 
-from _refdata import seed_region
+from tests._refdata import rows, seed_region
 from etl.manifest import FileEntry
 from etl.positions import haversine_m, load_positions
 from etl.runlog import RunCounts, job_run
@@ -48,11 +48,6 @@ def load(engine: sa.Engine, entries: list[FileEntry], *, default_timezone: str =
         load_positions(engine, entries, settings=Settings(), counts=counts, default_timezone=default_timezone,
                        reference_time=EXPORTED)
     return counts
-
-
-def rows(engine: sa.Engine, query: str) -> list[tuple]:
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.text(query))]
 
 
 @pytest.fixture
