@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 APT_PACKAGES := chromium chromium-driver fonts-noto-cjk
 
-.PHONY: demo test serve system clean
+.PHONY: demo test serve system clean plotly-bundle
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ serve: $(STAMP)
 
 test: $(STAMP) system
 	$(BIN)/pytest
+
+# Rebuild the map-only plotly.js (committed; needed after a plotly upgrade). Needs node and npm.
+plotly-bundle:
+	cd dashboard/plotly_bundle && npm ci --no-audit --no-fund && node build.js
 
 clean:
 	-$(BIN)/gridwatch db stop

@@ -20,8 +20,9 @@ __all__ = ["KIND_COLOURS", "TRACES", "map_figure", "live_traces"]
 
 KIND_COLOURS = {"foot": "#38bdf8", "vehicle": "#a78bfa", "drone": "#f472b6", "post": "#34d399",
                 "checkpoint": "#fbbf24"}
-TRACES = ("trail", "heading", "responding", "silent", *(f"kind_{kind}" for kind in UNIT_KINDS))
+TRACES = ("trail", "heading", "halo", "units")
 SILENT_COLOUR = "#64748b"
+HALO_COLOURS = {"responding": "rgba(245,158,11,0.45)", "silent": "rgba(239,68,68,0.4)"}
 HEADING_DEG = 0.02  # length of the heading tick, in degrees (~2 km)
 
 
@@ -63,10 +64,11 @@ def _separated(lon: np.ndarray, lat: np.ndarray, groups: np.ndarray) -> tuple[li
     return lon.tolist(), lat.tolist()
 
 
-def _hover(units: pd.DataFrame, timezone: str) -> pd.Series:
-    """Callsign and local time of the fix (kind and status come from the trace)."""
+def _hover(units: pd.DataFrame, *, lang: str, timezone: str) -> pd.Series:
+    """Callsign, kind and local time of the fix."""
     local = pd.to_datetime(units["ts"], utc=True).dt.tz_convert(timezone).dt.strftime("%H:%M:%S")
-    return units["callsign"] + " " + local
+    kinds = units["kind"].map({kind: t(f"kind_{kind}", lang) for kind in UNIT_KINDS}).fillna(units["kind"])
+    return units["callsign"] + " · " + kinds + " " + local
 
 
 def live_traces(
@@ -75,7 +77,8 @@ def live_traces(
     """The live traces, in :data:`TRACES` order, for units and their trails.
 
     ``trail=None`` leaves out the trails and the heading ticks (too many units to draw them legibly).
-    A kind's markers are coloured by a 0/1 number per unit (grey when silent), not a colour string each.
+    Colours and sizes are per-unit arrays, so every unit is in one markers trace: each trace is four
+    more map sources to create when the page opens and to update every refresh.
     """
     if trail is None:
         trail_lon, trail_lat = [], []
@@ -88,38 +91,24 @@ def live_traces(
     tick_lon = np.column_stack([lon, lon + HEADING_DEG * np.sin(heading) / np.cos(np.radians(lat)),
                                 np.full(len(lon), np.nan)])[has_heading].ravel()
     tick_lat = np.column_stack([lat, lat + HEADING_DEG * np.cos(heading), np.full(len(lat), np.nan)])[has_heading].ravel()
-    text = _hover(units, timezone)
     tick_lon, tick_lat = np.round(tick_lon, 4), np.round(tick_lat, 4)
 
-    def points(mask: np.ndarray, name: str, marker: dict[str, Any], hover: bool = True) -> dict:
-        trace = {"type": "scattermap", "name": name, "mode": "markers", "lon": lon[mask].tolist(),
-                 "lat": lat[mask].tolist(), "marker": marker}
-        if hover:
-            return trace | {"text": text[mask].tolist(), "hovertemplate": "<b>%{text}</b><br>" + name + "<extra></extra>"}
-        return trace | {"hoverinfo": "skip"}
-
-    traces = [
+    silent = units["silent"].to_numpy(dtype=bool)
+    responding = (units["status"] == "responding").to_numpy()
+    halo = silent | responding
+    colours = np.where(silent, SILENT_COLOUR, units["kind"].map(KIND_COLOURS).fillna(SILENT_COLOUR).to_numpy())
+    return [
         {"type": "scattermap", "name": "trail", "mode": "lines", "lon": trail_lon, "lat": trail_lat,
          "line": {"color": "rgba(226,232,240,0.55)", "width": 2}, "hoverinfo": "skip"},
         {"type": "scattermap", "name": "heading", "mode": "lines",
          "lon": np.where(np.isnan(tick_lon), None, tick_lon).tolist(),
          "lat": np.where(np.isnan(tick_lat), None, tick_lat).tolist(),
          "line": {"color": "#f8fafc", "width": 2.5}, "hoverinfo": "skip"},
-        points((units["status"] == "responding").to_numpy(), "responding",
-               {"size": 24, "color": "#f59e0b", "opacity": 0.45}, hover=False),
-        points(units["silent"].to_numpy(dtype=bool), "silent",
-               {"size": 26, "color": "#ef4444", "opacity": 0.4}, hover=False),
+        {"type": "scattermap", "name": "halo", "mode": "markers", "lon": lon[halo].tolist(),
+         "lat": lat[halo].tolist(), "hoverinfo": "skip",
+         "marker": {"size": np.where(silent, 26, 24)[halo].tolist(),
+                    "color": np.where(silent, HALO_COLOURS["silent"], HALO_COLOURS["responding"])[halo].tolist()}},
+        {"type": "scattermap", "name": "units", "mode": "markers", "lon": lon.tolist(), "lat": lat.tolist(),
+         "marker": {"size": 13, "color": colours.tolist()}, "text": _hover(units, lang=lang, timezone=timezone).tolist(),
+         "hovertemplate": "<b>%{text}</b><extra></extra>"},
     ]
-    silent = units["silent"].to_numpy(dtype=bool)
-    kinds = units["kind"].to_numpy()
-
-
-    def colour(kind: str) -> dict[str, Any]:
-        grey = silent[kinds == kind]
-        if not grey.any():
-            return {"color": KIND_COLOURS[kind]}
-        return {"color": grey.astype(int).tolist(), "cmin": 0, "cmax": 1,
-                "colorscale": [[0, KIND_COLOURS[kind]], [1, SILENT_COLOUR]]}
-
-    traces += [points(kinds == kind, t(f"kind_{kind}", lang), {"size": 13, **colour(kind)}) for kind in UNIT_KINDS]
-    return traces

@@ -13,7 +13,7 @@ from dashboard._context import DB_ERRORS, context
 from dashboard.i18n import lang_of
 from layers.catalog import available_layers, get_layer
 from layers.glyphs import FONTSTACK, glyph_range, glyphs_available
-from layers.queries import live_units
+from layers.queries import jurisdiction_bounds, live_units
 from layers.style import build_style
 from layers.tiles import group_tile, tile
 
@@ -22,6 +22,8 @@ __all__ = ["routes"]
 routes = flask.Blueprint("gridwatch", __name__)
 
 STATIC_MAX_AGE = 300
+# Tiles are asked for within this many degrees of the jurisdiction (features just across its edge).
+SOURCE_MARGIN_DEG = 0.5
 
 
 def _cached(data: bytes, mimetype: str, *, max_age: int) -> flask.Response:
@@ -54,13 +56,22 @@ def style() -> flask.Response:
     """The MapLibre style; ``?lang=zh`` labels in Chinese, ``?hide=a,b`` starts layers hidden."""
     ctx = context()
     hide = flask.request.args.get("hide")
+    extent = jurisdiction_bounds(ctx.engine)
     body = build_style(
         available_layers(ctx.engine), base_url=flask.request.host_url.rstrip("/"),
         lang=lang_of(flask.request.args.get("lang")),
         hidden=frozenset(hide.split(",")) if hide is not None else None,
         labels=glyphs_available(), basemap_tiles_url=ctx.settings.basemap_tiles_url,
+        bounds=None if extent is None else _widened(extent, SOURCE_MARGIN_DEG),
     )
     return _cached(flask.json.dumps(body).encode(), "application/json", max_age=0)
+
+
+def _widened(bounds: tuple[float, float, float, float], margin: float) -> tuple[float, float, float, float]:
+    """``bounds`` grown by ``margin`` degrees on every side (clamped to Web Mercator's world)."""
+    west, south, east, north = bounds
+    return (max(west - margin, -180.0), max(south - margin, -85.0511),
+            min(east + margin, 180.0), min(north + margin, 85.0511))
 
 
 def _tile_address(z: str, x: str, y: str) -> tuple[int, int, int]:

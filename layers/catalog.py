@@ -28,6 +28,7 @@ COVERAGE_COLOURS = {"fresh": "#22c55e", "due": "#f59e0b", "overdue": "#ef4444", 
 SEGMENT_COLOURS = {"patrolled": "#22c55e", "watched": "#38bdf8", "overdue": "#ef4444", "unknown": "#64748b"}
 LINE_COLOURS = {1: "#f43f5e", 2: "#fb923c", 3: "#facc15"}
 SEVERITY_COLOURS = {1: "#a3e635", 2: "#facc15", 3: "#fb923c", 4: "#ef4444"}  # 4 is the most severe
+ZONE_COLOURS = {"border_closed": "#a855f7", "port_control": "#0ea5e9"}  # other kinds: outline only
 
 
 class UnknownLayerError(LookupError):
@@ -38,6 +39,19 @@ def _match(prop: str, colours: dict[Any, str], default: str) -> list:
     """A MapLibre ``match`` expression mapping a property's values to colours."""
     pairs = [item for key, colour in colours.items() for item in (key, colour)]
     return ["match", ["get", prop], *pairs, default]
+
+
+def _parts_by(prop: str, specs: dict[str, dict[str, Any]], default: dict[str, Any], **common: Any
+              ) -> tuple[dict[str, Any], ...]:
+    """One style part per value of ``prop`` (and one for every other value), each with constant paint.
+
+    Constant paint keeps a layer on the shader its type already uses: each distinct set of
+    feature-driven paint properties is one more program to compile when the map opens.
+    """
+    parts = [{"part": f"{common['type']}-{value}", "filter": ["==", ["get", prop], value],
+              **common, "paint": paint} for value, paint in specs.items()]
+    rest = ["!", ["in", ["get", prop], ["literal", list(specs)]]]
+    return (*parts, {"part": common["type"], "filter": rest, **common, "paint": default})
 
 
 @dataclass(frozen=True)
@@ -105,12 +119,11 @@ CATALOG: tuple[Layer, ...] = (
         id="zones", title={"en": "Zones", "zh": "管控区域"},
         source="SELECT id, kind, name, geom FROM zone", kind="polygon", group="base",
         styles=(
-            {"part": "fill", "type": "fill", "paint": {
-                "fill-color": _match("kind", {"border_closed": "#a855f7", "port_control": "#0ea5e9"}, "#1e293b"),
-                "fill-opacity": _match("kind", {"border_closed": 0.16, "port_control": 0.2}, 0.0)}},
-            {"part": "line", "type": "line", "paint": {
-                "line-color": _match("kind", {"border_closed": "#a855f7", "port_control": "#0ea5e9"}, "#334155"),
-                "line-width": 1, "line-dasharray": [3, 2]}},
+            {"part": "fill", "type": "fill", "filter": ["in", ["get", "kind"], ["literal", list(ZONE_COLOURS)]],
+             "paint": {"fill-color": _match("kind", ZONE_COLOURS, "#1e293b"), "fill-opacity": 0.18}},
+            *_parts_by("kind", {kind: {"line-color": colour, "line-width": 1, "line-dasharray": [3, 2]}
+                                for kind, colour in ZONE_COLOURS.items()},
+                       {"line-color": "#334155", "line-width": 1, "line-dasharray": [3, 2]}, type="line"),
         ),
         popup=("kind", "name"),
     ),
@@ -141,7 +154,7 @@ CATALOG: tuple[Layer, ...] = (
         styles=(
             {"part": "fill", "type": "fill", "paint": {
                 "fill-color": _match("status", COVERAGE_COLOURS, COVERAGE_COLOURS["unknown"]),
-                "fill-opacity": 0.4, "fill-outline-color": "#0f172a"}},
+                "fill-opacity": 0.4}},
         ),
         popup=("status", "last_visit", "visits_24h"),
     ),
@@ -154,9 +167,9 @@ CATALOG: tuple[Layer, ...] = (
                                _match("kind", {"camera": "#c084fc", "radar": "#2dd4bf"}, "#94a3b8")],
                 "fill-opacity": 0.18}},
             {"part": "line", "type": "line", "paint": {
-                "line-color": ["case", ["!", ["get", "up"]], "#64748b",
+                "line-color": ["case", ["!", ["get", "up"]], "rgba(100, 116, 139, 0.5)",
                                _match("kind", {"camera": "#c084fc", "radar": "#2dd4bf"}, "#94a3b8")],
-                "line-width": 1, "line-opacity": ["case", ["get", "up"], 0.8, 0.4]}},
+                "line-width": 1, "line-opacity": 0.8}},
         ),
         popup=("code", "kind", "range_m", "up"),
     ),
@@ -169,11 +182,12 @@ CATALOG: tuple[Layer, ...] = (
     Layer(
         id="roads", title={"en": "Roads", "zh": "道路"},
         source="SELECT id, code, class, name, geom FROM road", kind="line", group="base", minzoom=6,
-        styles=({"part": "line", "type": "line", "layout": {"line-join": "round"}, "paint": {
-            "line-color": _match("class", {"trunk": "#e5e7eb", "secondary": "#9ca3af", "track": "#78716c",
-                                           "patrol": "#22d3ee"}, "#6b7280"),
-            "line-width": _match("class", {"trunk": 2.6, "secondary": 1.6, "track": 1.0, "patrol": 1.4}, 1.0),
-            "line-opacity": 0.85}},),
+        styles=_parts_by(
+            "class", {name: {"line-color": colour, "line-width": width, "line-opacity": 0.85}
+                      for name, colour, width in (("trunk", "#e5e7eb", 2.6), ("secondary", "#9ca3af", 1.6),
+                                                  ("track", "#78716c", 1.0), ("patrol", "#22d3ee", 1.4))},
+            {"line-color": "#6b7280", "line-width": 1.0, "line-opacity": 0.85},
+            type="line", layout={"line-join": "round"}),
         popup=("class", "name", "code"),
     ),
     _level("station", "#64748b", 0.8, 9, [2, 2]),
@@ -241,7 +255,7 @@ CATALOG: tuple[Layer, ...] = (
             "circle-radius": _match("kind", {"seat": 6, "town": 4.5}, 3),
             "circle-color": "#e2e8f0", "circle-stroke-color": "#0b1220", "circle-stroke-width": 1.2}},),
         popup=("name", "kind", "households"),
-        label={"size": 13, "colour": "#e2e8f0", "placement": "offset", "minzoom": 8},
+        label={"size": 13, "colour": "#e2e8f0", "placement": "offset", "minzoom": 10},
     ),
     Layer(
         id="checkpoints", title={"en": "Checkpoints", "zh": "检查站"},
@@ -263,9 +277,9 @@ CATALOG: tuple[Layer, ...] = (
         styles=({"part": "dot", "type": "circle", "paint": {
             "circle-radius": ["interpolate", ["linear"], ["zoom"], 6, ["+", 3, ["get", "severity"]],
                               13, ["+", 6, ["*", 2, ["get", "severity"]]]],
-            "circle-color": ["case", ["==", ["get", "status"], "closed"], "#475569",
+            "circle-color": ["case", ["==", ["get", "status"], "closed"], "rgba(71, 85, 105, 0.5)",
                              _match("severity", SEVERITY_COLOURS, "#ffffff")],
-            "circle-opacity": ["case", ["==", ["get", "status"], "closed"], 0.5, 0.95],
+            "circle-opacity": 0.95,
             "circle-stroke-color": "#fff7ed",
             "circle-stroke-width": ["case", ["==", ["get", "status"], "reported"], 2.5, 1]}},),
         popup=("kind", "severity", "status", "reported_at"),

@@ -44,6 +44,8 @@ def _style_layers(layer: Layer, specs: list[dict[str, Any]], *, hidden: bool, la
     out = []
     for spec in specs:
         body = {key: value for key, value in spec.items() if key != "part"}
+        if body["type"] == "fill":  # outlines are line layers: no second (antialiasing) pass per fill
+            body["paint"] = {**body["paint"], "fill-antialias": False}
         out.append({
             **body,
             "id": f"{layer.id}-{spec['part']}",
@@ -60,12 +62,15 @@ def _style_layers(layer: Layer, specs: list[dict[str, Any]], *, hidden: bool, la
 def build_style(
     layers: tuple[Layer, ...], *, base_url: str, lang: str = "en", hidden: frozenset[str] | None = None,
     labels: bool = True, basemap_tiles_url: str | None = None,
+    bounds: tuple[float, float, float, float] | None = None,
 ) -> dict[str, Any]:
     """The style of the given (available) catalog layers.
 
     ``base_url`` is our server's root (``http://host:port``); MapLibre needs
     absolute tile and glyph URLs. ``hidden`` layers start with visibility none
     (by default the catalog's hidden ones). Labels are drawn above every layer.
+    ``bounds`` (west, south, east, north) is where the data is: the map asks for
+    no tile outside it.
     """
     sources: dict[str, Any] = {}
     for group in TILE_GROUPS:
@@ -73,6 +78,8 @@ def build_style(
         if members:
             sources[group] = {"type": "vector", "tiles": [f"{base_url}/tiles/group/{group}/{{z}}/{{x}}/{{y}}.pbf"],
                               "minzoom": min(m.minzoom for m in members), "maxzoom": max(m.maxzoom for m in members)}
+            if bounds is not None:
+                sources[group]["bounds"] = list(bounds)
     style_layers: list[dict[str, Any]] = [
         {"id": "background", "type": "background", "paint": {"background-color": BACKGROUND}}
     ]

@@ -123,6 +123,25 @@ def test_style_visibility_and_labels():
     assert hidden == set(style_layer_ids(get_layer("grids"), labels=False))
 
 
+def _feature_driven(value) -> bool:
+    """Whether a paint value reads feature properties (MapLibre then needs a shader variant for it)."""
+    if isinstance(value, list):
+        return (bool(value) and value[0] in ("get", "has", "properties", "feature-state", "id", "geometry-type")
+                or any(_feature_driven(item) for item in value))
+    return False
+
+
+def test_style_layers_of_a_type_share_one_shader():
+    style = build_style(CATALOG, base_url="", labels=False, bounds=(98.0, 23.0, 99.0, 24.0))
+    assert all(src["bounds"] == [98.0, 23.0, 99.0, 24.0] for src in style["sources"].values())
+    for spec in style["layers"]:
+        driven = {key for key, value in spec.get("paint", {}).items() if _feature_driven(value)}
+        if spec["type"] in ("fill", "line"):
+            assert driven <= {f"{spec['type']}-color"}, (spec["id"], driven)
+        if spec["type"] == "fill":
+            assert spec["paint"]["fill-antialias"] is False  # the outline is a line layer's job
+
+
 def test_kpis_of_the_whole_jurisdiction(hand_made):
     k = kpis(hand_made, SETTINGS)
     assert (k.units_on_duty, k.units_responding, k.units_silent) == (3, 1, 2)

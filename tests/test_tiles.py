@@ -139,3 +139,27 @@ def test_group_tile_holds_every_layer_of_its_group(region):
         assert all(decoded[name]["features"] for name in decoded)
     with pytest.raises(LookupError, match="tile group 'nope'"):
         group_tile(region, "nope", z, x, y)
+
+
+def test_style_route_bounds_its_sources_to_the_jurisdiction(client):
+    style = client.get("/style.json").get_json()
+    west, south, east, north = BOUNDS
+    for source in style["sources"].values():
+        assert source["bounds"] == pytest.approx([west - 0.5, south - 0.5, east + 0.5, north + 0.5])
+
+
+def test_pages_get_the_map_only_plotly_bundle(client):
+    """dcc.Graph's plotly.js URL answers with our build, and every page preloads it."""
+    import re
+
+    from plotly.offline import get_plotlyjs, get_plotlyjs_version
+
+    from dashboard.app import PLOTLY_PATH
+
+    bundle = client.get(PLOTLY_PATH)
+    version = re.match(rb"/\*! plotly.js v(\d+\.\d+)\.\d+ \(core \+ scattermap\)", bundle.data)
+    assert bundle.status_code == 200 and version, bundle.data[:80]
+    assert version.group(1).decode() == get_plotlyjs_version().rsplit(".", 1)[0]  # rebuild it on a plotly upgrade
+    assert len(bundle.data) < 0.7 * len(get_plotlyjs().encode())
+    page = client.get("/wall").get_data(as_text=True)
+    assert f'<link rel="preload" href="{PLOTLY_PATH}" as="script">' in page

@@ -159,7 +159,7 @@ def test_stale_then_empty_banners(wall, region):
 def test_live_traces_keep_order_and_separate_trails():
     import pandas as pd
 
-    from dashboard.live_map import TRACES, live_traces
+    from dashboard.live_map import HALO_COLOURS, KIND_COLOURS, SILENT_COLOUR, TRACES, live_traces
 
     units = pd.DataFrame({
         "unit_id": [1, 2], "callsign": ["A1", "B2"], "kind": ["foot", "drone"], "status": ["on_duty", "responding"],
@@ -168,12 +168,13 @@ def test_live_traces_keep_order_and_separate_trails():
     })
     trail = pd.DataFrame({"unit_id": [1, 1, 2, 2], "lon": [99.9, 100.0, 100.9, 101.0], "lat": [20, 20, 21, 21]})
     traces = live_traces(units, trail, lang="en", timezone="Asia/Shanghai")
-    assert [t["name"] for t in traces][:4] == list(TRACES)[:4] and len(traces) == len(TRACES)
+    assert [t["name"] for t in traces] == list(TRACES)
     assert traces[0]["lon"] == [99.9, 100.0, None, 100.9, 101.0]
     assert traces[1]["lon"][0] == 100.0 and traces[1]["lon"][1] > 100.0 and len(traces[1]["lon"]) == 3
-    assert traces[2]["lon"] == [101.0] and traces[3]["lon"] == [101.0]  # responding and silent halos
-    foot = next(t for t in traces if t["name"] == "foot patrol")
-    assert foot["text"] == ["A1 08:00:00"]  # shown in Asia/Shanghai
+    halo, marks = traces[2], traces[3]
+    assert halo["lon"] == [101.0] and halo["marker"]["color"] == [HALO_COLOURS["silent"]]  # silent wins
+    assert marks["lon"] == [100.0, 101.0] and marks["marker"]["color"] == [KIND_COLOURS["foot"], SILENT_COLOUR]
+    assert marks["text"] == ["A1 · foot patrol 08:00:00", "B2 · drone 08:00:05"]  # shown in Asia/Shanghai
 
 
 def test_banners_and_options_in_both_languages():
