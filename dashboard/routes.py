@@ -22,8 +22,9 @@ __all__ = ["routes"]
 routes = flask.Blueprint("gridwatch", __name__)
 
 STATIC_MAX_AGE = 300
-# Tiles are asked for within this many degrees of the jurisdiction (features just across its edge).
-SOURCE_MARGIN_DEG = 0.5
+# Tiles are asked for within this many degrees of the jurisdiction: past its edge reach only the
+# ranges of border sensors (radars up to ~15 km) and the ends of roads and rivers.
+SOURCE_MARGIN_DEG = 0.15
 
 
 def _cached(data: bytes, mimetype: str, *, max_age: int) -> flask.Response:

@@ -12,11 +12,10 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from layers.bench import serving
+from layers.bench import CHROMIUM, CHROMIUM_ARGS, serving
 
 __all__ = ["CHROMIUM", "LOADED", "MAP", "RENDERED", "TcpProxy", "Watch", "offline_page", "serving"]
 
-CHROMIUM = "/usr/bin/chromium"
 # Page probes: the wall's MapLibre map, and how many features each catalog layer drew.
 MAP = "window.gridwatch.map()"
 LOADED = f"() => {{ const m = {MAP}; return !!m && m.loaded() && m.areTilesLoaded(); }}"
@@ -29,8 +28,6 @@ RENDERED = f"""(ids) => {{
     }});
     return out;
 }}"""
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 @dataclass
@@ -58,7 +55,7 @@ def offline_page(base_url: str, *, viewport: tuple[int, int] = (1920, 1080)):
             r.abort()
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
             context.route("**/*", route)

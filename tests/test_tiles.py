@@ -145,7 +145,7 @@ def test_style_route_bounds_its_sources_to_the_jurisdiction(client):
     style = client.get("/style.json").get_json()
     west, south, east, north = BOUNDS
     for source in style["sources"].values():
-        assert source["bounds"] == pytest.approx([west - 0.5, south - 0.5, east + 0.5, north + 0.5])
+        assert source["bounds"] == pytest.approx([west - 0.15, south - 0.15, east + 0.15, north + 0.15])
 
 
 def test_pages_get_the_map_only_plotly_bundle(client):
