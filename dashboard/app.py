@@ -3,8 +3,8 @@
 ``create_app`` wires one database engine into a Dash app with pages (the wall
 at ``/wall``, ``/`` redirecting to it) and the Flask routes of
 :mod:`dashboard.routes`. Scripts are served locally: no request ever leaves
-for another origin. plotly.js is our map-only build (``plotly_bundle/``, a
-third of the full bundle's size), preloaded from the page's head.
+for another origin. plotly.js is our map-only build (``plotly_bundle/``, 60 %
+of the full bundle's size), preloaded from the page's head.
 """
 from __future__ import annotations
 
