@@ -3,13 +3,15 @@
 ``create_app`` wires one database engine into a Dash app with pages (the wall
 at ``/wall``, ``/`` redirecting to it) and the Flask routes of
 :mod:`dashboard.routes`. Scripts are served locally: no request ever leaves
-for another origin. plotly.js is our map-only build (``plotly_bundle/``, 60 %
+for another origin, and a Content-Security-Policy makes the browser refuse
+them. plotly.js is our map-only build (``plotly_bundle/``, 60 %
 of the full bundle's size), preloaded from the page's head.
 """
 from __future__ import annotations
 
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dash
 import flask
@@ -36,6 +38,17 @@ PRELOADS = (
 )
 
 
+def content_security_policy(basemap_tiles_url: str | None) -> str:
+    """The page's CSP: the browser refuses every origin but ours (and a configured basemap's)."""
+    origins = "'self'"
+    if basemap_tiles_url:
+        parts = urlsplit(basemap_tiles_url)
+        origins += f" {parts.scheme}://{parts.netloc}"
+    return (f"default-src 'self'; connect-src {origins}; img-src {origins} data: blob:; "
+            "script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+            "font-src 'self' data:; worker-src 'self' blob:; child-src 'self' blob:")
+
+
 def _serve_plotly_bundle(app: dash.Dash) -> None:
     """Answer dcc.Graph's plotly.js request with the map-only bundle; preload what the map needs first."""
     app.server.add_url_rule(PLOTLY_PATH, "plotly_bundle",
@@ -60,10 +73,17 @@ def create_app(url: str | None = None) -> dash.Dash:
     app.server.extensions["gridwatch"] = WallContext(engine=engine, settings=settings)
     app.server.register_blueprint(routes)
     _serve_plotly_bundle(app)
+    policy = content_security_policy(settings.basemap_tiles_url)
+    app.server.after_request(lambda response: _with_header(response, "Content-Security-Policy", policy))
     if glyphs_available():  # render the Latin label glyphs before the first browser asks
         threading.Thread(target=glyph_range, args=(0,), daemon=True).start()
     app.layout = dash.html.Div(dash.page_container, className="shell")
     return app
+
+
+def _with_header(response: flask.Response, name: str, value: str) -> flask.Response:
+    response.headers[name] = value
+    return response
 
 
 def run(host: str, port: int) -> None:

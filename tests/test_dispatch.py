@@ -121,7 +121,7 @@ def test_page_loads_with_gaps_sorted_by_overdue(desk, region):
     assert len(overdue) and (expected["status"].iloc[:len(overdue)] == "overdue").all()
     assert overdue["overdue_s"].dropna().is_monotonic_decreasing
     page.wait_for_selector("#dispatch-alerts .alert", timeout=20_000)
-    assert not watch.console_errors, watch.console_errors
+    assert not watch.console_errors, "\n".join(watch.console_errors)
 
 
 @pytest.mark.browser
@@ -151,7 +151,7 @@ def test_clicking_a_gap_centres_the_map_and_ranks_units(desk, region, artifacts)
     page.wait_for_function(READY)
     time.sleep(1)
     page.screenshot(path=str(artifacts / "dispatch.png"))
-    assert not watch.console_errors, watch.console_errors
+    assert not watch.console_errors, "\n".join(watch.console_errors)
 
 
 @pytest.mark.browser
@@ -198,7 +198,7 @@ def test_time_slider_moves_units_and_replays_a_track(desk, region):
     page.locator("#dispatch-play").click()
     page.wait_for_function(f"() => {DATA}[5].lon && {DATA}[5].lon.length === 1", timeout=10_000)
     page.wait_for_function("() => document.querySelector('#dispatch-replay-when').textContent.length > 0")
-    assert not watch.console_errors, watch.console_errors
+    assert not watch.console_errors, "\n".join(watch.console_errors)
 
 
 @pytest.mark.browser
@@ -210,7 +210,7 @@ def test_chinese_desk(desk, artifacts):
     assert "调度台" in page.locator("h1").inner_text()
     assert "巡控盲区" in page.locator("#dispatch-mode").inner_text()
     page.screenshot(path=str(artifacts / "dispatch-zh.png"))
-    assert not watch.console_errors, watch.console_errors
+    assert not watch.console_errors, "\n".join(watch.console_errors)
 
 
 def test_open_incidents_most_severe_first(region):

@@ -161,5 +161,16 @@ def test_pages_get_the_map_only_plotly_bundle(client):
     assert bundle.status_code == 200 and version, bundle.data[:80]
     assert version.group(1).decode() == get_plotlyjs_version().rsplit(".", 1)[0]  # rebuild it on a plotly upgrade
     assert len(bundle.data) < 0.7 * len(get_plotlyjs().encode())
+    # plotly's built-in basemaps, icons and topojson would be fetched from these hosts: cut at build time
+    assert not re.search(rb"https?://[\w.-]*(cartocdn|openmaptiles|jsdelivr|plot\.ly|arcgisonline|icgc)", bundle.data)
     page = client.get("/wall").get_data(as_text=True)
     assert f'<link rel="preload" href="{PLOTLY_PATH}" as="script">' in page
+
+
+def test_pages_forbid_other_origins(client):
+    from dashboard.app import content_security_policy
+
+    policy = client.get("/wall").headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "connect-src 'self';" in policy
+    on_site = content_security_policy("https://tiles.site.local:8443/{z}/{x}/{y}.png")
+    assert "connect-src 'self' https://tiles.site.local:8443;" in on_site  # a configured tile server
