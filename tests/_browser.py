@@ -14,11 +14,20 @@ from urllib.parse import urlsplit
 
 from layers.bench import CHROMIUM, CHROMIUM_ARGS, serving
 
-__all__ = ["CHROMIUM", "LOADED", "MAP", "RENDERED", "TcpProxy", "Watch", "offline_page", "serving"]
+__all__ = ["CHROMIUM", "LOADED", "MAP", "READY", "RENDERED", "TcpProxy", "Watch", "offline_page", "ready", "serving"]
 
 # Page probes: the wall's MapLibre map, and how many features each catalog layer drew.
 MAP = "window.gridwatch.map()"
+# Loaded: no style change pending (a shown layer reloads its source) and every tile in.
 LOADED = f"() => {{ const m = {MAP}; return !!m && m.loaded() && m.areTilesLoaded(); }}"
+
+
+def ready(map_expr: str = MAP) -> str:
+    """Probe: the map is loaded and fitted to the region (past the world view plotly opens at)."""
+    return f"() => {{ const m = {map_expr}; return !!m && m.getZoom() > 8 && m.loaded() && m.areTilesLoaded(); }}"
+
+
+READY = ready()
 RENDERED = f"""(ids) => {{
     const m = {MAP};
     const out = {{}};

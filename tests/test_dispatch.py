@@ -16,7 +16,7 @@ from gridwatch.settings import Settings, get_settings
 from layers._synthetic import REGIONS, make_region
 from layers.gaps import gap_list, open_incidents
 from layers.replay import positions_at, track
-from tests._browser import offline_page, serving
+from tests._browser import offline_page, ready, serving
 from tests._refdata import seed_region
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -83,7 +83,7 @@ def test_positions_at_and_track_read_the_past(tiny):
 # -- the page in a browser ------------------------------------------------------------------------
 
 MAP = "window.gridwatch.mapOf('dispatch-map')"
-READY = f"() => {{ const m = {MAP}; return !!m && m.getZoom() > 8 && m.areTilesLoaded(); }}"
+READY = ready(MAP)
 DATA = "document.querySelector('#dispatch-map .js-plotly-plot').data"
 ROW_KEYS = """() => [...document.querySelectorAll('#dispatch-targets tr.pick')].map(r => JSON.parse(r.id).key)"""
 

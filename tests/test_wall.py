@@ -18,11 +18,10 @@ from layers._synthetic import REGIONS, make_region
 from layers.catalog import available_layers
 from layers.glyphs import glyphs_available
 from layers.queries import command_unit, kpis
-from tests._browser import MAP, RENDERED, TcpProxy, offline_page, serving
+from tests._browser import MAP, READY, RENDERED, TcpProxy, offline_page, serving
 
 pytestmark = pytest.mark.browser
 
-READY = f"() => {{ const m = {MAP}; return !!m && m.getZoom() > 8 && m.areTilesLoaded(); }}"
 VISIBILITY = f"(id) => {MAP}.getLayoutProperty(id, 'visibility')"
 LIVE_LONS = """() => document.querySelector('#wall-map .js-plotly-plot').data
     .flatMap(t => (t.lon || []).filter(v => v !== null))"""
