@@ -19,7 +19,7 @@ import flask
 from dashboard._context import WallContext
 from dashboard.routes import routes
 from etl.database import database_url, engine_for
-from gridwatch.settings import get_settings
+from gridwatch.settings import Settings, get_settings
 from layers.glyphs import FONTSTACK, glyph_range, glyphs_available
 
 __all__ = ["create_app", "run"]
@@ -59,9 +59,9 @@ def _serve_plotly_bundle(app: dash.Dash) -> None:
     app.index_string = app.index_string.replace("{%css%}", "{%css%}" + links)
 
 
-def create_app(url: str | None = None) -> dash.Dash:
+def create_app(url: str | None = None, settings: Settings | None = None) -> dash.Dash:
     """A dashboard app on the database at ``url`` (default: the configured one)."""
-    settings = get_settings()
+    settings = settings or get_settings()
     engine = engine_for(
         url or database_url(settings), pool_size=8, max_overflow=8, pool_timeout=5,
         connect_args={"connect_timeout": 3, "options": "-c statement_timeout=15000"},

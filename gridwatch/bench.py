@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "tiles": "layers.bench:bench_tiles",
     "ingest": "etl.ingest.bench:bench_ingest",
     "dispatch": "layers.dispatch_bench:bench_dispatch",
+    "soak": "dashboard.soak:bench_soak",
 }
 
 

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     data_stale_after_s: float = Field(
         default=900.0, gt=0, description="The dashboard warns when the newest fix is older."
     )
+    live_refresh_s: float = Field(
+        default=5.0, ge=0.05, description="How often the wall and dispatch pages redraw the live units."
+    )
+    alert_refresh_s: float = Field(default=10.0, ge=0.05, description="How often the dispatch page checks alerts.")
+    refresh_s: float = Field(
+        default=30.0, ge=0.05, description="How often the pages refresh KPIs, gap lists and live vector layers."
+    )
     sliver_area_m2: float = Field(
         default=2000.0, ge=0, description="Fused-grid pieces below this area are absorbed."
     )

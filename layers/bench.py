@@ -38,7 +38,7 @@ from layers.catalog import Layer, available_layers
 from layers.queries import jurisdiction_bounds
 from layers.tiles import TILE_GROUPS, group_tile, tile, tiles_covering
 
-__all__ = ["bench_tiles", "serving", "offline_browser", "offline_page", "TARGETS"]
+__all__ = ["bench_tiles", "serving", "offline_browser", "offline_page", "INTERACTIVE", "TARGETS"]
 
 ZOOMS = (6, 8, 10, 12, 14)
 TILES_PER_ZOOM = 12
@@ -56,7 +56,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 # In the page: navigation-start milliseconds once the map is fitted to the region (zoomed in from the
 # initial view, centre inside the bounds), every tile is loaded and the live units are drawn; else false.
-_INTERACTIVE = """(b) => {
+INTERACTIVE = """(b) => {
     const m = window.gridwatch && window.gridwatch.map();
     if (!m || !m.loaded() || !m.areTilesLoaded() || m.getZoom() <= 4) { return false; }
     const c = m.getCenter();
@@ -213,7 +213,7 @@ def _page_load(browser, base: str, bounds: list[float], *, stock_plotly: bytes |
     try:
         page.goto(f"{base}/wall", wait_until="commit")
         # Polled every 20 ms: polling on every animation frame is itself work that slows the page.
-        done = page.wait_for_function(_INTERACTIVE, arg=bounds, timeout=120_000, polling=20)
+        done = page.wait_for_function(INTERACTIVE, arg=bounds, timeout=120_000, polling=20)
         return done.json_value(), refused
     finally:
         context.close()

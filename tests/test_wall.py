@@ -129,7 +129,7 @@ def test_chinese_wall(wall, artifacts):
     assert not watch.console_errors, watch.console_errors
 
 
-def test_database_down_banner_recovers(wall, proxy):
+def test_database_down_banner_recovers(wall, region, proxy):
     page, _, _ = wall
     proxy.cut()
     try:
@@ -139,6 +139,32 @@ def test_database_down_banner_recovers(wall, proxy):
         proxy.resume()
     page.wait_for_function("() => document.querySelector('#wall-banner')?.classList.contains('hidden')",
                            timeout=20_000)
+    _assert_live_units_follow(page, region, 98.2468)
+
+
+def test_wall_opened_while_the_database_is_down_recovers(wall, region, proxy):
+    """A wall that boots before its database shows the banner, then its map, once the database is back."""
+    page, _, base = wall
+    proxy.cut()
+    try:
+        with page.expect_response(lambda r: "/style.json" in r.url, timeout=30_000) as style:
+            page.goto(f"{base}/wall")
+        assert style.value.status == 503
+        page.wait_for_function("() => document.querySelector('#wall-banner')?.textContent.includes('Database unreachable')",
+                               timeout=20_000)
+    finally:
+        proxy.resume()
+    page.wait_for_function(READY, timeout=60_000)
+    page.wait_for_function(f"() => ({RENDERED})(['grids']).grids > 0", timeout=30_000)
+    _assert_live_units_follow(page, region, 98.3579)
+
+
+def _assert_live_units_follow(page, region, lon: float) -> None:
+    """Unit 1 moved to ``lon`` in the database shows there on the map within a few live ticks."""
+    with region.begin() as conn:
+        conn.execute(sa.text("UPDATE unit_latest SET geom = ST_SetSRID(ST_MakePoint(:lon, 23.6), 4326), ts = now() "
+                             "WHERE unit_id = 1"), {"lon": lon})
+    page.wait_for_function(f"(x) => ({LIVE_LONS})().some(v => Math.abs(v - x) < 1e-6)", arg=lon, timeout=20_000)
 
 
 def test_stale_then_empty_banners(wall, region):

@@ -1,7 +1,9 @@
 /* The wall's browser side: the MapLibre map inside plotly's Scattermap.
  * Layer toggles set style-layer visibility, the drill-down fits the map to a
- * command unit, live vector layers are refetched each slow tick, and a hover
- * panel shows the catalog's popup fields. Nothing here talks to another origin. */
+ * command unit, live vector layers are refetched each slow tick, a hover panel
+ * shows the catalog's popup fields, a live tick waits while the map still draws
+ * the last one, and a map whose style failed to load asks again. Nothing here
+ * talks to another origin. */
 (function () {
   "use strict";
 
@@ -58,11 +60,30 @@
              zoom: Math.min(zoom, 16) };
   }
 
+  /* A map whose style could not load (the database was down as the page opened) asks again every
+   * few seconds, so a wall that boots before its database draws its map once the database is back. */
+  var STYLE_RETRY_MS = 5000;
+  setInterval(function () {
+    document.querySelectorAll(".js-plotly-plot").forEach(function (gd) {
+      var sub = gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot;
+      var map = sub && sub.map;
+      if (map && map.style && !map.style._loaded && !map.style._loadStyleRequest) {
+        map.setStyle(sub.styleObj.style, { diff: false });
+      }
+    });
+  }, STYLE_RETRY_MS);
+
   window.gridwatch = { map: function () { return mapOf("wall-map"); }, mapOf: mapOf, withMap: withMap,
                       cameraFor: cameraFor };
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     gridwatch: {
+      /* The live tick, unless the graph is still drawing the last update. A machine too slow
+       * for the refresh rate skips ticks instead of queueing figures (each held in memory). */
+      whenDrawn: function (n, graphId) {
+        var gd = document.querySelector("#" + graphId + " .js-plotly-plot");
+        return gd && gd.classList.contains("dash-graph--pending") ? window.dash_clientside.no_update : n;
+      },
       setLayers: function (visible) {
         var shown = new Set(visible || []);
         withMap("wall-map", function (map) {

@@ -2,7 +2,7 @@
 
 ``/dispatch?unit=CODE&lang=zh``. A click on a gap (or an open incident) centres
 the map on it and ranks the available units by road travel time, drawing the
-route of the chosen one. Alerts refresh every 10 s and are acknowledged under
+route of the chosen one. Alerts refresh every ``alert_refresh_s`` (10 s) and are acknowledged under
 the name the dispatcher types once (kept in the browser's localStorage: there
 is no login yet). The time slider shows the units and the alerts at any moment
 of the last 24 h (coverage layers stay "now"); a unit's track can be replayed.
@@ -13,7 +13,7 @@ import dash
 import flask
 from dash import ALL, ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
-from dashboard._context import DB_ERRORS, context
+from dashboard._context import DB_ERRORS, context, milliseconds
 from dashboard.dispatch_data import (
     alerts_update, moment, nearest_update, targets_update, track_update, unit_choices, units_update,
 )
@@ -26,9 +26,6 @@ from layers.queries import jurisdiction_bounds
 
 dash.register_page(__name__, path="/dispatch", title="gridwatch · dispatch")
 
-LIVE_MS = 5_000
-ALERT_MS = 10_000
-SLOW_MS = 30_000
 REPLAY_MS = 200
 TARGET_PAD_DEG = 0.01  # ~1 km around a gap when the map is centred on it
 HOURS = (1, 2, 4, 8, 24)
@@ -59,6 +56,7 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
     return html.Div(className="dispatch", children=[
         dcc.Store(id="dispatch-lang", data=lang),
         dcc.Store(id="dispatch-fit", data=_home()),
+        dcc.Store(id="dispatch-live-due"),
         dcc.Store(id="dispatch-rows"),
         dcc.Store(id="dispatch-target"),
         dcc.Store(id="dispatch-ranked"),
@@ -111,9 +109,9 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
                 ]),
             ]),
         ]),
-        dcc.Interval(id="dispatch-live-tick", interval=LIVE_MS),
-        dcc.Interval(id="dispatch-alert-tick", interval=ALERT_MS),
-        dcc.Interval(id="dispatch-slow-tick", interval=SLOW_MS),
+        dcc.Interval(id="dispatch-live-tick", interval=milliseconds(ctx.settings.live_refresh_s)),
+        dcc.Interval(id="dispatch-alert-tick", interval=milliseconds(ctx.settings.alert_refresh_s)),
+        dcc.Interval(id="dispatch-slow-tick", interval=milliseconds(ctx.settings.refresh_s)),
         dcc.Interval(id="dispatch-replay-tick", interval=REPLAY_MS, disabled=True, n_intervals=0),
     ])
 
@@ -129,7 +127,7 @@ def _clicked() -> bool:
     Input("dispatch-zone", "value"), Input("dispatch-target", "data"), State("dispatch-lang", "data"),
 )
 def refresh_targets(_tick, mode: str, unit: str | None, zone: str | None, target: dict | None, lang: str):
-    """Every 30 s and on a filter change: the gap list (or the open incidents)."""
+    """Every slow tick and on a filter change: the gap list (or the open incidents)."""
     update = targets_update(context(), mode=mode, unit=unit, zone_kind=zone, lang=lang,
                             selected=target["key"] if target else None)
     return (dash.no_update, dash.no_update) if update is None else (update.table, update.rows)
@@ -188,10 +186,10 @@ def alerts(_tick, minutes_back: int, _acks, who: str | None, lang: str):
 @callback(
     Output("dispatch-map", "figure"), Output("dispatch-banner", "children"), Output("dispatch-banner", "className"),
     Output("dispatch-time-label", "children"),
-    Input("dispatch-live-tick", "n_intervals"), Input("dispatch-time", "value"), State("dispatch-lang", "data"),
+    Input("dispatch-live-due", "data"), Input("dispatch-time", "value"), State("dispatch-lang", "data"),
 )
 def refresh_units(_tick, minutes_back: int, lang: str):
-    """Every 5 s: the units now (or at the slider's moment) and the data banner."""
+    """Every live tick: the units now (or at the slider's moment) and the data banner."""
     update = units_update(context(), at=moment(minutes_back), lang=lang)
     patched = dash.no_update
     if update.trace is not None:
@@ -219,6 +217,8 @@ def replay_track(unit_id: int | None, hours: int, minutes_back: int):
     return patched, frames
 
 
+clientside_callback(ClientsideFunction("gridwatch", "whenDrawn"), Output("dispatch-live-due", "data"),
+                    Input("dispatch-live-tick", "n_intervals"), State("dispatch-map", "id"), prevent_initial_call=True)
 clientside_callback(ClientsideFunction("dispatch", "fit"),
                     Output("dispatch-map", "figure", allow_duplicate=True), Input("dispatch-fit", "data"),
                     prevent_initial_call="initial_duplicate")

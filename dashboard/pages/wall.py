@@ -1,7 +1,8 @@
 """The situation wall: KPI strip, the map with live units, layer toggles, drill-down.
 
-``/wall?unit=CODE&lang=zh``. Live units refresh every 5 s by Patch; KPIs,
-options and live vector layers every 30 s. The layout reads only the drill-down
+``/wall?unit=CODE&lang=zh``. Live units refresh by Patch every
+``live_refresh_s`` (5 s); KPIs, options and live vector layers every
+``refresh_s`` (30 s). The layout reads only the drill-down
 options and survives a database outage; the callbacks fill in the rest.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import dash
 import flask
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
-from dashboard._context import context
+from dashboard._context import context, milliseconds
 from dashboard.i18n import lang_of, t
 from dashboard.live_map import map_figure, view_of
 from dashboard.wall_data import live_update, slow_update, start_bounds, unit_options
@@ -19,10 +20,6 @@ from layers.catalog import CATALOG
 
 dash.register_page(__name__, path="/wall", title="gridwatch · wall")
 
-LIVE_MS = 5_000
-SLOW_MS = 30_000
-
-
 def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.Div:
     """The wall for the language and command unit named in the URL.
 
@@ -30,6 +27,7 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
     choice at once); everything else arrives by the callbacks.
     """
     lang = lang_of(lang)
+    settings = context().settings
     style_url = f"{flask.request.host_url}style.json?lang={lang}"
     # The first live units and banner come with the page: no callback round trip before they show.
     first = live_update(context(), unit, lang=lang)
@@ -40,6 +38,7 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
     banner_text, banner_class = first.banner
     return html.Div(className="wall", children=[
         dcc.Store(id="wall-lang", data=lang),
+        dcc.Store(id="wall-live-due"),
         dcc.Store(id="wall-bounds"),
         dcc.Store(id="wall-sink-layers"),
         dcc.Store(id="wall-sink-tiles"),
@@ -65,8 +64,8 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
                 html.Div(id="wall-hover", className="hover"),
             ]),
         ]),
-        dcc.Interval(id="wall-live-tick", interval=LIVE_MS),
-        dcc.Interval(id="wall-slow-tick", interval=SLOW_MS),
+        dcc.Interval(id="wall-live-tick", interval=milliseconds(settings.live_refresh_s)),
+        dcc.Interval(id="wall-slow-tick", interval=milliseconds(settings.refresh_s)),
     ])
 
 
@@ -75,11 +74,11 @@ dash.register_page(f"{__name__}.home", path="/", title="gridwatch · wall", layo
 
 @callback(
     Output("wall-map", "figure"), Output("wall-banner", "children"), Output("wall-banner", "className"),
-    Input("wall-live-tick", "n_intervals"), Input("wall-scope", "value"), State("wall-lang", "data"),
+    Input("wall-live-due", "data"), Input("wall-scope", "value"), State("wall-lang", "data"),
     prevent_initial_call=True,
 )
 def refresh_live(_tick: int | None, unit: str | None, lang: str):
-    """Every 5 s: the live units, their trails, and the data banner."""
+    """Every live tick: the live units, their trails, and the data banner."""
     update = live_update(context(), unit, lang=lang)
     return update.patch(), *update.banner
 
@@ -91,7 +90,7 @@ def refresh_live(_tick: int | None, unit: str | None, lang: str):
     State("wall-lang", "data"), State("wall-bounds", "data"),
 )
 def refresh_slow(_tick: int | None, unit: str | None, lang: str, shown_bounds: list[float] | None):
-    """Every 30 s and on drill-down: KPIs, the unit tree, the bounds to fit, the toggles."""
+    """Every slow tick and on drill-down: KPIs, the unit tree, the bounds to fit, the toggles."""
     update = slow_update(context(), unit, lang=lang)
     if update is None:
         return dash.no_update, dash.no_update, dash.no_update, dash.no_update
@@ -99,6 +98,8 @@ def refresh_slow(_tick: int | None, unit: str | None, lang: str, shown_bounds: l
     return update.kpis, update.scope_options, bounds, update.layer_options
 
 
+clientside_callback(ClientsideFunction("gridwatch", "whenDrawn"), Output("wall-live-due", "data"),
+                    Input("wall-live-tick", "n_intervals"), State("wall-map", "id"), prevent_initial_call=True)
 clientside_callback(ClientsideFunction("gridwatch", "setLayers"),
                     Output("wall-sink-layers", "data"), Input("wall-layers", "value"))
 clientside_callback(ClientsideFunction("gridwatch", "fitBounds"),

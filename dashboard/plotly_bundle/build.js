@@ -1,5 +1,5 @@
-// Builds plotly-map.min.js from entry.js with plotly.js's own esbuild settings and two changes to
-// plotly's sources, both made in `patched` below.
+// Builds plotly-map.min.js from entry.js with plotly.js's own esbuild settings and a few changes to
+// plotly's sources, all made in `patched` below; the build fails when one no longer applies.
 const fs = require('fs');
 const esbuild = require('esbuild');
 const { environmentPlugin } = require('esbuild-plugin-environment');
@@ -18,11 +18,56 @@ const FOREIGN = /https?:\/\/(?:[a-z0-9-]+\.)*(?:cartocdn\.com|openmaptiles\.org|
 const GEO_DATA = 'promises = promises.concat(geoUtils.fetchTraceGeoData(calcData));';
 const STYLE_WAIT = GEO_DATA + "\n    if (map.style && !map.style._loaded) { promises.push(new Promise(function (resolve) { map.once('style.load', resolve); })); }";
 
+// A wall applies figure updates for days, and dcc.Graph queues each one behind the last. plotly
+// settles an update at the first frame drawn with the map loaded, but the map can finish loading
+// without drawing another frame (a tile reload cut short), leaving the update, and every one
+// queued behind it, pending for good. It is also settled when a check finds the map loaded.
+const ON_RENDER = `    map.on('render', function onRender() {
+        if (map.loaded()) {
+            map.off('render', onRender);`;
+const ON_RENDER_OR_CHECK = `    var check = setInterval(onRender, 250);
+    map.on('render', onRender);
+    function onRender() {
+        if (map.loaded()) {
+            clearInterval(check);
+            map.off('render', onRender);`;
+const ON_RENDER_END = `            setTimeout(resolve, 10);
+        }
+    });
+};`;
+const ON_RENDER_OR_CHECK_END = `            setTimeout(resolve, 10);
+        }
+    }
+};`;
+// Each update also added five one-time error listeners that only an error removes (a slow leak),
+// and an error (a tile the server could not answer during a database outage) rejected the update,
+// which stops dcc.Graph's queue: the map would take no update until the page is reloaded. Instead
+// one listener per map reports errors, and updates settle as above.
+const ON_ERROR = /proto\.rejectOnError = function \(reject\) \{[\s\S]*?\n\};\n/;
+const ON_ERROR_LOGGED = `proto.rejectOnError = function () {
+    var map = this.map;
+    if (map._plotlyErrorsLogged) return;
+    map._plotlyErrorsLogged = true;
+    map.on('error', function (event) {
+        console.warn('map: ' + ((event && event.error && event.error.message) || 'error'));
+    });
+};
+`;
+
+/* ``source`` with each ``from`` replaced by ``to``; fails when ``from`` does not occur ``count`` times. */
+function replaced(path, source, from, to, count) {
+    const found = typeof from === 'string' ? source.split(from).length - 1 : (source.match(new RegExp(from, 'g')) || []).length;
+    if (found !== count) { throw new Error(`${path}: expected ${count} of ${from}, found ${found}; revisit build.js`); }
+    return typeof from === 'string' ? source.split(from).join(to) : source.replace(new RegExp(from, 'g'), to);
+}
+
 function patched(path, source) {
     source = source.replace(FOREIGN, '');
     if (/plots[\\/]map[\\/]map\.js$/.test(path)) {
-        if (source.split(GEO_DATA).length !== 3) { throw new Error(`${path}: the map's update step changed; revisit build.js`); }
-        source = source.split(GEO_DATA).join(STYLE_WAIT);
+        source = replaced(path, source, GEO_DATA, STYLE_WAIT, 2);
+        source = replaced(path, source, ON_RENDER, ON_RENDER_OR_CHECK, 1);
+        source = replaced(path, source, ON_RENDER_END, ON_RENDER_OR_CHECK_END, 1);
+        source = replaced(path, source, ON_ERROR, ON_ERROR_LOGGED, 1);
     }
     return source;
 }
