@@ -2,8 +2,8 @@
  * Layer toggles set style-layer visibility, the drill-down fits the map to a
  * command unit, live vector layers are refetched each slow tick, a hover panel
  * shows the catalog's popup fields, a live tick waits while the map still draws
- * the last one, and a map whose style failed to load asks again. Nothing here
- * talks to another origin. */
+ * the last one, a map whose style failed to load asks again, and Dash's undo
+ * history is kept short. Nothing here talks to another origin. */
 (function () {
   "use strict";
 
@@ -72,6 +72,14 @@
       }
     });
   }, STYLE_RETRY_MS);
+
+  /* Dash keeps every input change, each interval tick among them, in an undo history the pages
+   * never use (~50 bytes a tick, about 1 MB a day on a wall): only the last few are kept. */
+  var HISTORY_KEPT = 100;
+  setInterval(function () {
+    var history = window.store && window.store.getState().history;
+    if (history && history.past.length > HISTORY_KEPT) { history.past.splice(0, history.past.length - HISTORY_KEPT); }
+  }, 30000);
 
   window.gridwatch = { map: function () { return mapOf("wall-map"); }, mapOf: mapOf, withMap: withMap,
                       cameraFor: cameraFor };
