@@ -9,6 +9,7 @@ is what a wall would pile up over days.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import sqlalchemy as sa
+from tqdm import tqdm
 
 from gridwatch.bench import Figure
 from gridwatch.errors import GridwatchError, InputError
@@ -78,7 +80,7 @@ def moving_units(engine: sa.Engine, every_s: float = MOVE_EVERY_S) -> Iterator[N
         thread.join(timeout=10)
 
 
-def soak(page, seconds: float, every_s: float) -> list[PageSample]:
+def soak(page, seconds: float, every_s: float, *, progress: bool = False) -> list[PageSample]:
     """Sample an open wall page every ``every_s`` seconds for ``seconds`` (the first at once)."""
     drawn = [0]
 
@@ -93,16 +95,20 @@ def soak(page, seconds: float, every_s: float) -> list[PageSample]:
     cdp.send("Performance.enable")
     start = time.monotonic()
     samples: list[PageSample] = []
+    bar = tqdm(total=math.ceil(seconds / every_s) + 1, disable=not progress, desc="soak", unit="sample")
     try:
         while True:
             cdp.send("HeapProfiler.collectGarbage")
             metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
             samples.append(PageSample(time.monotonic() - start, drawn[0], metrics["JSHeapUsedSize"] / 2**20,
                                       int(metrics["Nodes"]), int(metrics["JSEventListeners"])))
+            bar.update()
+            bar.set_postfix(heap=f"{samples[-1].heap_mb:.1f} MB", refreshes=drawn[0])
             if samples[-1].seconds >= seconds:
                 return samples
             page.wait_for_timeout(every_s * 1000)  # (events, such as responses, are handled while waiting)
     finally:
+        bar.close()
         page.remove_listener("response", count)
         cdp.detach()
 
@@ -130,7 +136,7 @@ def bench_soak(settings: Settings, *, scale: str) -> list[Figure]:
             page.goto(f"{base}/wall")
             page.wait_for_function(INTERACTIVE, arg=bounds, timeout=120_000, polling=100)
             page.wait_for_timeout(WARM_UP_S * 1000)
-            samples = soak(page, SOAK_S, SAMPLE_EVERY_S)
+            samples = soak(page, SOAK_S, SAMPLE_EVERY_S, progress=True)
             context.close()
     if refused:
         raise GridwatchError(f"the wall asked other origins (it must work offline): {sorted(set(refused))[:5]}")

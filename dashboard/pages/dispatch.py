@@ -2,10 +2,11 @@
 
 ``/dispatch?unit=CODE&lang=zh``. A click on a gap (or an open incident) centres
 the map on it and ranks the available units by road travel time, drawing the
-route of the chosen one. Alerts refresh every ``alert_refresh_s`` (10 s) and are acknowledged under
-the name the dispatcher types once (kept in the browser's localStorage: there
-is no login yet). The time slider shows the units and the alerts at any moment
-of the last 24 h (coverage layers stay "now"); a unit's track can be replayed.
+route of the chosen one. Alerts refresh every ``alert_refresh_s`` (10 s) and
+are acknowledged under the name the dispatcher types once (kept in the
+browser's localStorage: there is no login yet). The time slider shows the
+units and the alerts at any moment of the last 24 h (coverage layers stay
+"now"); a unit's track can be replayed.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """The situation wall: KPI strip, the map with live units, layer toggles, drill-down.
 
-``/wall?unit=CODE&lang=zh``. Live units refresh by Patch every
-``live_refresh_s`` (5 s); KPIs, options and live vector layers every
-``refresh_s`` (30 s). The layout reads only the drill-down
-options and survives a database outage; the callbacks fill in the rest.
+``/wall?unit=CODE&lang=zh``. Live units refresh by Patch every ``live_refresh_s``
+(5 s), skipping a tick while the map still draws the last one; KPIs, options and
+live vector layers every ``refresh_s`` (30 s). The layout reads only the
+drill-down options and survives a database outage; the callbacks fill in the rest.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from dashboard.wall_panels import layer_options, legend
 from layers.catalog import CATALOG
 
 dash.register_page(__name__, path="/wall", title="gridwatch · wall")
+
 
 def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.Div:
     """The wall for the language and command unit named in the URL.
