@@ -1,36 +1,33 @@
 # The two commands of the README: `make demo` and `make test`.
-# Each does its own set-up: the virtualenv, the Python packages, and (as root on
-# Debian) the system packages PostGIS, Chromium and a CJK font.
+# Each does its own set-up: the virtualenv and the Python packages, and the system packages
+# (gridwatch/system.py: installed with apt-get as root, named with the command otherwise).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-APT_PACKAGES := chromium chromium-driver fonts-noto-cjk
+SYSTEM := $(PYTHON) -I gridwatch/system.py
+HOST   ?= 127.0.0.1
+PORT   ?= 8050
 
-.PHONY: demo test serve system clean plotly-bundle
+.PHONY: demo test serve clean plotly-bundle
 
 $(STAMP): pyproject.toml
+	@$(SYSTEM) venv
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-system:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing$$missing with apt-get ..."; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "missing system packages:$$missing (run: sudo apt-get install$$missing)"; exit 1; fi; \
-	fi
-
 demo: $(STAMP)
-	$(BIN)/gridwatch demo
+	@$(SYSTEM) postgis
+	@$(SYSTEM) fonts || echo "gridwatch: the map will have no labels until the font above is installed"
+	$(BIN)/gridwatch demo --host $(HOST) --port $(PORT)
 
 serve: $(STAMP)
-	$(BIN)/gridwatch serve
+	$(BIN)/gridwatch serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP) system
+test: $(STAMP)
+	@$(SYSTEM) postgis browser
 	$(BIN)/pytest
 
 # Rebuild the map-only plotly.js (committed; needed after a plotly upgrade). Needs node and npm.

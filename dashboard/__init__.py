@@ -1,4 +1,4 @@
 """The web dashboard: the Dash app, its pages and the map endpoints."""
-from dashboard.app import create_app, run
+from gridwatch.dashboard.app import create_app, run
 
 __all__ = ["create_app", "run"]

@@ -2,7 +2,7 @@
 
 ``create_app`` wires one database engine into a Dash app with pages (the wall
 at ``/wall``, ``/`` redirecting to it) and the Flask routes of
-:mod:`dashboard.routes`. Scripts are served locally: no request ever leaves
+:mod:`gridwatch.dashboard.routes`. Scripts are served locally: no request ever leaves
 for another origin, and a Content-Security-Policy makes the browser refuse
 them. plotly.js is our map-only build (``plotly_bundle/``, 60 %
 of the full bundle's size), preloaded from the page's head.
@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 import dash
 import flask
 
-from dashboard._context import WallContext
-from dashboard.routes import routes
-from etl.database import database_url, engine_for
+from gridwatch.dashboard._context import WallContext
+from gridwatch.dashboard.routes import routes
+from gridwatch.etl.database import database_url, engine_for
+from gridwatch.layers.glyphs import FONTSTACK, glyph_range, glyphs_available
 from gridwatch.settings import Settings, get_settings
-from layers.glyphs import FONTSTACK, glyph_range, glyphs_available
 
 __all__ = ["create_app", "run"]
 

@@ -12,17 +12,24 @@ from typing import Any
 import pandas as pd
 from dash import html
 
-from dashboard._context import DB_ERRORS, WallContext
-from dashboard.dispatch_panels import (
-    alert_list, nearest_table, route_traces, target_rows, target_table, track_trace, units_trace,
+from gridwatch.dashboard._context import DB_ERRORS, WallContext
+from gridwatch.dashboard.dispatch_panels import (
+    alert_list,
+    nearest_table,
+    route_traces,
+    target_rows,
+    target_table,
+    track_trace,
+    units_trace,
 )
-from dashboard.i18n import t
-from dashboard.wall_panels import banner, local_time
-from layers.alerts import AlertNotFound, acknowledge, alerts_at, refresh_alerts
-from layers.gaps import gap_list, open_incidents
-from layers.nearest import nearest_units
-from layers.queries import data_status, live_units
-from layers.replay import positions_at, track, unit_roster
+from gridwatch.dashboard.i18n import t
+from gridwatch.dashboard.wall_panels import banner, local_time
+from gridwatch.etl.alerts import AlertNotFound, acknowledge, refresh_alerts
+from gridwatch.layers.alerts import alerts_at
+from gridwatch.layers.gaps import gap_list, open_incidents
+from gridwatch.layers.nearest import nearest_units
+from gridwatch.layers.queries import data_status, live_units
+from gridwatch.layers.replay import positions_at, track, unit_roster
 
 __all__ = ["moment", "TargetsUpdate", "targets_update", "NearestUpdate", "nearest_update", "alerts_update",
            "UnitsUpdate", "units_update", "track_update", "unit_choices"]

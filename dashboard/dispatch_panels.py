@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from dash import html
 
-from dashboard.i18n import t
-from dashboard.live_map import KIND_COLOURS
-from dashboard.wall_panels import local_time
-from layers.catalog import COVERAGE_COLOURS, SEVERITY_COLOURS
+from gridwatch.dashboard.i18n import t
+from gridwatch.dashboard.live_map import KIND_COLOURS
+from gridwatch.dashboard.wall_panels import local_time
+from gridwatch.layers.catalog import COVERAGE_COLOURS, SEVERITY_COLOURS
 
 __all__ = ["TRACES", "ROUTE_COLOUR", "duration", "target_rows", "target_table", "nearest_table", "alert_list",
            "units_trace", "route_traces", "track_trace"]

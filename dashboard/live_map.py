@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.i18n import t
+from gridwatch.dashboard.i18n import t
 from gridwatch.settings import UNIT_KINDS
 
 __all__ = ["KIND_COLOURS", "TRACES", "map_figure", "live_traces"]

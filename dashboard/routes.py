@@ -9,13 +9,13 @@ import hashlib
 
 import flask
 
-from dashboard._context import DB_ERRORS, context
-from dashboard.i18n import lang_of
-from layers.catalog import available_layers, get_layer
-from layers.glyphs import FONTSTACK, glyph_range, glyphs_available
-from layers.queries import jurisdiction_bounds, live_units
-from layers.style import build_style
-from layers.tiles import group_tile, tile
+from gridwatch.dashboard._context import DB_ERRORS, context
+from gridwatch.dashboard.i18n import lang_of
+from gridwatch.layers.catalog import available_layers, get_layer
+from gridwatch.layers.glyphs import FONTSTACK, glyph_range, glyphs_available
+from gridwatch.layers.queries import jurisdiction_bounds, live_units
+from gridwatch.layers.style import build_style
+from gridwatch.layers.tiles import group_tile, tile
 
 __all__ = ["routes"]
 

@@ -11,13 +11,20 @@ from typing import Any
 
 import dash
 
-from dashboard._context import DB_ERRORS, WallContext
-from dashboard.live_map import live_traces
-from dashboard.wall_panels import banner, kpi_strip, layer_options, local_time, scope_options
-from layers.catalog import available_layers
-from layers.queries import (
-    CommandUnit, UnknownCommandUnitError, command_unit, command_unit_tree, data_status, jurisdiction_bounds, kpis,
-    live_units, trails,
+from gridwatch.dashboard._context import DB_ERRORS, WallContext
+from gridwatch.dashboard.live_map import live_traces
+from gridwatch.dashboard.wall_panels import banner, kpi_strip, layer_options, local_time, scope_options
+from gridwatch.layers.catalog import available_layers
+from gridwatch.layers.queries import (
+    CommandUnit,
+    UnknownCommandUnitError,
+    command_unit,
+    command_unit_tree,
+    data_status,
+    jurisdiction_bounds,
+    kpis,
+    live_units,
+    trails,
 )
 
 __all__ = ["TRAIL_MINUTES", "DETAIL_MAX_UNITS", "LiveUpdate", "SlowUpdate", "live_update", "slow_update", "selected_unit",

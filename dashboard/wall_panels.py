@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 from dash import html
 
-from dashboard.i18n import t
-from layers.catalog import COVERAGE_COLOURS, LINE_COLOURS, SEGMENT_COLOURS, SEVERITY_COLOURS, Layer
-from layers.queries import Kpis
+from gridwatch.dashboard.i18n import t
+from gridwatch.layers.catalog import COVERAGE_COLOURS, LINE_COLOURS, SEGMENT_COLOURS, SEVERITY_COLOURS, Layer
+from gridwatch.layers.queries import Kpis
 
 __all__ = ["kpi_strip", "banner", "scope_options", "layer_options", "local_time", "legend"]
 
@@ -85,7 +85,7 @@ def layer_options(layers: tuple[Layer, ...], *, lang: str) -> list[dict[str, str
 
 def legend(*, lang: str) -> html.Div:
     """The colour keys of units, coverage and the defence lines."""
-    from dashboard.live_map import KIND_COLOURS
+    from gridwatch.dashboard.live_map import KIND_COLOURS
 
     def row(colour: str, text: str, shape: str = "dot") -> html.Div:
         return html.Div([html.Span(className=f"key {shape}", style={"background": colour}), text], className="key-row")

@@ -1,7 +1,7 @@
 """The live feed simulator: units reporting to ``gridwatch ingest`` as real clients would.
 
 It replays the positions of a sample folder (written by
-:func:`data.generate_sample`) or tracks it invents (units on random headings
+:func:`gridwatch.data.generate_sample`) or tracks it invents (units on random headings
 inside a bbox), at a speed factor, over OsmAnd (one HTTP GET per fix, as
 Traccar Client does), Cursor-on-Target (one TCP connection per unit, as a TAK
 client) or JSON batches (one POST per tick, as a gateway), each unit with its
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,10 +25,9 @@ from xml.sax.saxutils import quoteattr
 import aiohttp
 import numpy as np
 import pandas as pd
-import psycopg
 
 __all__ = [
-    "PROTOCOLS", "SimulationReport", "load_tracks", "invent_tracks", "schedule", "provision", "simulate",
+    "PROTOCOLS", "SimulationReport", "load_tracks", "invent_tracks", "schedule", "simulate",
     "parse_speed",
 ]
 
@@ -70,9 +68,9 @@ def parse_speed(text: str) -> float:
 
 def load_tracks(folder: Path) -> pd.DataFrame:
     """The position CSV files of a sample folder as tracks (``t`` in Unix seconds), sorted by time."""
-    from etl._feeds import parse_numbers, parse_times
-    from etl.manifest import read_manifest
-    from etl.positions import read_position_file
+    from gridwatch.etl._feeds import parse_numbers, parse_times
+    from gridwatch.etl.manifest import read_manifest
+    from gridwatch.etl.positions import read_position_file
 
     manifest = read_manifest(folder)
     frames = []
@@ -131,20 +129,6 @@ def schedule(tracks: pd.DataFrame, *, speed: float, duration_s: float | None, wa
     out["send_at"] = send_at[keep]
     out["t"] = out["t"] + shift
     return out.reset_index(drop=True)
-
-
-def provision(url: str, callsigns: Sequence[str], *, create_units: bool = False) -> dict[str, str]:
-    """New device tokens for ``callsigns`` (creating vehicle units for invented ones when asked)."""
-    from etl.ingest.devices import add_devices
-
-    with psycopg.connect(url) as conn:
-        if create_units:
-            conn.execute(
-                "INSERT INTO unit (callsign, kind) SELECT c, 'vehicle' FROM unnest(%s::text[]) c "
-                "ON CONFLICT (callsign) DO NOTHING",
-                (list(callsigns),),
-            )
-        return add_devices(conn, callsigns)
 
 
 async def simulate(

@@ -17,10 +17,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
-from etl._fuse_points import Reference
-from etl.manifest import FileEntry
-from etl.runlog import RunCounts, already_loaded, file_digest, mark_loaded, quarantine_rows
 from gridwatch.errors import InputError
+from gridwatch.etl._fuse_points import Reference
+from gridwatch.etl.manifest import FileEntry
+from gridwatch.etl.runlog import RunCounts, already_loaded, file_digest, mark_loaded, quarantine_rows
 
 __all__ = [
     "Rejections", "pg_transaction", "load_each_file", "read_csv_text", "require_fields",

@@ -21,8 +21,8 @@ import psycopg
 import pyproj
 import shapely
 
-from geo.crs import WGS84, local_metric_crs
-from geo.h3cells import cells_for_points
+from gridwatch.geo.crs import WGS84, local_metric_crs
+from gridwatch.geo.h3cells import cells_for_points
 
 __all__ = ["Reference", "load_reference", "fuse_points", "region_srid", "FUSED_COLUMNS"]
 

@@ -35,10 +35,10 @@ import psycopg
 import shapely
 import sqlalchemy as sa
 
-from etl._copy import copy_rows, create_staging
-from etl._feeds import pg_transaction
-from etl._fuse_points import region_srid
-from geo.h3cells import cell_polygons
+from gridwatch.etl._copy import copy_rows, create_staging
+from gridwatch.etl._feeds import pg_transaction
+from gridwatch.etl._fuse_points import region_srid
+from gridwatch.geo.h3cells import cell_polygons
 from gridwatch.settings import Settings
 
 __all__ = ["derive_coverage", "refresh_coverage_for", "age_coverage", "DWELL_CAP_S", "WINDOWS_H"]

@@ -7,12 +7,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from etl.server import EmbeddedServer
 from gridwatch.errors import DatabaseError
+from gridwatch.etl.server import EmbeddedServer
 from gridwatch.settings import Settings, get_settings
 
 __all__ = ["database_url", "engine_for", "ensure_database", "upgrade_schema", "check_postgis", "scratch_database"]

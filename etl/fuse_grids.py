@@ -1,7 +1,7 @@
 """``etl fuse-grids``: fuse the departments' grids into the full-element grid table.
 
 Reads ``grid_source`` and the townships county by county, fuses them with
-:func:`geo.grid_fusion.fuse_grids`, checks the result tiles every township,
+:func:`gridwatch.geo.grid_fusion.fuse_grids`, checks the result tiles every township,
 and writes ``grid`` (upserted by code, so an identical fusion keeps ids),
 ``grid_lineage`` and a new ``grid_version``. Skipped when neither the sources
 nor the fusion settings changed since the last fusion.
@@ -18,11 +18,11 @@ import shapely
 import sqlalchemy as sa
 from tqdm import tqdm
 
-from etl._copy import copy_rows
-from etl.runlog import RunCounts
-from geo.grid_fusion import FusionReport, fuse_grids
-from geo.topology import check_tiling
 from gridwatch.errors import InputError
+from gridwatch.etl._copy import copy_rows
+from gridwatch.etl.runlog import RunCounts
+from gridwatch.geo.grid_fusion import FusionReport, fuse_grids
+from gridwatch.geo.topology import check_tiling
 from gridwatch.settings import Settings
 
 __all__ = ["fuse_grid_sources"]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from etl.manifest import TARGETS, FileEntry, Manifest
-from etl.reference import REFERENCE_TARGETS, load_reference
-from etl.runlog import RunCounts, job_run
 from gridwatch.errors import InputError
+from gridwatch.etl.manifest import TARGETS, FileEntry, Manifest
+from gridwatch.etl.reference import REFERENCE_TARGETS, load_reference
+from gridwatch.etl.runlog import RunCounts, job_run
 from gridwatch.settings import Settings
 
 __all__ = ["import_file", "load_feed_files", "region_bbox"]
@@ -71,8 +71,8 @@ def load_feed_files(
     callsign: str | None = None, columns_file: Path | None = None,
 ) -> str:
     """Load position or incident files; return a one-line summary."""
-    from etl.incidents import load_incidents
-    from etl.positions import load_positions
+    from gridwatch.etl.incidents import load_incidents
+    from gridwatch.etl.positions import load_positions
 
     target = {"positions": "position", "incidents": "incident"}[kind]
     missing = [str(p) for p in paths if not Path(p).exists()]

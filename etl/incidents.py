@@ -14,13 +14,19 @@ import pandas as pd
 import psycopg
 import sqlalchemy as sa
 
-from etl._copy import copy_rows, create_staging
-from etl._feeds import (
-    Rejections, check_coordinates, load_each_file, parse_numbers, parse_times, read_csv_text, require_fields,
+from gridwatch.etl._copy import copy_rows, create_staging
+from gridwatch.etl._feeds import (
+    Rejections,
+    check_coordinates,
+    load_each_file,
+    parse_numbers,
+    parse_times,
+    read_csv_text,
+    require_fields,
 )
-from etl._fuse_points import FUSED_COLUMNS, fuse_points, load_reference
-from etl.manifest import TARGETS, FileEntry
-from etl.runlog import RunCounts
+from gridwatch.etl._fuse_points import FUSED_COLUMNS, fuse_points, load_reference
+from gridwatch.etl.manifest import TARGETS, FileEntry
+from gridwatch.etl.runlog import RunCounts
 from gridwatch.settings import Settings
 
 __all__ = ["load_incidents", "STATUSES", "SEVERITY_NAMES"]

@@ -4,7 +4,7 @@ Per file, in one transaction: read every field as text, reject rows with a
 reason (unknown unit, bad time or coordinates, swapped lat/lon, far outside
 the region, in the future, low accuracy, duplicate, impossible speed), fuse the
 accepted fixes with grids, zones and border segments (see
-:mod:`etl._fuse_points`), binary-COPY them into ``position`` and move
+:mod:`gridwatch.etl._fuse_points`), binary-COPY them into ``position`` and move
 ``unit_latest`` forward. All of it on whole columns; no loop per row.
 """
 from __future__ import annotations
@@ -20,25 +20,28 @@ import pyogrio
 import shapely
 import sqlalchemy as sa
 
-from etl import _pgbinary as pgb
-from etl._feeds import (
-    Rejections, check_coordinates, load_each_file, parse_numbers, parse_times, read_csv_text, require_fields,
-)
-from etl._fuse_points import Reference, fuse_points, load_reference
-from etl.manifest import TARGETS, FileEntry
-from etl.runlog import RunCounts
 from gridwatch.errors import InputError
+from gridwatch.etl import _pgbinary as pgb
+from gridwatch.etl._feeds import (
+    Rejections,
+    check_coordinates,
+    load_each_file,
+    parse_numbers,
+    parse_times,
+    read_csv_text,
+    require_fields,
+)
+from gridwatch.etl._fuse_points import Reference, fuse_points, load_reference
+from gridwatch.etl._position_rows import POSITION_COLUMNS, position_columns, upsert_latest
+from gridwatch.etl.manifest import TARGETS, FileEntry
+from gridwatch.etl.runlog import RunCounts
+from gridwatch.geo.tracks import too_fast
 from gridwatch.settings import Settings
 
-__all__ = ["load_positions", "read_position_file", "haversine_m"]
+__all__ = ["load_positions", "read_position_file"]
 
 REQUIRED, OPTIONAL = TARGETS["position"]
-_MAX_SPEED_ROUNDS = 20
-_EARTH_RADIUS_M = 6_371_008.8
 _FUSE_BATCH = 50_000
-_COLUMN_NAMES = (
-    "unit_id", "ts", "geom", "speed", "heading", "accuracy", "source", "h3", "border_m", "grid_id", "zone_id", "segment_id",
-)
 
 
 def load_positions(
@@ -109,13 +112,6 @@ def _read_geojson(entry: FileEntry) -> pd.DataFrame:
     text["lon"] = np.where(is_point, shapely.get_x(geoms).astype(str), "")
     text["lat"] = np.where(is_point, shapely.get_y(geoms).astype(str), "")
     return text.reset_index(drop=True)
-
-
-def haversine_m(lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np.ndarray) -> np.ndarray:
-    """Great-circle distance in metres, element-wise."""
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
-    return 2 * _EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
 def _units(conn: psycopg.Connection) -> pd.DataFrame:
@@ -220,60 +216,22 @@ def _too_fast(
     max_kmh: np.ndarray,
     ok: np.ndarray,
 ) -> np.ndarray:
-    """Fixes whose implied speed from the unit's previous accepted fix exceeds its kind's limit.
-
-    Rounds of whole-column passes: each round rejects the first fix of every
-    run of too-fast fixes, so a lone outlier does not also condemn the good fix
-    after it (which is then compared with the fix before the outlier).
-    """
+    """Accepted fixes too fast from the unit's previous accepted fix (:func:`gridwatch.geo.tracks.too_fast`),
+    seeded with each unit's last stored fix before its first one in this file."""
     idx = np.flatnonzero(ok)
     out = np.zeros(len(ok), dtype=bool)
     if idx.size == 0:
         return out
     seeds = _previous_fixes(conn, unit_id[idx], ts_us[idx])
-    frame = pd.concat(
-        [
-            pd.DataFrame({"unit_id": unit_id[idx], "ts": ts_us[idx], "lon": lon[idx], "lat": lat[idx],
-                          "vmax": max_kmh[idx], "row": idx}),
-            seeds.assign(vmax=np.inf, row=-1),
-        ],
-        ignore_index=True,
-    ).sort_values(["unit_id", "ts"], kind="stable")
-    u, t, row = (frame[c].to_numpy(dtype=np.int64) for c in ("unit_id", "ts", "row"))
-    x, y, vmax = (frame[c].to_numpy(dtype=np.float64) for c in ("lon", "lat", "vmax"))
-    alive = np.ones(len(frame), dtype=bool)
-    for round_no in range(_MAX_SPEED_ROUNDS):
-        live = np.flatnonzero(alive)
-        hours = np.diff(t[live]) / 3.6e9
-        kmh = haversine_m(x[live][:-1], y[live][:-1], x[live][1:], y[live][1:]) / 1000.0 / np.maximum(hours, 1e-9)
-        offender = np.r_[False, (u[live][1:] == u[live][:-1]) & (kmh > vmax[live][1:])]
-        if not offender.any():
-            break
-        if round_no < _MAX_SPEED_ROUNDS - 1:
-            offender &= ~np.r_[False, offender[:-1]]
-        alive[live[offender]] = False
-    out[row[~alive]] = True
+    out[idx] = too_fast(unit_id[idx], ts_us[idx], lon[idx], lat[idx], max_kmh[idx],
+                        seeds=tuple(seeds[c].to_numpy() for c in ("unit_id", "ts", "lon", "lat")))
     return out
 
 
 def _columns(frame: pd.DataFrame, *, source: str) -> list[pgb.Column]:
     """The ``position`` / ``unit_latest`` columns of fused fixes, for binary COPY."""
-    n = len(frame)
-    columns = [
-        pgb.int4("unit_id", frame["unit_id"].to_numpy()),
-        pgb.timestamptz("ts", frame["ts"].to_numpy()),
-        pgb.point4326("geom", frame["lon"].to_numpy(), frame["lat"].to_numpy()),
-        pgb.float4("speed", frame["speed"].to_numpy()),
-        pgb.float4("heading", frame["heading"].to_numpy()),
-        pgb.float4("accuracy", frame["accuracy"].to_numpy()),
-        pgb.text_const("source", source, n),
-        pgb.int8("h3", frame["h3"].to_numpy()),
-        pgb.float4("border_m", frame["border_m"].to_numpy()),
-    ]
-    for name in ("grid_id", "zone_id", "segment_id"):
-        values = frame[name].to_numpy()
-        columns.append(pgb.int4(name, values, values < 0))
-    return columns
+    return position_columns(*(frame[c].to_numpy() for c in ("unit_id", "ts", "lon", "lat", "speed", "heading",
+                                                            "accuracy")), source=source, fused=frame)
 
 
 def _write(conn: psycopg.Connection, accepted: pd.DataFrame, ref: Reference, *, settings: Settings, source: str) -> int:
@@ -287,19 +245,14 @@ def _write(conn: psycopg.Connection, accepted: pd.DataFrame, ref: Reference, *, 
     t0, t1 = accepted["ts"].min(), accepted["ts"].max()
     conn.execute("SELECT ensure_position_partitions(%s, %s)", (t0.tz_localize("UTC"), t1.tz_localize("UTC")))
     loaded = 0
-    with pgb.binary_copy(conn, "position", _COLUMN_NAMES, threaded=True) as write:
+    with pgb.binary_copy(conn, "position", POSITION_COLUMNS, threaded=True) as write:
         for start in range(0, len(accepted), _FUSE_BATCH):
             loaded += write(_columns(_fused(accepted.iloc[start : start + _FUSE_BATCH], ref, settings), source=source))
 
     latest = _fused(accepted.sort_values("ts").drop_duplicates("unit_id", keep="last"), ref, settings)
     conn.execute("CREATE TEMP TABLE latest_stage (LIKE unit_latest) ON COMMIT DROP")
     pgb.copy_columns(conn, "latest_stage", _columns(latest, source=source))
-    names = ", ".join(_COLUMN_NAMES)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMN_NAMES[1:])
-    conn.execute(
-        f"INSERT INTO unit_latest ({names}) SELECT {names} FROM latest_stage "
-        f"ON CONFLICT (unit_id) DO UPDATE SET {updates} WHERE EXCLUDED.ts > unit_latest.ts"
-    )
+    upsert_latest(conn, "latest_stage")
     return loaded
 
 

@@ -19,8 +19,8 @@ import shapely
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
-from etl.manifest import TARGETS, FileEntry
 from gridwatch.errors import InputError
+from gridwatch.etl.manifest import TARGETS, FileEntry
 
 __all__ = ["VectorRead", "read_vector", "GEOMETRY_KIND"]
 

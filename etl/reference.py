@@ -23,11 +23,11 @@ import shapely
 import sqlalchemy as sa
 from tqdm import tqdm
 
-from etl._copy import copy_rows
-from etl.manifest import TARGETS, FileEntry, Manifest
-from etl.readers import read_vector
-from etl.runlog import RunCounts, already_loaded, file_digest, mark_loaded, quarantine_rows
-from geo.border import segment_line
+from gridwatch.etl._copy import copy_rows
+from gridwatch.etl.manifest import TARGETS, FileEntry, Manifest
+from gridwatch.etl.readers import read_vector
+from gridwatch.etl.runlog import RunCounts, already_loaded, file_digest, mark_loaded, quarantine_rows
+from gridwatch.geo.border import segment_line
 from gridwatch.settings import Settings
 
 __all__ = ["REFERENCE_TARGETS", "load_reference"]

@@ -19,7 +19,7 @@ import pandas as pd
 import psycopg
 import sqlalchemy as sa
 
-from etl._copy import copy_rows
+from gridwatch.etl._copy import copy_rows
 
 __all__ = ["RunCounts", "job_run", "quarantine_rows", "file_digest", "already_loaded", "mark_loaded"]
 

@@ -16,16 +16,16 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
-from etl.coverage import derive_coverage
-from etl.defence import derive_defence
-from etl.fuse_grids import fuse_grid_sources
-from etl.incidents import load_incidents
-from etl.manifest import Manifest
-from etl.positions import load_positions
-from etl.reference import load_reference
-from etl.runlog import RunCounts, job_run
-from etl.units import load_units
 from gridwatch.errors import GridwatchError
+from gridwatch.etl.coverage import derive_coverage
+from gridwatch.etl.defence import derive_defence
+from gridwatch.etl.fuse_grids import fuse_grid_sources
+from gridwatch.etl.incidents import load_incidents
+from gridwatch.etl.manifest import Manifest
+from gridwatch.etl.positions import load_positions
+from gridwatch.etl.reference import load_reference
+from gridwatch.etl.runlog import RunCounts, job_run
+from gridwatch.etl.units import load_units
 from gridwatch.settings import Settings
 
 __all__ = ["JOBS", "JobResult", "run_manifest", "format_summary"]

@@ -8,14 +8,11 @@ so when this process is root the server runs as the ``postgres`` system user.
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import os
 import pwd
-import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,10 +20,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gridwatch import system
 from gridwatch.errors import DatabaseError
 from gridwatch.settings import Settings
 
-__all__ = ["EmbeddedServer", "find_pg_bindir"]
+__all__ = ["EmbeddedServer"]
 
 DB_USER = "gridwatch"
 SERVER_USER_WHEN_ROOT = "postgres"
@@ -48,33 +46,12 @@ logging_collector = off
 """
 
 
-def find_pg_bindir() -> Path:
-    """The folder with ``initdb``, ``pg_ctl`` and ``postgres``.
-
-    Looked for on PATH, in the active conda environment, then in Debian's
-    ``/usr/lib/postgresql/<version>/bin`` (newest first).
-    """
-    candidates: list[Path] = []
-    on_path = shutil.which("pg_ctl")
-    if on_path:
-        candidates.append(Path(on_path).resolve().parent)
-    if os.environ.get("CONDA_PREFIX"):
-        candidates.append(Path(os.environ["CONDA_PREFIX"]) / "bin")
-    debian = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"),
-        key=lambda p: int(re.sub(r"\D", "", Path(p).parent.name) or 0),
-        reverse=True,
-    )
-    candidates += [Path(p) for p in debian]
-    for bindir in candidates:
-        if all((bindir / exe).exists() for exe in ("initdb", "pg_ctl", "postgres")):
-            return bindir
-    raise DatabaseError(
-        "PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH, in the conda env "
-        "or in /usr/lib/postgresql/*/bin: install them (apt-get install postgresql, or "
-        "conda install -c conda-forge postgresql postgis), or set GRIDWATCH_DATABASE_URL "
-        "to an existing PostGIS server"
-    )
+def _bindir() -> Path:
+    """The PostgreSQL server's programs (:func:`gridwatch.system.find_pg_bindir`), as a DatabaseError when absent."""
+    try:
+        return system.find_pg_bindir()
+    except system.SetupError as exc:
+        raise DatabaseError(str(exc)) from None
 
 
 def _run(cmd: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -184,36 +161,14 @@ class EmbeddedServer:
             )
 
     # -- PostGIS --------------------------------------------------------------
-    def _major(self, bindir: Path) -> int:
-        out = _run([str(bindir / "postgres"), "--version"]).stdout
-        return int(re.search(r"(\d+)", out.split(")")[-1]).group(1))
-
-    def _sharedir(self, bindir: Path) -> Path:
-        pg_config = bindir / "pg_config"
-        if pg_config.exists():
-            return Path(_run([str(pg_config), "--sharedir"]).stdout.strip())
-        return Path(f"/usr/share/postgresql/{self._major(bindir)}")
-
-    def ensure_postgis(self, bindir: Path) -> None:
-        """Install PostGIS for this PostgreSQL if it is missing and we may (root, apt)."""
-        control = self._sharedir(bindir) / "extension" / "postgis.control"
-        if control.exists():
-            return
-        package = f"postgresql-{self._major(bindir)}-postgis-3"
-        if self._as_root and shutil.which("apt-get"):
-            print(f"gridwatch: installing {package} (PostGIS) with apt-get ...", flush=True)
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            install = ["apt-get", "install", "-y", "-q", package]
-            if subprocess.run(install, capture_output=True, env=env).returncode != 0:
-                subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env)
-                if subprocess.run(install, capture_output=True, env=env).returncode != 0:
-                    raise DatabaseError(f"could not install {package} with apt-get: run it by hand")
-            if control.exists():
-                return
-        raise DatabaseError(
-            f"PostGIS is not installed for PostgreSQL {self._major(bindir)}: run "
-            f"`sudo apt-get install {package}` (or `conda install -c conda-forge postgis`)"
-        )
+    @staticmethod
+    def _postgres() -> Path:
+        """The server's programs, with PostGIS (installed as root when missing, else the fix is named)."""
+        try:
+            return system.ensure_postgres()
+        except system.SetupError as exc:
+            raise DatabaseError(f"{exc} (or `conda install -c conda-forge postgresql postgis`, or set "
+                                "GRIDWATCH_DATABASE_URL to an existing PostGIS server)") from None
 
     # -- lifecycle ----------------------------------------------------------
     def is_running(self) -> bool:
@@ -270,8 +225,7 @@ class EmbeddedServer:
 
     def start(self) -> bool:
         """Start the cluster (creating it first); False when it was already running."""
-        bindir = find_pg_bindir()
-        self.ensure_postgis(bindir)
+        bindir = self._postgres()
         user = self._server_user()
         self.home.mkdir(parents=True, exist_ok=True)
         self.cluster_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -327,7 +281,7 @@ class EmbeddedServer:
         if not self.is_running():
             self._clear_stale_pidfile()
             return False
-        bindir = find_pg_bindir()
+        bindir = _bindir()
         result = _run(self._cmd(bindir, "pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.datadir)), check=False)
         if result.returncode != 0:
             raise DatabaseError(f"the database did not stop: {result.stderr.strip()}")

@@ -10,10 +10,10 @@ import pandas as pd
 import psycopg
 import sqlalchemy as sa
 
-from etl._copy import copy_rows, create_staging
-from etl._feeds import Rejections, load_each_file, read_csv_text, require_fields
-from etl.manifest import TARGETS, FileEntry
-from etl.runlog import RunCounts
+from gridwatch.etl._copy import copy_rows, create_staging
+from gridwatch.etl._feeds import Rejections, load_each_file, read_csv_text, require_fields
+from gridwatch.etl.manifest import TARGETS, FileEntry
+from gridwatch.etl.runlog import RunCounts
 from gridwatch.settings import UNIT_KINDS, Settings
 
 __all__ = ["load_units", "UNIT_STATUSES"]

@@ -1,7 +1,7 @@
 """Border segments: line 1 (the border) cut into fixed lengths in metres.
 
 Lengths are measured in the local metric CRS of the line (see
-:mod:`geo.crs`); the cut points are interpolated there and the segments are
+:mod:`gridwatch.geo.crs`); the cut points are interpolated there and the segments are
 returned in EPSG:4326. The whole cut is one vectorized pass over the
 vertices (``numpy.interp`` on the cumulative distance), no loop per segment.
 """
@@ -14,7 +14,7 @@ import pyproj
 import shapely
 from shapely.geometry import LineString, MultiLineString
 
-from geo.crs import WGS84, _require_number, local_metric_crs
+from gridwatch.geo.crs import WGS84, _require_number, local_metric_crs
 
 __all__ = ["segment_line"]
 

@@ -53,14 +53,14 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from geo.crs import (
+from gridwatch.geo.crs import (
     WGS84,
     _require_columns,
     _require_number,
     local_metric_crs,
     require_crs,
 )
-from geo.topology import _polygonal
+from gridwatch.geo.topology import _polygonal
 
 __all__ = ["FusionError", "FusionReport", "FusionResult", "fuse_grids", "SOURCE_COLUMNS"]
 

@@ -10,11 +10,11 @@ always 0), the form stored in the ``position.h3`` column.
 from __future__ import annotations
 
 import geopandas as gpd
-from h3.api import basic_int as _h3int
 import numpy as np
 import shapely
+from h3.api import basic_int as _h3int
 
-from geo.crs import WGS84
+from gridwatch.geo.crs import WGS84
 
 try:  # optional accelerator
     from h3ronpy import vector as _h3v

@@ -20,6 +20,7 @@ driven); only the off-road legs depend on the kind.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import networkx as nx
 import numpy as np
@@ -27,7 +28,7 @@ import pandas as pd
 import pyproj
 import shapely
 
-from geo.crs import WGS84, local_metric_crs
+from gridwatch.geo.crs import WGS84, local_metric_crs
 
 __all__ = ["SPEED_KMH", "OFF_ROAD_KMH", "MAX_OFF_ROAD_M", "RoadGraph", "build_road_graph", "rank_units"]
 
@@ -40,7 +41,8 @@ SEGMENT_M = 500.0
 
 @dataclass(frozen=True)
 class RoadGraph:
-    """The routing graph: nodes ``0..n-1`` with coordinates, edges with ``time_s`` and ``length_m``."""
+    """The routing graph: nodes ``0..n-1`` with coordinates, edges with ``time_s``, ``length_m`` and
+    ``piece`` (the noded road piece they lie on)."""
 
     graph: nx.Graph
     xy: np.ndarray  # (n, 2) node coordinates in metres (``crs``)
@@ -48,12 +50,18 @@ class RoadGraph:
     crs: pyproj.CRS
     tree: shapely.STRtree  # over the node points in metres
     forward: pyproj.Transformer  # degrees to ``crs`` (made once: making one costs ~100 ms)
+    pieces: np.ndarray  # the roads noded at every crossing, in metres
+    piece_ends: np.ndarray  # (pieces, 2) the node at each end of each piece: the junctions and dead ends
 
     def to_metric(self, lonlat: np.ndarray) -> np.ndarray:
         """(m, 2) lon/lat degrees as (m, 2) metres in the graph's CRS."""
         if not len(lonlat):
             return np.empty((0, 2))
         return np.column_stack(self.forward.transform(lonlat[:, 0], lonlat[:, 1]))
+
+    def project(self, geoms: np.ndarray) -> np.ndarray:
+        """Shapely geometries in lon/lat degrees, in the graph's metric CRS."""
+        return shapely.transform(geoms, lambda xy: self.to_metric(xy))
 
 
 def _unknown_classes(classes: np.ndarray, speeds: dict[str, float]) -> None:
@@ -62,20 +70,29 @@ def _unknown_classes(classes: np.ndarray, speeds: dict[str, float]) -> None:
         raise ValueError(f"road classes {unknown} have no speed; expected one of {sorted(speeds)}")
 
 
-def build_road_graph(lines: np.ndarray, classes: np.ndarray, *, speeds: dict[str, float] = SPEED_KMH) -> RoadGraph:
-    """The routing graph of road ``lines`` (shapely, lon/lat degrees) of the given ``classes``.
+def build_road_graph(lines: np.ndarray, classes: np.ndarray, *, speeds: dict[str, float] = SPEED_KMH,
+                     cut_by: np.ndarray | None = None) -> RoadGraph:
+    """The routing graph of road ``lines`` (shapely (multi)lines, lon/lat degrees) of the given ``classes``.
+
+    ``cut_by`` are lines that are not roads but split the roads where they cross them (a
+    defence line, so a route can end where its road enters the ring).
 
     >>> g = build_road_graph(np.array([shapely.LineString([(100, 22), (100.01, 22)])]), np.array(["trunk"]))
-    >>> g.graph.number_of_nodes(), round(g.graph.size(weight="length_m"))
-    (4, 1033)
+    >>> g.graph.number_of_nodes(), round(g.graph.size(weight="length_m")), g.piece_ends.tolist()
+    (4, 1033, [[0, 3]])
     """
-    classes = np.asarray(classes, dtype=object)
+    lines, line = shapely.get_parts(np.asarray(lines, dtype=object), return_index=True)
+    classes = np.asarray(classes, dtype=object)[line]
     _unknown_classes(classes, speeds)
     crs = local_metric_crs(tuple(shapely.total_bounds(lines)))
     fwd = pyproj.Transformer.from_crs(WGS84, crs, always_xy=True)
-    metric = shapely.transform(lines, lambda xy: np.column_stack(fwd.transform(xy[:, 0], xy[:, 1])))
-    pieces = shapely.get_parts(shapely.union_all(metric, grid_size=SNAP_M))
+    to_metric = partial(shapely.transform, transformation=lambda xy: np.column_stack(fwd.transform(*xy.T)))
+    metric = to_metric(lines)
+    cuts = to_metric(shapely.get_parts(cut_by)) if cut_by is not None and len(cut_by) else np.empty(0, dtype=object)
+    pieces = shapely.get_parts(shapely.union_all(np.append(metric, cuts), grid_size=SNAP_M))
     pieces = pieces[shapely.get_type_id(pieces) == shapely.GeometryType.LINESTRING]
+    if len(cuts):
+        pieces = pieces[~shapely.covered_by(pieces, shapely.union_all(cuts).buffer(SNAP_M))]
     # each noded piece takes the class of the road it came from (nearest to its middle)
     _, source = shapely.STRtree(metric).query_nearest(shapely.line_interpolate_point(pieces, 0.5, normalized=True),
                                                       all_matches=False)
@@ -91,14 +108,17 @@ def build_road_graph(lines: np.ndarray, classes: np.ndarray, *, speeds: dict[str
     graph = nx.Graph()
     graph.add_nodes_from(range(len(keys)))
     graph.add_edges_from(
-        (int(u), int(v), {"time_s": float(t), "length_m": float(m)})
-        for u, v, t, m in zip(a[order], b[order], time_s[order], length[order])
+        (int(u), int(v), {"time_s": float(t), "length_m": float(m), "piece": int(k)})
+        for u, v, t, m, k in zip(a[order], b[order], time_s[order], length[order], piece[inner][order])
         if u != v
     )
+    first = np.r_[0, np.flatnonzero(piece[1:] != piece[:-1]) + 1]
+    last = np.r_[first[1:] - 1, len(piece) - 1]
     node_xy = keys * SNAP_M
     back = pyproj.Transformer.from_crs(crs, WGS84, always_xy=True)
     lonlat = np.column_stack(back.transform(node_xy[:, 0], node_xy[:, 1]))
-    return RoadGraph(graph, node_xy, lonlat, crs, shapely.STRtree(shapely.points(node_xy)), fwd)
+    return RoadGraph(graph, node_xy, lonlat, crs, shapely.STRtree(shapely.points(node_xy)), fwd, pieces,
+                     np.column_stack([node[first], node[last]]))
 
 
 def _snap(road: RoadGraph, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

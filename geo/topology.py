@@ -2,7 +2,7 @@
 
 Every check collects all problems and returns them as :class:`Violation`
 records; :func:`assert_tiling` raises :class:`TopologyError` listing them all.
-Areas are computed in a local metric CRS (see :mod:`geo.crs`), and the pair
+Areas are computed in a local metric CRS (see :mod:`gridwatch.geo.crs`), and the pair
 and containment tests run on a shapely STRtree, never a pairwise loop.
 """
 
@@ -18,7 +18,7 @@ import pandas as pd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from geo.crs import _require_columns, _require_number, local_metric_crs, require_crs
+from gridwatch.geo.crs import _require_columns, _require_number, local_metric_crs, require_crs
 
 __all__ = [
     "Violation",

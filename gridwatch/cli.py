@@ -30,8 +30,8 @@ def db() -> None:
 @db.command("start")
 def db_start() -> None:
     """Start the embedded PostGIS (a no-op when running) and migrate the schema."""
-    from etl.database import database_url, ensure_database
-    from etl.server import EmbeddedServer
+    from gridwatch.etl.database import database_url, ensure_database
+    from gridwatch.etl.server import EmbeddedServer
 
     settings = get_settings()
     if settings.database_url:
@@ -46,7 +46,7 @@ def db_start() -> None:
 @db.command("stop")
 def db_stop() -> None:
     """Stop the embedded PostGIS."""
-    from etl.server import EmbeddedServer
+    from gridwatch.etl.server import EmbeddedServer
 
     stopped = EmbeddedServer(get_settings()).stop()
     click.echo("stopped" if stopped else "not running")
@@ -55,8 +55,8 @@ def db_stop() -> None:
 @db.command("status")
 def db_status() -> None:
     """Say whether the database runs, and where."""
-    from etl.database import check_postgis, database_url, engine_for
-    from etl.server import EmbeddedServer
+    from gridwatch.etl.database import check_postgis, database_url, engine_for
+    from gridwatch.etl.server import EmbeddedServer
 
     settings = get_settings()
     if settings.database_url:
@@ -74,7 +74,7 @@ def db_status() -> None:
 @db.command("url")
 def db_url() -> None:
     """Print the database URL in use."""
-    from etl.database import database_url
+    from gridwatch.etl.database import database_url
 
     click.echo(database_url(get_settings()))
 
@@ -82,7 +82,7 @@ def db_url() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the schema to the newest revision."""
-    from etl.database import ensure_database
+    from gridwatch.etl.database import ensure_database
 
     ensure_database(get_settings())
     click.echo("schema up to date")
@@ -94,7 +94,7 @@ def db_upgrade() -> None:
 @click.option("--port", default=None, type=int, help="Port (default 8050).")
 def serve(host: str | None, port: int | None) -> None:
     """Serve the dashboard against the configured database."""
-    from dashboard.app import run
+    from gridwatch.dashboard.app import run
 
     settings = get_settings()
     run(host=host or settings.host, port=port or settings.port)
@@ -107,32 +107,39 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 @cli.command()
 @click.option("--seed", default=1, type=int, show_default=True, help="Sample region seed.")
 @click.option("--scale", default="prefecture", show_default=True, help="small, prefecture or province.")
+@click.option("--host", default=None, help="Interface the dashboard listens on (default 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Dashboard port (default 8050).")
 @click.option("--no-serve", is_flag=True, help="Load the demo data, then exit.")
-def demo(seed: int, scale: str, no_serve: bool) -> None:
-    """Start the database, generate and load the sample region, then serve the dashboard
-    with a live feed (ingest service + simulator)."""
-    from dashboard.app import run
-    from etl.demo import live_feed, prepare_demo
+def demo(seed: int, scale: str, host: str | None, port: int | None, no_serve: bool) -> None:
+    """Start the database, generate and load a sample region that ends now, then serve the
+    dashboard with a live feed (ingest service + simulator)."""
+    from gridwatch.dashboard.app import run
+    from gridwatch.demo import live_feed, prepare_demo
 
     settings = get_settings()
     folder = prepare_demo(settings, seed=seed, scale=scale)
     if no_serve:
         return
+    host, port = host or settings.host, port or settings.port
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # stop the live feed's children too
     with live_feed(settings, folder):
-        click.echo(f"dashboard on http://{settings.host}:{settings.port}/  (Ctrl-C stops)")
-        run(host=settings.host, port=settings.port)
+        click.echo(f"dashboard on http://{host}:{port}/  (Ctrl-C stops)")
+        run(host=host, port=port)
 
 
 @cli.command()
 @click.option("--seed", default=1, type=int, show_default=True, help="An integer: same seed, same files.")
 @click.option("--scale", default="prefecture", show_default=True, help="small, prefecture or province.")
+@click.option("--end", default=None,
+              help="Time of the last fix: ISO 8601 or 'now'. Default: fixed by the seed (2026-11-20 08:00 "
+                   "+08:00 plus seed days), so the same seed gives the same files.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
-def sample(seed: int, scale: str, out_dir: Path) -> None:
+def sample(seed: int, scale: str, end: str | None, out_dir: Path) -> None:
     """Write the fictional sample region and its manifest."""
-    from data import generate_sample
+    from gridwatch.data import generate_sample
 
-    manifest = generate_sample(out_dir, seed=seed, scale=scale, progress=True)
+    options = {} if end is None else {"end": datetime.now(ZoneInfo("UTC")) if end == "now" else _when(end)}
+    manifest = generate_sample(out_dir, seed=seed, scale=scale, progress=True, **options)
     click.echo(f"wrote {manifest}")
 
 
@@ -153,7 +160,7 @@ def etl() -> None:
 
 
 def _engine():
-    from etl.database import ensure_database
+    from gridwatch.etl.database import ensure_database
 
     return ensure_database(get_settings())
 
@@ -175,8 +182,8 @@ def _when(value: str | None) -> datetime | None:
               help="Incremental: only position and incident files changed since this time (ISO 8601).")
 def etl_run(input_dir: Path, as_of: str | None, since: str | None) -> None:
     """Run every job in order on a folder of inputs described by its manifest."""
-    from etl.manifest import read_manifest
-    from etl.runner import format_summary, run_manifest
+    from gridwatch.etl.manifest import read_manifest
+    from gridwatch.etl.runner import format_summary, run_manifest
 
     manifest = read_manifest(input_dir)
     if since is not None:
@@ -200,7 +207,7 @@ def etl_run(input_dir: Path, as_of: str | None, since: str | None) -> None:
 def etl_import(path: Path, target: str, crs: str | None, encoding: str | None, department: str | None,
                columns_file: Path | None) -> None:
     """Import one vector file (any OGR format) into a layer."""
-    from etl.importer import import_file
+    from gridwatch.etl.importer import import_file
 
     summary = import_file(_engine(), path, target=target, crs=crs, encoding=encoding,
                           department=department, columns_file=columns_file, settings=get_settings())
@@ -213,8 +220,8 @@ def etl_fuse_grids(force: bool) -> None:
     """Fuse the departments' grids into one full-element grid layer."""
     import dataclasses
 
-    from etl.fuse_grids import fuse_grid_sources
-    from etl.runlog import job_run
+    from gridwatch.etl.fuse_grids import fuse_grid_sources
+    from gridwatch.etl.runlog import job_run
 
     engine = _engine()
     with job_run(engine, "fuse-grids") as counts:
@@ -234,7 +241,7 @@ def _feed_command(kind: str) -> None:
     @click.option("--columns", "columns_file", default=None, type=click.Path(path_type=Path),
                   help="JSON file mapping target fields to the file's column names.")
     def command(paths: tuple[Path, ...], tz: str | None, callsign: str | None, columns_file: Path | None) -> None:
-        from etl.importer import load_feed_files
+        from gridwatch.etl.importer import load_feed_files
 
         click.echo(load_feed_files(_engine(), kind, list(paths), timezone_name=tz, callsign=callsign,
                                    columns_file=columns_file, settings=get_settings()))
@@ -250,8 +257,8 @@ _feed_command("incidents")
 @click.option("--as-of", default=None, help="Judge coverage at this time (default now).")
 def etl_coverage(as_of: str | None) -> None:
     """Rebuild grid, border-segment and H3 coverage and gaps."""
-    from etl.coverage import derive_coverage
-    from etl.runlog import job_run
+    from gridwatch.etl.coverage import derive_coverage
+    from gridwatch.etl.runlog import job_run
 
     engine = _engine()
     with job_run(engine, "coverage"):
@@ -262,8 +269,8 @@ def etl_coverage(as_of: str | None) -> None:
 @etl.command("defence")
 def etl_defence() -> None:
     """Rebuild the state of the three defence lines and the leak routes."""
-    from etl.defence import derive_defence
-    from etl.runlog import job_run
+    from gridwatch.etl.defence import derive_defence
+    from gridwatch.etl.runlog import job_run
 
     engine = _engine()
     with job_run(engine, "defence"):
@@ -271,14 +278,104 @@ def etl_defence() -> None:
     click.echo("defence lines rebuilt")
 
 
-def _attach_ingest() -> None:
-    from etl.ingest.cli import devices, ingest, simulate
+# -- live positions --------------------------------------------------------------
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--http-port", default=5055, show_default=True, type=int, help="OsmAnd and JSON batch port.")
+@click.option("--cot-port", default=8087, show_default=True, type=int, help="Cursor-on-Target TCP port.")
+@click.option("--rate", default=20.0, show_default=True, type=float, help="Fixes per second per device.")
+@click.option("--burst", default=100.0, show_default=True, type=float, help="Burst allowed per device.")
+def ingest(host: str, http_port: int, cot_port: int, rate: float, burst: float) -> None:
+    """Receive live positions (OsmAnd, CoT, JSON) into the spool and the database; SIGTERM stops."""
+    import logging
 
-    for command in (ingest, devices, simulate):
-        cli.add_command(command)
+    from gridwatch.errors import DatabaseError
+    from gridwatch.etl.database import ensure_database
+    from gridwatch.etl.ingest.server import IngestOptions, run_ingest
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gridwatch.etl.ingest").setLevel(logging.INFO)
+    settings = get_settings()
+    try:
+        ensure_database(settings)
+    except DatabaseError as exc:
+        click.echo(f"gridwatch: warning: {exc}; fixes are kept in the spool until the database answers", err=True)
+    run_ingest(settings, IngestOptions(host=host, http_port=http_port, cot_port=cot_port, rate=rate, burst=burst))
 
 
-_attach_ingest()
+@cli.group()
+def devices() -> None:
+    """Devices that report live positions, and their tokens."""
+
+
+def _new_tokens(callsigns: list[str], *, create_units: bool = False) -> dict[str, str]:
+    import psycopg
+
+    from gridwatch.etl.database import database_url, ensure_database
+    from gridwatch.etl.ingest.devices import add_devices
+
+    settings = get_settings()
+    ensure_database(settings)
+    with psycopg.connect(database_url(settings)) as conn:
+        return add_devices(conn, callsigns, create_units=create_units)
+
+
+@devices.command("add")
+@click.argument("callsigns", nargs=-1, required=True)
+def devices_add(callsigns: tuple[str, ...]) -> None:
+    """Give units a new device token (replacing an old one) and print it; it is shown only once."""
+    tokens = _new_tokens(list(callsigns))
+    if len(tokens) == 1:
+        click.echo(next(iter(tokens.values())))
+    else:
+        for callsign, token in tokens.items():
+            click.echo(f"{callsign}\t{token}")
+
+
+@cli.command()
+@click.option("--protocol", type=click.Choice(["osmand", "cot", "json"]), default="osmand", show_default=True)
+@click.option("--url", default=None, help="Service URL (default http://127.0.0.1:5055, tcp://127.0.0.1:8087 for cot).")
+@click.option("--speed", default="1x", show_default=True, help="Replay speed factor, e.g. 10x.")
+@click.option("--duration", default=None, type=float, help="Stop after this many seconds (default: end of data).")
+@click.option("--input", "input_dir", default=None, type=click.Path(path_type=Path),
+              help="A sample folder (manifest.json) to replay; without it, invented tracks.")
+@click.option("--units", default=20, show_default=True, type=int, help="Invented units (without --input).")
+@click.option("--bbox", default="100.0,22.0,100.2,22.2", show_default=True, help="Invented tracks' lon/lat box.")
+@click.option("--provision", is_flag=True, help="Create device tokens in the database (and invented units).")
+@click.option("--tokens", "tokens_file", default=None, type=click.Path(path_type=Path),
+              help="JSON file callsign -> token: read, or written with --provision.")
+def simulate(protocol: str, url: str | None, speed: str, duration: float | None, input_dir: Path | None,
+             units: int, bbox: str, provision: bool, tokens_file: Path | None) -> None:
+    """Replay positions against the ingest service as phones, TAK clients or a gateway would."""
+    import asyncio
+    import json
+
+    from gridwatch.data.simulator import invent_tracks, load_tracks, parse_speed
+    from gridwatch.data.simulator import simulate as run
+
+    factor = parse_speed(speed)
+    if input_dir is not None:
+        tracks = load_tracks(input_dir)
+    else:
+        box = tuple(float(v) for v in bbox.split(","))
+        if len(box) != 4:
+            raise click.BadParameter(f"bbox {bbox!r} must be minlon,minlat,maxlon,maxlat")
+        tracks = invent_tracks(units=units, bbox=box, span_s=max(duration or 3600.0, 60.0) * factor)
+    callsigns = sorted(set(tracks["callsign"]))
+    if provision:
+        tokens = _new_tokens(callsigns, create_units=input_dir is None)
+        if tokens_file is not None:
+            fd = os.open(tokens_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(tokens, handle)
+    elif tokens_file is not None:
+        tokens = json.loads(tokens_file.read_text())
+    else:
+        raise click.UsageError("give --provision (new tokens) or --tokens FILE")
+    url = url or ("tcp://127.0.0.1:8087" if protocol == "cot" else "http://127.0.0.1:5055")
+    click.echo(f"simulating {len(callsigns)} units over {protocol} to {url} at {factor:g}x ...")
+    report = asyncio.run(run(tracks, protocol=protocol, url=url, tokens=tokens, speed=factor, duration_s=duration))
+    click.echo(str(report))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,9 @@
 
 Every field can be overridden by an environment variable named
 ``GRIDWATCH_<FIELD>`` (dicts as JSON), e.g. ``GRIDWATCH_DATABASE_URL`` or
-``GRIDWATCH_COVERAGE_LIMIT_H='{"border_closed": 3}'``.
+``GRIDWATCH_COVERAGE_LIMIT_H='{"border_closed": 3}'``. The one setting read elsewhere is
+``GRIDWATCH_CHROMIUM``, the browser of the tests and page benchmarks: :mod:`gridwatch.system`
+reads it, as it runs before the Python packages are installed.
 """
 from __future__ import annotations
 

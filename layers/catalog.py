@@ -1,6 +1,6 @@
 """The map-layer catalog: every vector layer the map can show, declared as data.
 
-Tiles (:mod:`layers.tiles`), the style (:mod:`layers.style`), the layer toggles
+Tiles (:mod:`gridwatch.layers.tiles`), the style (:mod:`gridwatch.layers.style`), the layer toggles
 and the hover panel of the wall all read this table. Only catalogued ids are
 served; an id is looked up here and never put into SQL.
 

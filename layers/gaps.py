@@ -10,7 +10,7 @@ are overdue (now − last visit − limit), never-visited first.
 Each row carries a ``key`` (``kind:id``), a point to route to (a segment's
 midpoint, a grid's point on surface, a cell's centroid) and its bounds. Filters:
 a command unit (by code; places whose point lies in its polygon) and the kind
-of zone at the point (the strictest zone there, as in :mod:`etl.coverage`).
+of zone at the point (the strictest zone there, as in :mod:`gridwatch.etl.coverage`).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Nearest available units to a target by road travel time, over a cached road graph.
 
-The graph (:func:`geo.routing.build_road_graph`) is built once per version of
+The graph (:func:`gridwatch.geo.routing.build_road_graph`) is built once per version of
 the ``road`` table, the version being its row count, largest id and a checksum
 of every id, class and geometry; a change to any road makes the next call
 rebuild it. Available units: status ``on_duty`` with a fix newer than
@@ -15,7 +15,7 @@ import pandas as pd
 import shapely
 import sqlalchemy as sa
 
-from geo.routing import RoadGraph, build_road_graph, rank_units
+from gridwatch.geo.routing import RoadGraph, build_road_graph, rank_units
 from gridwatch.settings import Settings
 
 __all__ = ["road_graph", "available_units", "nearest_units"]
@@ -45,9 +45,7 @@ def road_graph(engine: sa.Engine) -> RoadGraph | None:
             graph = None
             if rows:
                 wkb, classes = zip(*rows)
-                roads = shapely.from_wkb(list(wkb))
-                graph = build_road_graph(shapely.get_parts(roads),
-                                         np.repeat(np.asarray(classes, dtype=object), shapely.get_num_geometries(roads)))
+                graph = build_road_graph(shapely.from_wkb(list(wkb)), np.asarray(classes, dtype=object))
             _CACHE[key] = (version, graph)
             return graph
 
@@ -71,7 +69,7 @@ def nearest_units(
     """The ``k`` available units quickest to ``target`` (lon, lat) by road, quickest first.
 
     Columns: unit_id, callsign, kind, lon, lat, ts, eta_s, via, route_m, route (see
-    :func:`geo.routing.rank_units`). Empty without roads or available units.
+    :func:`gridwatch.geo.routing.rank_units`). Empty without roads or available units.
     """
     units = available_units(engine, settings)
     graph = road_graph(engine)

@@ -22,7 +22,7 @@ MAX_TRACK_POINTS = 600  # a longer track is thinned evenly (its first and last f
 
 def positions_at(engine: sa.Engine, settings: Settings, at: datetime) -> pd.DataFrame:
     """Each unit's last fix at or before ``at`` (within :data:`LOOKBACK_H`), same columns as
-    :func:`layers.queries.live_units`."""
+    :func:`gridwatch.layers.queries.live_units`."""
     sql = """
     SELECT u.id AS unit_id, u.callsign, u.kind, u.status,
            round(ST_X(p.geom)::numeric, 5)::float8 AS lon, round(ST_Y(p.geom)::numeric, 5)::float8 AS lat,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from layers.catalog import Layer
-from layers.glyphs import FONTSTACK
-from layers.tiles import TILE_GROUPS, group_of
+from gridwatch.layers.catalog import Layer
+from gridwatch.layers.glyphs import FONTSTACK
+from gridwatch.layers.tiles import TILE_GROUPS, group_of
 
 __all__ = ["build_style", "style_layer_ids", "BACKGROUND"]
 

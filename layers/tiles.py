@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 
-from layers.catalog import Layer, UnknownLayerError, available_layers, get_layer
+from gridwatch.layers.catalog import Layer, UnknownLayerError, available_layers, get_layer
 
 __all__ = ["tile", "group_tile", "group_of", "TILE_GROUPS", "tiles_covering", "TileNotFound", "check_tile_address",
            "MAX_ZOOM", "EXTENT"]

@@ -12,7 +12,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from layers.bench import CHROMIUM, CHROMIUM_ARGS, serving
+from gridwatch.bench._harness import CHROMIUM, CHROMIUM_ARGS, serving
 
 __all__ = ["CHROMIUM", "LOADED", "MAP", "READY", "RENDERED", "TcpProxy", "Watch", "offline_page", "ready", "serving"]
 

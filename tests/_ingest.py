@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import requests
 
-from etl.ingest.devices import add_devices
+from gridwatch.etl.ingest.devices import add_devices
 
 # lon 100.0-100.2, lat 22.0-22.2; two grids split at lon 100.1; a border strip along lat 22.0, inland beyond.
 REGION_SQL = """
@@ -44,6 +44,12 @@ def seed(url: str, units: dict[str, str], *, region: bool = True) -> dict[str, s
         return add_devices(conn, list(units))
 
 
+def provision(url: str, callsigns: list[str], *, create_units: bool = False) -> dict[str, str]:
+    """New device tokens for ``callsigns`` (making vehicle units of unknown ones when asked)."""
+    with psycopg.connect(url) as conn:
+        return add_devices(conn, callsigns, create_units=create_units)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -72,7 +78,7 @@ class IngestProcess:
     def start(self) -> IngestProcess:
         env = {k: v for k, v in os.environ.items() if k != "GRIDWATCH_DATABASE_URL"}
         env.update({"GRIDWATCH_HOME": str(self.home)}, **({"GRIDWATCH_DATABASE_URL": self.url} if self.url else {}))
-        cmd = [sys.executable, "-c", "from etl.ingest.cli import ingest; ingest()",
+        cmd = [sys.executable, "-m", "gridwatch.cli", "ingest",
                "--http-port", str(self.http_port), "--cot-port", str(self.cot_port), *self.args]
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from gridwatch.etl.schema import metadata
+
 WEST = "MULTIPOLYGON(((100 22, 100.1 22, 100.1 22.2, 100 22.2, 100 22)))"
 EAST = "MULTIPOLYGON(((100.1 22, 100.2 22, 100.2 22.2, 100.1 22.2, 100.1 22)))"
 SQUARE = "MULTIPOLYGON(((100 22, 100.2 22, 100.2 22.2, 100 22.2, 100 22)))"
@@ -34,6 +36,16 @@ INSERT INTO border_segment (id, km_from, km_to, geom) VALUES
 INSERT INTO unit (id, callsign, kind, command_unit_id) VALUES (1, 'F1', 'foot', 4), (2, 'V1', 'vehicle', 4);
 SELECT setval('unit_id_seq', 10);
 """
+
+
+# Tables holding data (every declared table; not the PostGIS catalog), emptied between tests.
+DATA_TABLES = tuple(table.name for table in metadata.sorted_tables)
+
+
+def empty_tables(engine: sa.Engine) -> None:
+    """Empty every data table (ids restart)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE"))
 
 
 def seed_region(engine: sa.Engine) -> None:

@@ -13,22 +13,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl.database import database_url, engine_for, scratch_database
-from etl.server import EmbeddedServer
+from gridwatch.etl.database import database_url, engine_for, scratch_database
+from gridwatch.etl.server import EmbeddedServer
 from gridwatch.settings import Settings
+
+from _refdata import empty_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-
-# Tables holding data (not the PostGIS catalog), emptied by ``clean_db``.
-DATA_TABLES = (
-    "command_unit", "police_area", "grid_source", "grid", "grid_lineage", "grid_version",
-    "audit_log", "zone", "defence_line", "checkpoint", "border_segment", "road", "river",
-    "settlement", "port", "sensor", "unit", "position", "unit_latest", "incident",
-    "grid_coverage", "segment_coverage", "hex_coverage", "quarantine", "etl_run", "loaded_file",
-    "line_crossing", "leak_route", "alert",
-)
-
 
 @pytest.fixture(scope="session")
 def server_url() -> str:
@@ -53,12 +45,6 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     eng = engine_for(db_url)
     yield eng
     eng.dispose()
-
-
-def empty_tables(engine: sa.Engine) -> None:
-    """Empty every data table (ids restart)."""
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture

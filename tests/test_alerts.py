@@ -10,9 +10,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+from gridwatch.etl.alerts import AlertNotFound, acknowledge, refresh_alerts
+from gridwatch.layers.alerts import alerts_at
 from gridwatch.settings import Settings
-from layers.alerts import AlertNotFound, acknowledge, alerts_at, refresh_alerts
-from tests._refdata import WEST, seed_region
+
+from _refdata import WEST, seed_region
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
 LATER = NOW + timedelta(minutes=1)

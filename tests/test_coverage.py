@@ -7,9 +7,10 @@ import h3
 import pytest
 import sqlalchemy as sa
 
-from tests._refdata import rows, seed_region
-from etl.coverage import derive_coverage
+from gridwatch.etl.coverage import derive_coverage
 from gridwatch.settings import Settings
+
+from _refdata import rows, seed_region
 
 AS_OF = datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
 FIXES = [  # unit, time (UTC), lon, lat
@@ -92,7 +93,7 @@ def test_live_fixes_move_coverage_at_once_and_statuses_age(region):
     """A live fix updates last visit and status without a rebuild; the clock ages statuses."""
     import pandas as pd
 
-    from etl.coverage import age_coverage, refresh_coverage_for
+    from gridwatch.etl.coverage import age_coverage, refresh_coverage_for
 
     derive_coverage(region, settings=Settings(), as_of=AS_OF)
     live_at = datetime(2026, 11, 20, 3, 59, tzinfo=timezone.utc)

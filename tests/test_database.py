@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from etl.server import EmbeddedServer, _alive
+from gridwatch.etl.server import EmbeddedServer, _alive
 from gridwatch.settings import Settings
 
 GRIDWATCH = [sys.executable, "-m", "gridwatch.cli"]
@@ -93,13 +93,11 @@ def test_port_in_use_is_one_clear_line(server: EmbeddedServer, env: dict[str, st
 
 
 def test_datadir_of_another_user(server: EmbeddedServer, env: dict[str, str], home: Path) -> None:
-    datadir = home / "pgdata"
-    datadir.mkdir()
-    (datadir / "PG_VERSION").write_text("15\n")
-    os.chown(datadir, 12345, 12345) if os.geteuid() == 0 else pytest.fail("tests run as root here")
+    """A data folder owned by root: as root the server must run as postgres; a normal user is not root."""
+    (home / "pgdata").symlink_to("/usr", target_is_directory=True)
     result = run_cli("db", "start", env=env)
     assert result.returncode == 1
-    assert "belongs to user '12345'" in result.stderr and "Traceback" not in result.stderr
+    assert "belongs to user 'root'" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -139,7 +137,8 @@ def test_external_database_without_postgis(server_url: str, env: dict[str, str])
 
 
 def test_home_the_server_user_cannot_enter(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Root's private folder as home: the cluster lives in a folder of its own instead."""
+    """A private home (mode 700): as root, whose server runs as postgres, the cluster lives in a folder
+    of its own; a normal user's server is that user, so the cluster stays in the home."""
     private = tmp_path_factory.mktemp("private")
     private.chmod(0o700)
     home = private / "home"
@@ -148,10 +147,12 @@ def test_home_the_server_user_cannot_enter(tmp_path_factory: pytest.TempPathFact
     try:
         started = run_cli("db", "start", env=env)
         assert started.returncode == 0, started.stderr
-        assert str(server.datadir).startswith("/var/tmp/gridwatch-")
+        expected = "/var/tmp/gridwatch-" if os.geteuid() == 0 else str(home)
+        assert str(server.datadir).startswith(expected)
         assert (home / "db.json").exists()
         with psycopg.connect(run_cli("db", "url", env=env).stdout.strip()) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         run_cli("db", "stop", env=env)
-        shutil.rmtree(server.cluster_dir, ignore_errors=True)
+        if server.cluster_dir != home:
+            shutil.rmtree(server.cluster_dir, ignore_errors=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests._refdata import rows, seed_region
-from etl.defence import derive_defence
+from gridwatch.etl.defence import derive_defence
 from gridwatch.settings import Settings
+
+from _refdata import rows, seed_region
 
 # A road from the border (lat 22.0) north into the core ring (lat 22.10-22.14), crossing line 2 at
 # lat 22.05 and line 3 at lat 22.10; a side road crossing it at lat 22.07.

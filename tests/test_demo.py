@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests._browser import LOADED, RENDERED, offline_page
+from _browser import LOADED, RENDERED, offline_page
 
 pytestmark = pytest.mark.browser
 

@@ -11,13 +11,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from dashboard.app import create_app
+from gridwatch.dashboard.app import create_app
+from gridwatch.data.synthetic import REGIONS, make_region
+from gridwatch.layers.gaps import gap_list, open_incidents
+from gridwatch.layers.replay import positions_at, track
 from gridwatch.settings import Settings, get_settings
-from layers._synthetic import REGIONS, make_region
-from layers.gaps import gap_list, open_incidents
-from layers.replay import positions_at, track
-from tests._browser import offline_page, ready, serving
-from tests._refdata import seed_region
+
+from _browser import offline_page, ready, serving
+from _refdata import empty_tables, seed_region
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -90,10 +91,7 @@ ROW_KEYS = """() => [...document.querySelectorAll('#dispatch-targets tr.pick')].
 
 @pytest.fixture(scope="module")
 def region(engine):
-    with engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE command_unit, grid, zone, defence_line, checkpoint, border_segment, road, "
-                             "river, settlement, sensor, unit, position, unit_latest, incident, grid_coverage, "
-                             "segment_coverage, hex_coverage, leak_route, alert RESTART IDENTITY CASCADE")
+    empty_tables(engine)
     make_region(engine, REGIONS["small"])
     return engine
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from data import generate_sample
+from gridwatch.data import generate_sample
 
 GRIDWATCH = [sys.executable, "-m", "gridwatch.cli"]
 

@@ -8,7 +8,7 @@ import pytest
 import shapely
 from shapely.geometry import LineString, MultiLineString, Point
 
-from geo import local_metric_crs, require_crs, segment_line, to_metric
+from gridwatch.geo import local_metric_crs, require_crs, segment_line, to_metric
 
 # a zig-zag border near 23N 99E (~25 km) and a straight east-west one
 ZIGZAG = LineString([(99.00, 23.00), (99.05, 23.03), (99.11, 23.01), (99.16, 23.06), (99.20, 23.04), (99.23, 23.10)])

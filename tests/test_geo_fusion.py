@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import shapely
 
-from geo import FusionError, check_tiling, fuse_grids
+from gridwatch.geo import FusionError, check_tiling, fuse_grids
 
 # --------------------------------------------------------------------------- #
 # shared geometry: a local frame in CGCS2000 / 3-degree GK CM 102E, ~25N

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import shapely
 
-import geo.h3cells
-from geo import cell_polygons, cells_for_points
+from gridwatch.geo import cell_polygons, cells_for_points, h3cells
 
 POINTS = [(102.7, 25.04), (99.17, 22.02), (121.47, 31.23), (-0.13, 51.5), (151.2, -33.87), (0.0, 0.0)]
 LON = np.array([p[0] for p in POINTS])
@@ -20,9 +19,9 @@ LAT = np.array([p[1] for p in POINTS])
 @pytest.fixture(params=["h3ronpy", "loop"])
 def backend(request, monkeypatch):
     if request.param == "loop":
-        monkeypatch.setattr(geo.h3cells, "_h3v", None)
+        monkeypatch.setattr(h3cells, "_h3v", None)
     else:
-        assert geo.h3cells._h3v is not None, "h3ronpy is a dependency: the vectorized path must be there"
+        assert h3cells._h3v is not None, "h3ronpy is a dependency: the vectorized path must be there"
     return request.param
 
 
@@ -76,5 +75,5 @@ def test_rate_for_a_million_points():
     started = time.perf_counter()
     cells = cells_for_points(lon, lat)
     rate = len(cells) / (time.perf_counter() - started)
-    print(f"\nh3 cells: {rate / 1e6:.2f} M points/s ({'h3ronpy' if geo.h3cells._h3v else 'loop'})")
+    print(f"\nh3 cells: {rate / 1e6:.2f} M points/s ({'h3ronpy' if h3cells._h3v else 'loop'})")
     assert rate > 200_000

@@ -6,7 +6,7 @@ import geopandas as gpd
 import pytest
 import shapely
 
-from geo import TopologyError, Violation, assert_tiling, balance, check_tiling
+from gridwatch.geo import TopologyError, Violation, assert_tiling, balance, check_tiling
 
 METRIC = "EPSG:4543"
 X0, Y0 = 500_000.0, 2_770_000.0

@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests._refdata import rows, seed_region
-from etl.incidents import load_incidents
-from etl.manifest import FileEntry
-from etl.runlog import RunCounts, job_run
 from gridwatch.errors import InputError
+from gridwatch.etl.incidents import load_incidents
+from gridwatch.etl.manifest import FileEntry
+from gridwatch.etl.runlog import RunCounts, job_run
 from gridwatch.settings import Settings
+
+from _refdata import rows, seed_region
 
 EXPORTED = datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
 HEADER = "source_id,kind,severity,status,reported_at,dispatched_at,on_scene_at,closed_at,lon,lat,note\n"

@@ -5,10 +5,9 @@ database; the crash tests give it a database server of its own to kill.
 """
 from __future__ import annotations
 
-import contextlib
-
 import asyncio
 import configparser
+import contextlib
 import json
 import os
 import signal
@@ -26,12 +25,14 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from etl.database import ensure_database
-from etl.ingest.cot import CotFramer, CotStreamError, parse_event
-from etl.ingest.osmand import parse_osmand_query
-from etl.server import EmbeddedServer
+from gridwatch.etl.database import ensure_database
+from gridwatch.etl.ingest.cot import CotFramer, CotStreamError, parse_event
+from gridwatch.etl.ingest.osmand import parse_osmand_query
+from gridwatch.etl.server import EmbeddedServer
 from gridwatch.settings import Settings
-from tests._ingest import CENTRE, IngestProcess, rows, seed
+
+from _ingest import CENTRE, IngestProcess, rows, seed
+from _refdata import empty_tables
 
 UNITS = {"V1": "vehicle", "V2": "vehicle", "C1": "vehicle", "J1": "vehicle", "F1": "foot", "R1": "vehicle",
          "X1": "vehicle"}
@@ -40,9 +41,7 @@ UNITS = {"V1": "vehicle", "V2": "vehicle", "C1": "vehicle", "J1": "vehicle", "F1
 @pytest.fixture(scope="module")
 def live(engine: sa.Engine, db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[IngestProcess, dict]]:
     """The service on the test database, with the tiny region and a device per unit in ``UNITS``."""
-    with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE command_unit, grid, zone, border_segment, unit, position, unit_latest, "
-                             "quarantine RESTART IDENTITY CASCADE"))
+    empty_tables(engine)
     tokens = seed(db_url, UNITS)
     service = IngestProcess(db_url, tmp_path_factory.mktemp("ingest")).start()
     yield service, tokens

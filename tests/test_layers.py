@@ -6,13 +6,19 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from gridwatch.settings import Settings
-from layers.catalog import CATALOG, UnknownLayerError, available_layers, get_layer
-from layers.queries import (
-    UnknownCommandUnitError, command_unit, command_unit_tree, data_status, jurisdiction_bounds, kpis, live_units,
+from gridwatch.layers.catalog import CATALOG, UnknownLayerError, available_layers, get_layer
+from gridwatch.layers.queries import (
+    UnknownCommandUnitError,
+    command_unit,
+    command_unit_tree,
+    data_status,
+    jurisdiction_bounds,
+    kpis,
+    live_units,
     trails,
 )
-from layers.style import build_style, style_layer_ids
+from gridwatch.layers.style import build_style, style_layer_ids
+from gridwatch.settings import Settings
 
 SETTINGS = Settings(unit_silent_after_s=600, data_stale_after_s=900)
 

@@ -9,12 +9,14 @@ import h3
 import pytest
 import sqlalchemy as sa
 
-from tests._refdata import rows, seed_region
-from etl.manifest import FileEntry
-from etl.positions import haversine_m, load_positions
-from etl.runlog import RunCounts, job_run
 from gridwatch.errors import InputError
+from gridwatch.etl.manifest import FileEntry
+from gridwatch.etl.positions import load_positions
+from gridwatch.etl.runlog import RunCounts, job_run
+from gridwatch.geo.tracks import haversine_m
 from gridwatch.settings import Settings
+
+from _refdata import rows, seed_region
 
 EXPORTED = datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
 HEADER = "callsign,ts,lon,lat,accuracy_m\n"

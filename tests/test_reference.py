@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 
-from etl.importer import import_file
-from etl.manifest import FileEntry, read_manifest
-from etl.readers import detect_encoding, read_vector
 from gridwatch.errors import InputError
+from gridwatch.etl.importer import import_file
+from gridwatch.etl.manifest import FileEntry, read_manifest
+from gridwatch.etl.readers import detect_encoding, read_vector
 from gridwatch.settings import Settings
 
 # A small fictional place near lon 98.5, lat 23.5.

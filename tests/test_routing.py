@@ -13,9 +13,9 @@ import shapely
 import sqlalchemy as sa
 from pyproj import Geod
 
-from geo.routing import MAX_OFF_ROAD_M, OFF_ROAD_KMH, SPEED_KMH, build_road_graph, rank_units
+from gridwatch.geo.routing import MAX_OFF_ROAD_M, OFF_ROAD_KMH, SPEED_KMH, build_road_graph, rank_units
+from gridwatch.layers.nearest import nearest_units, road_graph
 from gridwatch.settings import Settings
-from layers.nearest import nearest_units, road_graph
 
 GEOD = Geod(ellps="WGS84")
 TRUNK = [(100.0, 22.0), (100.1, 22.0)]

@@ -14,7 +14,7 @@ import pyogrio
 import pytest
 import shapely
 
-from data import SCALES, generate_sample
+from gridwatch.data import SCALES, generate_sample
 
 METRIC_CRS = "EPSG:4542"
 REL_TOL = 1e-6  # of the parent's area

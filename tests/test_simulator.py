@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from data import generate_sample
-from data.simulator import invent_tracks, load_tracks, parse_speed, provision, schedule, simulate
-from tests._ingest import REGION_SQL, IngestProcess, rows
+from gridwatch.data import generate_sample
+from gridwatch.data.simulator import invent_tracks, load_tracks, parse_speed, schedule, simulate
+
+from _ingest import REGION_SQL, IngestProcess, provision, rows
+from _refdata import empty_tables
 
 
 @pytest.mark.parametrize(("text", "factor"), [("10x", 10.0), ("1", 1.0), ("0.5X", 0.5)])
@@ -47,9 +49,8 @@ def test_sample_positions_load_as_tracks(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def service(engine: sa.Engine, db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngestProcess]:
+    empty_tables(engine)
     with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE command_unit, grid, zone, border_segment, unit, position, unit_latest, "
-                             "quarantine RESTART IDENTITY CASCADE"))
         conn.exec_driver_sql(REGION_SQL)
     process = IngestProcess(db_url, tmp_path_factory.mktemp("sim")).start()
     yield process
@@ -80,7 +81,7 @@ def test_simulated_units_reach_the_database(service: IngestProcess, db_url: str,
 def test_simulate_command_provisions_and_sends_json_batches(service: IngestProcess, db_url: str) -> None:
     env = {**os.environ, "GRIDWATCH_DATABASE_URL": db_url, "GRIDWATCH_HOME": str(service.home)}
     result = subprocess.run(
-        [sys.executable, "-c", "from etl.ingest.cli import simulate; simulate()", "--protocol", "json",
+        [sys.executable, "-m", "gridwatch.cli", "simulate", "--protocol", "json",
          "--url", service.base, "--speed", "60x", "--duration", "3", "--units", "3", "--provision"],
         capture_output=True, text=True, env=env, timeout=60,
     )

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from etl.ingest._fix import Fix
-from etl.ingest.spool import FIX_DTYPE, Spool, SpoolCorruptError, SpoolReader, to_records
 from gridwatch.errors import GridwatchError
+from gridwatch.etl.ingest._fix import Fix
+from gridwatch.etl.ingest.spool import FIX_DTYPE, Spool, SpoolCorruptError, SpoolReader, to_records
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
 

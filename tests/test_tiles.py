@@ -4,10 +4,12 @@ from __future__ import annotations
 import mapbox_vector_tile
 import pytest
 
-from dashboard.app import create_app
-from layers._synthetic import REGIONS, make_region
-from layers.catalog import CATALOG, UnknownLayerError
-from layers.tiles import TileNotFound, tile, tiles_covering
+from gridwatch.dashboard.app import create_app
+from gridwatch.data.synthetic import REGIONS, make_region
+from gridwatch.layers.catalog import CATALOG, UnknownLayerError
+from gridwatch.layers.tiles import TileNotFound, tile, tiles_covering
+
+from _refdata import empty_tables
 
 BOUNDS = (98.0, 23.5, 98.3, 23.8)  # the small synthetic region
 CENTRE = (98.15, 23.65, 98.15, 23.65)
@@ -15,10 +17,7 @@ CENTRE = (98.15, 23.65, 98.15, 23.65)
 
 @pytest.fixture(scope="module")
 def region(engine):
-    with engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE command_unit, grid, zone, defence_line, checkpoint, border_segment, road, "
-                             "river, settlement, sensor, unit, position, unit_latest, incident, grid_coverage, "
-                             "segment_coverage, hex_coverage RESTART IDENTITY CASCADE")
+    empty_tables(engine)
     make_region(engine, REGIONS["small"])
     return engine
 
@@ -128,8 +127,8 @@ def test_glyph_route(client):
 
 def test_group_tile_holds_every_layer_of_its_group(region):
     """What the map fetches: one tile per group, with each member layer that serves the zoom."""
-    from layers.catalog import CATALOG
-    from layers.tiles import group_of, group_tile
+    from gridwatch.layers.catalog import CATALOG
+    from gridwatch.layers.tiles import group_of, group_tile
 
     z, x, y = tiles_covering(BOUNDS, 10)[0]
     for group in ("static", "live"):
@@ -154,7 +153,7 @@ def test_pages_get_the_map_only_plotly_bundle(client):
 
     from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
-    from dashboard.app import PLOTLY_PATH
+    from gridwatch.dashboard.app import PLOTLY_PATH
 
     bundle = client.get(PLOTLY_PATH)
     version = re.match(rb"/\*! plotly.js v(\d+\.\d+)\.\d+ \(core \+ scattermap\)", bundle.data)
@@ -168,7 +167,7 @@ def test_pages_get_the_map_only_plotly_bundle(client):
 
 
 def test_pages_forbid_other_origins(client):
-    from dashboard.app import content_security_policy
+    from gridwatch.dashboard.app import content_security_policy
 
     policy = client.get("/wall").headers["Content-Security-Policy"]
     assert "default-src 'self'" in policy and "connect-src 'self';" in policy

@@ -12,13 +12,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from dashboard.app import create_app
+from gridwatch.dashboard.app import create_app
+from gridwatch.data.synthetic import REGIONS, make_region
+from gridwatch.layers.catalog import available_layers
+from gridwatch.layers.glyphs import glyphs_available
+from gridwatch.layers.queries import command_unit, kpis
 from gridwatch.settings import get_settings
-from layers._synthetic import REGIONS, make_region
-from layers.catalog import available_layers
-from layers.glyphs import glyphs_available
-from layers.queries import command_unit, kpis
-from tests._browser import MAP, READY, RENDERED, TcpProxy, offline_page, serving
+
+from _browser import MAP, READY, RENDERED, TcpProxy, offline_page, serving
+from _refdata import empty_tables
 
 pytestmark = pytest.mark.browser
 
@@ -29,10 +31,7 @@ LIVE_LONS = """() => document.querySelector('#wall-map .js-plotly-plot').data
 
 @pytest.fixture(scope="module")
 def region(engine):
-    with engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE command_unit, grid, zone, defence_line, checkpoint, border_segment, road, "
-                             "river, settlement, sensor, unit, position, unit_latest, incident, grid_coverage, "
-                             "segment_coverage, hex_coverage RESTART IDENTITY CASCADE")
+    empty_tables(engine)
     make_region(engine, REGIONS["small"])
     with engine.begin() as conn:
         if conn.exec_driver_sql("SELECT to_regclass('leak_route') IS NOT NULL").scalar():
@@ -184,7 +183,7 @@ def test_stale_then_empty_banners(wall, region):
 def test_live_traces_keep_order_and_separate_trails():
     import pandas as pd
 
-    from dashboard.live_map import HALO_COLOURS, KIND_COLOURS, SILENT_COLOUR, TRACES, live_traces
+    from gridwatch.dashboard.live_map import HALO_COLOURS, KIND_COLOURS, SILENT_COLOUR, TRACES, live_traces
 
     units = pd.DataFrame({
         "unit_id": [1, 2], "callsign": ["A1", "B2"], "kind": ["foot", "drone"], "status": ["on_duty", "responding"],
@@ -205,7 +204,7 @@ def test_live_traces_keep_order_and_separate_trails():
 def test_banners_and_options_in_both_languages():
     import pandas as pd
 
-    from dashboard.wall_panels import banner, scope_options
+    from gridwatch.dashboard.wall_panels import banner, scope_options
 
     assert banner(None, lang="en") == ("", "banner hidden")
     assert banner("db_down", lang="zh")[0] == "数据库无法连接 — 正在重试"

@@ -14,16 +14,22 @@ import dash
 import flask
 from dash import ALL, ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
-from dashboard._context import DB_ERRORS, context, milliseconds
-from dashboard.dispatch_data import (
-    alerts_update, moment, nearest_update, targets_update, track_update, unit_choices, units_update,
+from gridwatch.dashboard._context import DB_ERRORS, context, milliseconds
+from gridwatch.dashboard.dispatch_data import (
+    alerts_update,
+    moment,
+    nearest_update,
+    targets_update,
+    track_update,
+    unit_choices,
+    units_update,
 )
-from dashboard.dispatch_panels import TRACES
-from dashboard.i18n import lang_of, t
-from dashboard.live_map import map_figure
-from dashboard.wall_data import unit_options
+from gridwatch.dashboard.dispatch_panels import TRACES
+from gridwatch.dashboard.i18n import lang_of, t
+from gridwatch.dashboard.live_map import map_figure
+from gridwatch.dashboard.wall_data import unit_options
+from gridwatch.layers.queries import jurisdiction_bounds
 from gridwatch.settings import ZONE_KINDS
-from layers.queries import jurisdiction_bounds
 
 dash.register_page(__name__, path="/dispatch", title="gridwatch · dispatch")
 

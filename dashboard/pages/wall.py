@@ -11,12 +11,12 @@ import dash
 import flask
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
-from dashboard._context import context, milliseconds
-from dashboard.i18n import lang_of, t
-from dashboard.live_map import map_figure, view_of
-from dashboard.wall_data import live_update, slow_update, start_bounds, unit_options
-from dashboard.wall_panels import layer_options, legend
-from layers.catalog import CATALOG
+from gridwatch.dashboard._context import context, milliseconds
+from gridwatch.dashboard.i18n import lang_of, t
+from gridwatch.dashboard.live_map import map_figure, view_of
+from gridwatch.dashboard.wall_data import live_update, slow_update, start_bounds, unit_options
+from gridwatch.dashboard.wall_panels import layer_options, legend
+from gridwatch.layers.catalog import CATALOG
 
 dash.register_page(__name__, path="/wall", title="gridwatch · wall")
 

@@ -1,13 +1,13 @@
 """The live ingest service: units report over OsmAnd (HTTP), Cursor-on-Target (TCP) and JSON batches.
 
-Each protocol module (:mod:`~etl.ingest.osmand`, :mod:`~etl.ingest.cot`,
-:mod:`~etl.ingest.batch`) parses to one :class:`Fix`. A fix is acknowledged
-only once it is in the durable spool (:mod:`~etl.ingest.spool`); the writer
-(:mod:`~etl.ingest.writer`) drains the spool into ``position`` and
+Each protocol module (:mod:`gridwatch.etl.ingest.osmand`, :mod:`gridwatch.etl.ingest.cot`,
+:mod:`gridwatch.etl.ingest.batch`) parses to one :class:`Fix`. A fix is acknowledged
+only once it is in the durable spool (:mod:`gridwatch.etl.ingest.spool`); the writer
+(:mod:`gridwatch.etl.ingest.writer`) drains the spool into ``position`` and
 ``unit_latest`` in order, exactly once, and catches up after the database was
-down. Devices and their tokens are in :mod:`~etl.ingest.devices`;
-``gridwatch ingest`` runs :mod:`~etl.ingest.server`.
+down. Devices and their tokens are in :mod:`gridwatch.etl.ingest.devices`;
+``gridwatch ingest`` runs :mod:`gridwatch.etl.ingest.server`.
 """
-from etl.ingest._fix import Fix, FixError, check_fix
+from gridwatch.etl.ingest._fix import Fix, FixError, check_fix
 
 __all__ = ["Fix", "FixError", "check_fix"]

@@ -2,7 +2,7 @@
 
 These are the checks a tracking server makes at the door (coordinates, time,
 accuracy); the ones that need the database (unknown unit, implied speed) are
-made by :mod:`etl.ingest.writer`.
+made by :mod:`gridwatch.etl.ingest.writer`.
 """
 from __future__ import annotations
 

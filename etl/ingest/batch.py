@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from etl.ingest._fix import Fix, FixError, check_callsign, parse_number, parse_time
+from gridwatch.etl.ingest._fix import Fix, FixError, check_callsign, parse_number, parse_time
 
 __all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_FIXES", "BatchItem", "parse_batch"]
 

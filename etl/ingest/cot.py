@@ -20,7 +20,7 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
 
-from etl.ingest._fix import Fix, FixError, check_callsign, parse_number, parse_time
+from gridwatch.etl.ingest._fix import Fix, FixError, check_callsign, parse_number, parse_time
 
 __all__ = ["MAX_EVENT_BYTES", "CotStreamError", "CotFramer", "CotEvent", "parse_event"]
 

@@ -29,9 +29,16 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def add_devices(conn: psycopg.Connection, callsigns: Sequence[str]) -> dict[str, str]:
-    """Give each unit a new token (replacing an old one); return callsign → token, shown only now."""
+def add_devices(conn: psycopg.Connection, callsigns: Sequence[str], *, create_units: bool = False) -> dict[str, str]:
+    """Give each unit a new token (replacing an old one); return callsign → token, shown only now.
+
+    ``create_units`` first makes a vehicle unit of every callsign that has none (invented
+    units of the simulator); otherwise an unknown callsign is an InputError.
+    """
     callsigns = list(dict.fromkeys(callsigns))
+    if create_units:
+        conn.execute("INSERT INTO unit (callsign, kind) SELECT c, 'vehicle' FROM unnest(%s::text[]) c "
+                     "ON CONFLICT (callsign) DO NOTHING", (callsigns,))
     known = {r[0] for r in conn.execute("SELECT callsign FROM unit WHERE callsign = ANY(%s)", (callsigns,))}
     missing = [c for c in callsigns if c not in known]
     if missing:

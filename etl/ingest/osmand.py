@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from etl.ingest._fix import KNOT_KMH, Fix, FixError, check_callsign, parse_number, parse_time
+from gridwatch.etl.ingest._fix import KNOT_KMH, Fix, FixError, check_callsign, parse_number, parse_time
 
 __all__ = ["OsmandReport", "parse_osmand_query", "parse_traccar_json"]
 

@@ -2,7 +2,7 @@
 
 Every fix is authenticated (device token), checked (coordinates, time,
 accuracy), rate-limited per device, and acknowledged only once it is in the
-durable spool; a :class:`~etl.ingest.writer.SpoolWriter` thread drains the
+durable spool; a :class:`gridwatch.etl.ingest.writer.SpoolWriter` thread drains the
 spool into the database. The service keeps accepting while the database is
 down. ``GET /api/ingest/stats`` shows the counters. SIGTERM or SIGINT stops
 it gracefully: no new requests, the spool committed, the writer given a few
@@ -24,16 +24,16 @@ from datetime import datetime, timezone
 import psycopg
 from aiohttp import web
 
-from etl.database import database_url
-from etl.ingest._fix import Fix, FixError, check_fix
-from etl.ingest.batch import MAX_BATCH_BYTES, parse_batch
-from etl.ingest.cot import CotFramer, CotStreamError, parse_event
-from etl.ingest.devices import DeviceRegistry, RateLimiter, load_devices
-from etl.ingest.osmand import parse_osmand_query, parse_traccar_json
-from etl.ingest.spool import Spool, now_us, pack_rows
-from etl.ingest.upkeep import Upkeep
-from etl.ingest.writer import SpoolWriter
 from gridwatch.errors import GridwatchError
+from gridwatch.etl.database import database_url
+from gridwatch.etl.ingest._fix import Fix, FixError, check_fix
+from gridwatch.etl.ingest.batch import MAX_BATCH_BYTES, parse_batch
+from gridwatch.etl.ingest.cot import CotFramer, CotStreamError, parse_event
+from gridwatch.etl.ingest.devices import DeviceRegistry, RateLimiter, load_devices
+from gridwatch.etl.ingest.osmand import parse_osmand_query, parse_traccar_json
+from gridwatch.etl.ingest.spool import Spool, now_us, pack_rows
+from gridwatch.etl.ingest.upkeep import Upkeep
+from gridwatch.etl.ingest.writer import SpoolWriter
 from gridwatch.settings import Settings
 
 __all__ = ["IngestOptions", "IngestService", "serve", "run_ingest"]

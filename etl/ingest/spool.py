@@ -48,8 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from etl.ingest._fix import SOURCES, Fix
 from gridwatch.errors import GridwatchError
+from gridwatch.etl.ingest._fix import SOURCES, Fix
 
 __all__ = [
     "FIX_DTYPE", "SpoolPosition", "Spool", "SpoolReader", "SpoolCorruptError", "pack_rows", "to_records", "now_us",

@@ -1,7 +1,7 @@
 """Keeping the live situation current while fixes stream in.
 
 Each written batch moves coverage forward at once (the writer calls
-:func:`etl.coverage.refresh_coverage_for`). Between batches, time itself
+:func:`gridwatch.etl.coverage.refresh_coverage_for`). Between batches, time itself
 changes the picture: places turn due and overdue, units fall silent, alerts
 are raised and cleared. :class:`Upkeep` does that on a clock, in its own
 thread of the ingest service, and rebuilds the coverage tables in full now and
@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from etl.coverage import age_coverage, derive_coverage
-from etl.database import engine_for
+from gridwatch.etl.alerts import refresh_alerts
+from gridwatch.etl.coverage import age_coverage, derive_coverage
+from gridwatch.etl.database import engine_for
 from gridwatch.settings import Settings
-from layers.alerts import refresh_alerts
 
 __all__ = ["Upkeep"]
 

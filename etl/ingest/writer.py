@@ -4,12 +4,12 @@ A :class:`SpoolWriter` thread reads the spool from the committed position up to
 its durable end (every ~200 ms, or at once while there is a backlog) and, in
 one transaction per batch: checks each fix against the database (unknown
 unit, impossible implied speed → ``quarantine``), fuses the rest with grids,
-zones, border segments and H3 (:func:`etl._fuse_points.fuse_points`),
+zones, border segments and H3 (:func:`gridwatch.etl._fuse_points.fuse_points`),
 inserts them into ``position`` (``ON CONFLICT DO NOTHING``, so a fix sent
 twice is stored once), moves ``unit_latest`` forward, and stores the new spool
 position in ``ingest_offset``. Because the position commits with the rows, a
 restart replays from exactly where the database stopped. Right after each
-commit, coverage follows the new fixes (:func:`etl.coverage.refresh_coverage_for`). When the database is
+commit, coverage follows the new fixes (:func:`gridwatch.etl.coverage.refresh_coverage_for`). When the database is
 unreachable the thread retries with backoff; the spool keeps growing.
 """
 from __future__ import annotations
@@ -25,13 +25,14 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from etl import _pgbinary as pgb
-from etl.coverage import refresh_coverage_for
-from etl._fuse_points import Reference, fuse_points, load_reference
-from etl.ingest._fix import SOURCES
-from etl.ingest.spool import Spool, SpoolPosition, SpoolReader, now_us
-from etl.positions import haversine_m
-from etl.runlog import quarantine_rows
+from gridwatch.etl import _pgbinary as pgb
+from gridwatch.etl._fuse_points import Reference, fuse_points, load_reference
+from gridwatch.etl._position_rows import POSITION_COLUMNS, position_columns, upsert_latest
+from gridwatch.etl.coverage import refresh_coverage_for
+from gridwatch.etl.ingest._fix import SOURCES
+from gridwatch.etl.ingest.spool import Spool, SpoolPosition, SpoolReader, now_us
+from gridwatch.etl.runlog import quarantine_rows
+from gridwatch.geo.tracks import too_fast
 from gridwatch.settings import Settings
 
 __all__ = ["StoreResult", "fuse_and_store", "SpoolWriter", "QUARANTINE_SOURCE"]
@@ -39,10 +40,9 @@ __all__ = ["StoreResult", "fuse_and_store", "SpoolWriter", "QUARANTINE_SOURCE"]
 log = logging.getLogger(__name__)
 
 QUARANTINE_SOURCE = "ingest"
-_MAX_SPEED_ROUNDS = 20
 _REFERENCE_TTL_S = 60.0
 _LATENCY_WINDOW = 20_000
-_COLUMNS = "unit_id, ts, geom, speed, heading, accuracy, source, h3, grid_id, zone_id, segment_id, border_m"
+_NAMES = ", ".join(POSITION_COLUMNS)
 
 
 @dataclass
@@ -57,7 +57,7 @@ class StoreResult:
 
 
 def fuse_and_store(conn: psycopg.Connection, records: np.ndarray, *, reference: Reference, settings: Settings) -> StoreResult:
-    """Check, fuse and store a batch of spool rows (:data:`~etl.ingest.spool.FIX_DTYPE`), in the caller's transaction."""
+    """Check, fuse and store a batch of spool rows (:data:`gridwatch.etl.ingest.spool.FIX_DTYPE`), in the caller's transaction."""
     result = StoreResult()
     if len(records) == 0:
         return result
@@ -106,11 +106,8 @@ def _too_fast(
     unit_id: np.ndarray, ts_us: np.ndarray, lon: np.ndarray, lat: np.ndarray, vmax: np.ndarray,
     units: pd.DataFrame, ok: np.ndarray,
 ) -> np.ndarray:
-    """Fixes whose implied speed from the unit's previous fix (in the batch, else ``unit_latest``) is too high.
-
-    Whole-column rounds: each round rejects the first fix of every run of
-    too-fast fixes, so one outlier does not also condemn the good fix after it.
-    """
+    """Fixes too fast from the unit's previous fix (:func:`gridwatch.geo.tracks.too_fast`), seeded with
+    its ``unit_latest`` fix when that is older than its first fix in the batch."""
     out = np.zeros(len(ok), dtype=bool)
     idx = np.flatnonzero(ok)
     if idx.size == 0:
@@ -119,26 +116,9 @@ def _too_fast(
     seeds = units[units["last_ts"].notna()].set_index("unit_id")
     seeds = seeds[seeds.index.isin(first.index)]
     seeds = seeds[seeds["last_ts"].to_numpy() < first.reindex(seeds.index).to_numpy()]
-    u = np.r_[unit_id[idx], seeds.index.to_numpy()]
-    t = np.r_[ts_us[idx], seeds["last_ts"].to_numpy(dtype=np.int64)]
-    x = np.r_[lon[idx], seeds["last_lon"].to_numpy(dtype=np.float64)]
-    y = np.r_[lat[idx], seeds["last_lat"].to_numpy(dtype=np.float64)]
-    limit = np.r_[vmax[idx], np.full(len(seeds), np.inf)]
-    row = np.r_[idx, np.full(len(seeds), -1)]
-    order = np.lexsort((t, u))
-    u, t, x, y, limit, row = u[order], t[order], x[order], y[order], limit[order], row[order]
-    alive = np.ones(len(u), dtype=bool)
-    for round_no in range(_MAX_SPEED_ROUNDS):
-        live = np.flatnonzero(alive)
-        hours = np.diff(t[live]) / 3.6e9
-        kmh = haversine_m(x[live][:-1], y[live][:-1], x[live][1:], y[live][1:]) / 1000.0 / np.maximum(hours, 1e-9)
-        offender = np.r_[False, (u[live][1:] == u[live][:-1]) & (kmh > limit[live][1:])]
-        if not offender.any():
-            break
-        if round_no < _MAX_SPEED_ROUNDS - 1:
-            offender &= ~np.r_[False, offender[:-1]]
-        alive[live[offender]] = False
-    out[row[~alive & (row >= 0)]] = True
+    out[idx] = too_fast(unit_id[idx], ts_us[idx], lon[idx], lat[idx], vmax[idx], seeds=(
+        seeds.index.to_numpy(), seeds["last_ts"].to_numpy(dtype=np.int64),
+        seeds["last_lon"].to_numpy(dtype=np.float64), seeds["last_lat"].to_numpy(dtype=np.float64)))
     return out
 
 
@@ -169,30 +149,13 @@ def _store(conn: psycopg.Connection, records: np.ndarray, unit_id: np.ndarray, *
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS ingest_stage (LIKE position) ON COMMIT DELETE ROWS")
     for code in np.unique(records["source"]):
         part = records["source"] == code
-        columns = [
-            pgb.int4("unit_id", unit_id[part]),
-            pgb.timestamptz("ts", ts[part]),
-            pgb.point4326("geom", lon[part], lat[part]),
-            pgb.float4("speed", records["speed_kmh"][part]),
-            pgb.float4("heading", records["heading"][part]),
-            pgb.float4("accuracy", records["accuracy_m"][part]),
-            pgb.text_const("source", SOURCES[code], int(part.sum())),
-            pgb.int8("h3", fused["h3"].to_numpy()[part]),
-            pgb.float4("border_m", fused["border_m"].to_numpy()[part]),
-        ]
-        for name in ("grid_id", "zone_id", "segment_id"):
-            values = fused[name].to_numpy()[part]
-            columns.append(pgb.int4(name, values, values < 0))
-        pgb.copy_columns(conn, "ingest_stage", columns)
+        pgb.copy_columns(conn, "ingest_stage", position_columns(
+            unit_id[part], ts[part], lon[part], lat[part], records["speed_kmh"][part], records["heading"][part],
+            records["accuracy_m"][part], source=SOURCES[code], fused=fused[part]))
     inserted = conn.execute(
-        f"INSERT INTO position ({_COLUMNS}) SELECT {_COLUMNS} FROM ingest_stage ON CONFLICT (unit_id, ts) DO NOTHING"
+        f"INSERT INTO position ({_NAMES}) SELECT {_NAMES} FROM ingest_stage ON CONFLICT (unit_id, ts) DO NOTHING"
     ).rowcount
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", ")[1:])
-    conn.execute(
-        f"INSERT INTO unit_latest ({_COLUMNS}) "
-        f"SELECT DISTINCT ON (unit_id) {_COLUMNS} FROM ingest_stage ORDER BY unit_id, ts DESC "
-        f"ON CONFLICT (unit_id) DO UPDATE SET {updates} WHERE EXCLUDED.ts > unit_latest.ts"
-    )
+    upsert_latest(conn, "ingest_stage")
     return inserted, fused.assign(unit_id=unit_id, ts=pd.to_datetime(ts, utc=True))
 
 

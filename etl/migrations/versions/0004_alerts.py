@@ -1,6 +1,6 @@
 """Dispatcher alerts: one row per condition while it holds, kept after it clears.
 
-``alert`` rows are derived by :func:`layers.alerts.refresh_alerts`: at most one
+``alert`` rows are derived by :func:`gridwatch.etl.alerts.refresh_alerts`: at most one
 open row (``cleared_at IS NULL``) per ``(kind, subject)``; an acknowledgement
 records who (a typed name; there is no login yet) and when.
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from data.sample import generate_sample
 from gridwatch.bench import Figure
+from gridwatch.data.sample import generate_sample
 from gridwatch.settings import Settings
 
 __all__ = ["bench_sample"]
@@ -26,6 +26,6 @@ def bench_sample(settings: Settings, *, scale: str) -> list[Figure]:
             generate_sample(Path(tmp), seed=1, scale=name, progress=True)
             seconds = time.perf_counter() - started
             rows = len(pd.read_csv(Path(tmp) / "positions.csv", engine="pyarrow"))
-        figures.append(Figure(f"generate {name}", seconds, "s", f"<= {TARGETS_S[name]:.0f} s"))
+        figures.append(Figure(f"generate {name}", seconds, "s", f"<= {TARGETS_S[name]:g}"))
         figures.append(Figure(f"{name} position rows (CSV)", rows, "rows"))
     return figures

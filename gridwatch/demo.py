@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
-from etl.database import ensure_database
-from etl.manifest import read_manifest
-from etl.runner import format_summary, run_manifest
+from gridwatch.etl.database import ensure_database
+from gridwatch.etl.manifest import read_manifest
+from gridwatch.etl.runner import format_summary, run_manifest
 from gridwatch.settings import Settings
 
 __all__ = ["prepare_demo", "sample_folder", "live_feed"]
@@ -27,7 +27,7 @@ GRIDWATCH = [sys.executable, "-m", "gridwatch.cli"]
 def sample_folder(settings: Settings, *, seed: int, scale: str, progress: bool = True) -> Path:
     """Today's generated sample under the home folder, ending at the hour it was made
     (written once a day, atomically), so the demo shows current data."""
-    from data import generate_sample
+    from gridwatch.data import generate_sample
 
     end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     folder = settings.home_dir / f"sample-{scale}-{seed}-{end:%Y%m%d}"

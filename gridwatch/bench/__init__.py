@@ -1,0 +1,120 @@
+"""``gridwatch bench NAME``: every benchmark, each figure beside its goal and a baseline.
+
+A benchmark is a function ``(settings, *, scale) -> list[Figure]`` in the module of
+this package named after what it measures; :data:`BENCHMARKS` lists them. Each
+figure is printed on a line of its own: the value, the goal the issue names, MET or
+MISSED, the baseline measured in the same run (and the ratio), and the machine's
+load average when it was measured, so a figure from a busy machine can be told apart.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from dataclasses import dataclass, field
+
+from gridwatch.errors import InputError
+from gridwatch.settings import Settings
+
+__all__ = ["BENCHMARKS", "Figure", "Goal", "run_benchmark", "format_figures"]
+
+BENCHMARKS: dict[str, str] = {
+    "sample": "sample:bench_sample",
+    "etl": "etl:bench_etl",
+    "tiles": "tiles:bench_tiles",
+    "ingest": "ingest:bench_ingest",
+    "dispatch": "dispatch:bench_dispatch",
+    "soak": "soak:bench_soak",
+}
+
+_GOAL = re.compile(r"^(<=|>=|≤|≥|<|>)\s*([-+]?[\d,]*\.?\d+)\s*(x|×)?$")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What a figure must reach: ``value <= limit`` (or ``>=``), or that ratio to its baseline.
+
+    >>> Goal.parse("<= 50").met(20.0, None), Goal.parse(">= 1.0x").met(90.0, 100.0)
+    (True, False)
+    """
+
+    op: str
+    limit: float
+    of_baseline: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Goal:
+        """``"<= 50"``, ``"≥ 50,000"`` or ``">= 1.0x"`` (times the baseline)."""
+        found = _GOAL.match(text.strip())
+        if found is None:
+            raise ValueError(f"goal {text!r} is not of the form '<= 50', '>= 2,000' or '>= 1.0x'")
+        op = {"≤": "<=", "≥": ">=", "<": "<=", ">": ">="}.get(found.group(1), found.group(1))
+        return cls(op, float(found.group(2).replace(",", "")), found.group(3) is not None)
+
+    def met(self, value: float, baseline: float | None) -> bool:
+        """Whether ``value`` (against ``baseline``, for a ratio goal) reaches the goal."""
+        if self.of_baseline:
+            if not baseline:
+                return False
+            value = value / baseline
+        return value <= self.limit if self.op == "<=" else value >= self.limit
+
+    def describe(self, unit: str) -> str:
+        """The goal as printed: ``≤ 50 ms``, ``≥ 1.0× baseline``."""
+        sign = "≤" if self.op == "<=" else "≥"
+        return f"{sign} {self.limit:g}× baseline" if self.of_baseline else f"{sign} {self.limit:,g} {unit}".rstrip()
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure, the goal it must reach, and a baseline measured in the same run.
+
+    ``goal`` is a :class:`Goal` in text (``"<= 50"``, ``">= 1.0x"``) or empty when the
+    issue names none; the load average is read when the figure is made, right after
+    its measurement.
+    """
+
+    name: str
+    value: float
+    unit: str
+    goal: str = ""
+    baseline: float | None = None
+    baseline_name: str = ""
+    load: float = field(default_factory=lambda: os.getloadavg()[0])
+
+    def __post_init__(self) -> None:
+        if self.goal:
+            Goal.parse(self.goal)  # a malformed goal fails where it is written
+
+    @property
+    def result(self) -> str:
+        """``MET``, ``MISSED``, or ``-`` without a goal."""
+        if not self.goal:
+            return "-"
+        return "MET" if Goal.parse(self.goal).met(self.value, self.baseline) else "MISSED"
+
+    @property
+    def ratio(self) -> str:
+        if not self.baseline:
+            return ""
+        ratio = self.value / self.baseline
+        return f"{ratio:.1f}x" if ratio >= 0.1 else f"{ratio:.3f}x"
+
+
+def run_benchmark(name: str, settings: Settings, *, scale: str) -> list[Figure]:
+    """Run the benchmark called ``name``."""
+    if name not in BENCHMARKS:
+        raise InputError(f"benchmark {name!r} is unknown; expected one of {sorted(BENCHMARKS)}")
+    module, func = BENCHMARKS[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), func)(settings, scale=scale)
+
+
+def format_figures(figures: list[Figure]) -> str:
+    """A plain-text table of the figures, one line each."""
+    rows = [("figure", "value", "goal", "result", "baseline (same run)", "vs baseline", "load avg")]
+    for f in figures:
+        base = f"{f.baseline:,.1f} {f.unit} ({f.baseline_name})" if f.baseline is not None else ""
+        goal = Goal.parse(f.goal).describe(f.unit) if f.goal else ""
+        rows.append((f.name, f"{f.value:,.1f} {f.unit}", goal, f.result, base, f.ratio, f"{f.load:.2f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
