@@ -20,6 +20,7 @@ import psycopg
 import sqlalchemy as sa
 
 from gridwatch.etl._copy import copy_rows
+from gridwatch.etl.schema import etl_run
 
 __all__ = ["RunCounts", "job_run", "quarantine_rows", "file_digest", "already_loaded", "mark_loaded"]
 
@@ -38,30 +39,18 @@ class RunCounts:
 def job_run(engine: sa.Engine, job: str, source: str | None = None) -> Iterator[RunCounts]:
     """Record a job in ``etl_run``: ``running``, then ``ok`` with counts or ``failed``."""
     with engine.begin() as conn:
-        run_id = conn.execute(
-            sa.text("INSERT INTO etl_run (job, source) VALUES (:job, :source) RETURNING id"),
-            {"job": job, "source": source},
-        ).scalar_one()
+        run_id = conn.execute(sa.insert(etl_run).values(job=job, source=source).returning(etl_run.c.id)).scalar_one()
     counts = RunCounts(run_id)
+    this_run = sa.update(etl_run).where(etl_run.c.id == run_id).values(finished=sa.func.now())
     try:
         yield counts
     except BaseException as exc:
         with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "UPDATE etl_run SET finished = now(), status = 'failed', message = :msg WHERE id = :id"
-                ),
-                {"id": run_id, "msg": f"{type(exc).__name__}: {exc}"[:2000]},
-            )
+            conn.execute(this_run.values(status="failed", message=f"{type(exc).__name__}: {exc}"[:2000]))
         raise
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "UPDATE etl_run SET finished = now(), status = 'ok', rows_in = :i, rows_loaded = :l, "
-                "rows_rejected = :r WHERE id = :id"
-            ),
-            {"id": run_id, "i": counts.rows_in, "l": counts.rows_loaded, "r": counts.rows_rejected},
-        )
+        conn.execute(this_run.values(status="ok", rows_in=counts.rows_in, rows_loaded=counts.rows_loaded,
+                                     rows_rejected=counts.rows_rejected))
 
 
 def quarantine_rows(

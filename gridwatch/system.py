@@ -6,7 +6,8 @@ What is needed, and by whom:
   virtualenv is made;
 - ``postgis``: the PostgreSQL server and PostGIS for it, which run the embedded cluster (none
   when ``GRIDWATCH_DATABASE_URL`` names an existing server);
-- ``browser``: Chromium and a CJK font, for the browser tests and the page benchmarks;
+- ``browser``: Chromium, the library Playwright's driver needs and a CJK font, for the browser
+  tests and the page benchmarks;
 - ``fonts``: the CJK font the map labels are drawn from (the demo runs without it, unlabelled).
 
 As root on a Debian/Ubuntu machine the missing packages are installed with apt-get; as a
@@ -19,6 +20,7 @@ before the virtualenv exists (``python3 -I gridwatch/system.py venv browser``).
 """
 from __future__ import annotations
 
+import ctypes.util
 import glob
 import importlib.util
 import os
@@ -32,7 +34,7 @@ from pathlib import Path
 
 __all__ = [
     "Need", "SetupError", "ensure", "ensure_postgres", "find_pg_bindir", "pg_major", "pg_sharedir",
-    "postgres_server", "postgis", "chromium", "cjk_font", "venv_module", "CHROMIUM", "NEEDS",
+    "postgres_server", "postgis", "chromium", "playwright_runtime", "cjk_font", "venv_module", "CHROMIUM", "NEEDS",
 ]
 
 # The browser the tests and page benchmarks drive: Debian's, unless GRIDWATCH_CHROMIUM names another.
@@ -120,6 +122,11 @@ def chromium() -> Need:
     return Need(f"Chromium ({CHROMIUM})", "chromium", CHROMIUM.exists)
 
 
+def playwright_runtime() -> Need:
+    """libatomic, which the Node.js that drives Playwright needs (Debian's Chromium does not pull it in)."""
+    return Need("the library libatomic.so.1", "libatomic1", lambda: ctypes.util.find_library("atomic") is not None)
+
+
 def cjk_font() -> Need:
     """A CJK font: map labels and the browser's Chinese text are drawn from it."""
     def present() -> bool:
@@ -165,7 +172,7 @@ def _postgis_unless_external() -> None:
 NEEDS: dict[str, Callable[[], object]] = {
     "venv": lambda: ensure([venv_module()]),
     "postgis": _postgis_unless_external,
-    "browser": lambda: ensure([chromium(), cjk_font()]),
+    "browser": lambda: ensure([chromium(), playwright_runtime(), cjk_font()]),
     "fonts": lambda: ensure([cjk_font()]),
 }
 

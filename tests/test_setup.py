@@ -43,8 +43,13 @@ def _as(user: str, cmd: list[str]) -> list[str]:
 
 
 def _hiding(setup: str, cmd: list[str]) -> list[str]:
-    """``cmd`` in a private mount namespace prepared by the shell commands ``setup`` (root only)."""
-    return ["unshare", "-m", "--propagation", "private", "sh", "-ec", f'{setup}\nexec "$@"', "sh", *cmd]
+    """``cmd`` in a private mount namespace prepared by the shell commands ``setup`` (root only).
+
+    The namespace's mounts are made private (nothing propagates back) where / is a mount point;
+    in a chroot it is not, and the mounts keep the propagation of the chroot's own namespace.
+    """
+    private = "mount --make-rprivate / 2>/dev/null || true"
+    return ["unshare", "-m", "--propagation", "unchanged", "sh", "-ec", f'{private}\n{setup}\nexec "$@"', "sh", *cmd]
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
