@@ -128,13 +128,13 @@ def playwright_runtime() -> Need:
 
 
 def cjk_font() -> Need:
-    """A CJK font: map labels and the browser's Chinese text are drawn from it."""
+    """A CJK font, found with fontconfig's fc-match: map labels and the browser's Chinese text are drawn from it."""
     def present() -> bool:
         if shutil.which("fc-match") is None:
             return False
         found = subprocess.run(["fc-match", "-f", "%{family}", CJK_FONT_QUERY], capture_output=True, text=True)
         return CJK_FONT_QUERY in found.stdout
-    return Need(f"the font {CJK_FONT_QUERY!r}", "fonts-noto-cjk", present)
+    return Need(f"the font {CJK_FONT_QUERY!r}", "fonts-noto-cjk", present, also=("fontconfig",))
 
 
 def venv_module() -> Need:

@@ -168,6 +168,14 @@ if ROOT:
         assert line.startswith("gridwatch: error: missing the PostgreSQL server (initdb, pg_ctl, postgres): "
                                "run `sudo apt-get install postgresql`"), line
 
+    def test_root_font_missing_is_installed_with_fontconfig(home: Path, scratch: Path) -> None:
+        """The demo's labels: the CJK font, and fc-match that finds it (Chromium brings it, the demo may not)."""
+        hide = WITHOUT_CHROMIUM.replace(f"rm {system.CHROMIUM}", "rm /usr/bin/fc-match")
+        result = _run(_hiding(hide, [*SYSTEM_PY, "fonts"]), _env(home, GW_SCRATCH=str(scratch)), timeout=900)
+        assert result.returncode == 0, result
+        assert result.stdout.strip() == "gridwatch: installing fontconfig fonts-noto-cjk with apt-get ..."
+        assert (scratch / "upper" / "fc-match").exists()
+
     def test_root_chromium_missing_is_installed(home: Path, scratch: Path) -> None:
         result = _run(_hiding(WITHOUT_CHROMIUM, [*SYSTEM_PY, "browser"]), _env(home, GW_SCRATCH=str(scratch)),
                       timeout=900)
