@@ -38,7 +38,7 @@ __all__ = ["metadata", "include_object", "POSITION_PARTITION"] + [
     "command_unit", "police_area", "grid_source", "grid", "grid_lineage", "grid_version", "audit_log", "zone",
     "defence_line", "checkpoint", "border_segment", "road", "river", "settlement", "port", "sensor", "unit",
     "position", "unit_latest", "incident", "grid_coverage", "segment_coverage", "hex_coverage", "quarantine",
-    "loaded_file", "etl_run", "line_crossing", "leak_route", "device", "ingest_offset", "alert",
+    "loaded_file", "etl_run", "line_crossing", "leak_route", "device", "ingest_offset", "ingest_status", "alert",
 ]
 
 metadata = MetaData()
@@ -361,6 +361,8 @@ quarantine = Table(
     Column("record", JSONB, nullable=False),
     Column("reason", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False, server_default=_now()),
+    # the CSV line (1 = the header) or the vector feature number (1 = the first) of a file's record
+    Column("line", BigInteger, CheckConstraint("line >= 1")),
     Index("quarantine_source", "source"),
 )
 
@@ -428,6 +430,18 @@ ingest_offset = Table(
     Column("pos", BigInteger, CheckConstraint("pos >= 0"), nullable=False),
     Column("fixes", BigInteger, nullable=False, server_default=text("0")),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now()),
+)
+
+# How the live ingest's writer is doing, one row per spool, written every few seconds.
+ingest_status = Table(
+    "ingest_status", metadata,
+    Column("spool_id", Text, primary_key=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now()),
+    Column("state", Text, CheckConstraint("state IN ('storing', 'retrying', 'stopped')"), nullable=False),
+    Column("backlog", BigInteger, CheckConstraint("backlog >= 0"), nullable=False, server_default=text("0")),
+    Column("oldest_unstored_at", DateTime(timezone=True)),
+    Column("last_stored_at", DateTime(timezone=True)),
+    Column("last_error", Text),
 )
 
 alert = Table(
