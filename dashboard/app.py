@@ -18,7 +18,7 @@ import flask
 
 from gridwatch.dashboard._context import WallContext
 from gridwatch.dashboard.routes import routes
-from gridwatch.etl.database import database_url, engine_for
+from gridwatch.etl.database import database_engine, engine_for
 from gridwatch.layers.glyphs import FONTSTACK, glyph_range, glyphs_available
 from gridwatch.settings import Settings, get_settings
 
@@ -62,10 +62,9 @@ def _serve_plotly_bundle(app: dash.Dash) -> None:
 def create_app(url: str | None = None, settings: Settings | None = None) -> dash.Dash:
     """A dashboard app on the database at ``url`` (default: the configured one)."""
     settings = settings or get_settings()
-    engine = engine_for(
-        url or database_url(settings), pool_size=8, max_overflow=8, pool_timeout=5,
-        connect_args={"connect_timeout": 3, "options": "-c statement_timeout=15000"},
-    )
+    options = {"pool_size": 8, "max_overflow": 8, "pool_timeout": 5,
+               "connect_args": {"connect_timeout": 3, "options": "-c statement_timeout=15000"}}
+    engine = engine_for(url, **options) if url else database_engine(settings, **options)
     app = dash.Dash(
         __name__, use_pages=True, pages_folder=str(HERE / "pages"), assets_folder=str(HERE / "assets"),
         serve_locally=True, title="gridwatch", update_title=None, suppress_callback_exceptions=True,

@@ -138,7 +138,7 @@ def units_update(ctx: WallContext, *, at: datetime | None, lang: str) -> UnitsUp
         units = live_units(ctx.engine, ctx.settings) if at is None else positions_at(ctx.engine, ctx.settings, at)
         status = data_status(ctx.engine, ctx.settings)
     except DB_ERRORS:
-        return UnitsUpdate(None, banner("db_down", lang=lang), label)
+        return UnitsUpdate(None, banner("db", lang=lang), label)
     trace = units_trace(units, timezone=ctx.settings.timezone)
     if status.empty:
         return UnitsUpdate(trace, banner("empty", lang=lang), label)

@@ -1,7 +1,9 @@
 """The non-Dash endpoints: the map style, vector tiles, glyphs and live units as JSON.
 
-Unknown layers, tiles outside the pyramid and bad glyph ranges are 404; a
-database that cannot be reached is 503; neither is ever a 500.
+Unknown layers, tiles outside the pyramid and bad glyph ranges are 404. While the
+database cannot be reached, each answers what it last answered, marked with the
+``X-Gridwatch-As-Of`` header, so a wall keeps its picture; what it never answered
+is 503. Neither is ever a 500.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import hashlib
 
 import flask
 
-from gridwatch.dashboard._context import DB_ERRORS, context
+from gridwatch.dashboard._context import DB_ERRORS, Known, context
 from gridwatch.dashboard.i18n import lang_of
 from gridwatch.layers.catalog import available_layers, get_layer
 from gridwatch.layers.glyphs import FONTSTACK, glyph_range, glyphs_available
@@ -57,15 +59,23 @@ def style() -> flask.Response:
     """The MapLibre style; ``?lang=zh`` labels in Chinese, ``?hide=a,b`` starts layers hidden."""
     ctx = context()
     hide = flask.request.args.get("hide")
-    extent = jurisdiction_bounds(ctx.engine)
+    known = ctx.known.read("style", lambda: (available_layers(ctx.engine), jurisdiction_bounds(ctx.engine)))
+    layers, extent = known.value
     body = build_style(
-        available_layers(ctx.engine), base_url=flask.request.host_url.rstrip("/"),
+        layers, base_url=flask.request.host_url.rstrip("/"),
         lang=lang_of(flask.request.args.get("lang")),
         hidden=frozenset(hide.split(",")) if hide is not None else None,
         labels=glyphs_available(), basemap_tiles_url=ctx.settings.basemap_tiles_url,
         bounds=None if extent is None else _widened(extent, SOURCE_MARGIN_DEG),
     )
-    return _cached(flask.json.dumps(body).encode(), "application/json", max_age=0)
+    return _as_of(_cached(flask.json.dumps(body).encode(), "application/json", max_age=0), known)
+
+
+def _as_of(response: flask.Response, known: Known) -> flask.Response:
+    """Mark an answer the database could not give now: the last known one, and when it was read."""
+    if not known.fresh:
+        response.headers["X-Gridwatch-As-Of"] = known.at.isoformat()
+    return response
 
 
 def _widened(bounds: tuple[float, float, float, float], margin: float) -> tuple[float, float, float, float]:
@@ -86,16 +96,19 @@ def _tile_address(z: str, x: str, y: str) -> tuple[int, int, int]:
 @routes.get("/tiles/<layer_id>/<z>/<x>/<y>.pbf")
 def vector_tile(layer_id: str, z: str, x: str, y: str) -> flask.Response:
     """One vector tile of a catalogued layer."""
-    data = tile(context().engine, layer_id, *_tile_address(z, x, y))
-    return _cached(data, "application/vnd.mapbox-vector-tile",
-                   max_age=0 if get_layer(layer_id).live else STATIC_MAX_AGE)
+    address = _tile_address(z, x, y)
+    known = context().known.read(("tile", layer_id, *address), lambda: tile(context().engine, layer_id, *address))
+    return _as_of(_cached(known.value, "application/vnd.mapbox-vector-tile",
+                          max_age=0 if get_layer(layer_id).live else STATIC_MAX_AGE), known)
 
 
 @routes.get("/tiles/group/<group>/<z>/<x>/<y>.pbf")
 def vector_tile_group(group: str, z: str, x: str, y: str) -> flask.Response:
     """One tile of every static (or every live) layer: what the map fetches."""
-    data = group_tile(context().engine, group, *_tile_address(z, x, y))
-    return _cached(data, "application/vnd.mapbox-vector-tile", max_age=0 if group == "live" else STATIC_MAX_AGE)
+    address = _tile_address(z, x, y)
+    known = context().known.read(("group", group, *address), lambda: group_tile(context().engine, group, *address))
+    return _as_of(_cached(known.value, "application/vnd.mapbox-vector-tile",
+                          max_age=0 if group == "live" else STATIC_MAX_AGE), known)
 
 
 @routes.get("/glyphs/<fontstack>/<int:start>-<int:end>.pbf")
@@ -110,5 +123,6 @@ def glyphs(fontstack: str, start: int, end: int) -> flask.Response:
 def live() -> flask.Response:
     """Every unit's latest fix as JSON records (what the wall's live layer shows)."""
     ctx = context()
-    units = live_units(ctx.engine, ctx.settings)
-    return flask.Response(units.to_json(orient="records", date_format="iso"), mimetype="application/json")
+    known = ctx.known.read("api-live", lambda: live_units(ctx.engine, ctx.settings))
+    return _as_of(flask.Response(known.value.to_json(orient="records", date_format="iso"),
+                                 mimetype="application/json"), known)

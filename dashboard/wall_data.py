@@ -21,6 +21,7 @@ from gridwatch.layers.queries import (
     command_unit,
     command_unit_tree,
     data_status,
+    feed_trouble,
     jurisdiction_bounds,
     kpis,
     live_units,
@@ -63,43 +64,58 @@ class LiveUpdate:
         return patched
 
 
+def _live_reads(ctx: WallContext, code: str | None) -> tuple:
+    unit = selected_unit(ctx, code)
+    scope = unit.id if unit else None
+    units = live_units(ctx.engine, ctx.settings, scope=scope)
+    trail = trails(ctx.engine, minutes=TRAIL_MINUTES, scope=scope) if len(units) <= DETAIL_MAX_UNITS else None
+    return units, trail, data_status(ctx.engine, ctx.settings), feed_trouble(ctx.engine, ctx.settings)
+
+
 def live_update(ctx: WallContext, code: str | None, *, lang: str) -> LiveUpdate:
-    """Units, trails and the data banner for the scope ``code`` (trails and ticks up to :data:`DETAIL_MAX_UNITS`)."""
+    """Units, trails and the data banner for the scope ``code`` (trails and ticks up to :data:`DETAIL_MAX_UNITS`).
+
+    While the database is away: the last known units, and a banner saying since when they are shown.
+    """
     try:
-        unit = selected_unit(ctx, code)
-        scope = unit.id if unit else None
-        units = live_units(ctx.engine, ctx.settings, scope=scope)
-        detail = len(units) <= DETAIL_MAX_UNITS
-        trail = trails(ctx.engine, minutes=TRAIL_MINUTES, scope=scope) if detail else None
-        status = data_status(ctx.engine, ctx.settings)
+        known = ctx.known.read(("live", code), lambda: _live_reads(ctx, code))
     except DB_ERRORS:
-        return LiveUpdate(None, banner("db_down", lang=lang))
+        return LiveUpdate(None, banner("db_nothing", lang=lang))
+    units, trail, status, feed = known.value
     traces = live_traces(units, trail, lang=lang, timezone=ctx.settings.timezone)
+    tz = ctx.settings.timezone
+    if not known.fresh:
+        return LiveUpdate(traces, banner("db_kept", lang=lang, since=local_time(known.at, tz, "%H:%M:%S")))
+    if feed is not None:
+        return LiveUpdate(traces, banner(f"feed_{feed.kind}", lang=lang, since=local_time(feed.since, tz, "%H:%M:%S"),
+                                         backlog=f"{feed.backlog:,}", error=feed.last_error or "—"))
     if status.empty:
         return LiveUpdate(traces, banner("empty", lang=lang))
     if status.stale:
-        return LiveUpdate(traces, banner("stale", lang=lang, since=local_time(status.newest_fix,
-                                                                            ctx.settings.timezone)))
+        return LiveUpdate(traces, banner("stale", lang=lang, since=local_time(status.newest_fix, tz)))
     return LiveUpdate(traces, banner(None, lang=lang))
 
 
 def unit_options(ctx: WallContext, *, lang: str) -> list[dict[str, str]]:
-    """The drill-down options (empty while the database is unreachable)."""
+    """The drill-down options (the last known ones while the database is away, else none)."""
     try:
-        return scope_options(command_unit_tree(ctx.engine), lang=lang)
+        return scope_options(ctx.known.read("tree", lambda: command_unit_tree(ctx.engine)).value, lang=lang)
     except DB_ERRORS:
         return []
 
 
 def start_bounds(ctx: WallContext, unit: str | None) -> tuple[float, float, float, float] | None:
     """Where the map opens: the unit in the URL, else the whole jurisdiction (None when unknown)."""
-    try:
+    def bounds() -> tuple[float, float, float, float] | None:
         if unit:
             try:
                 return command_unit(ctx.engine, unit).bounds
             except UnknownCommandUnitError:
                 pass
         return jurisdiction_bounds(ctx.engine)
+
+    try:
+        return ctx.known.read(("bounds", unit), bounds).value
     except DB_ERRORS:
         return None
 
@@ -115,13 +131,16 @@ class SlowUpdate:
 
 
 def slow_update(ctx: WallContext, code: str | None, *, lang: str) -> SlowUpdate | None:
-    """The minute-scale parts of the wall; None when the database is unreachable."""
-    try:
+    """The minute-scale parts of the wall (the last known ones while the database is away); None
+    when the database is away and they were never read."""
+    def reads() -> tuple:
         unit = selected_unit(ctx, code)
         bounds = unit.bounds if unit else jurisdiction_bounds(ctx.engine)
         figures = kpis(ctx.engine, ctx.settings, scope=unit.id if unit else None)
-        tree = command_unit_tree(ctx.engine)
-        layers = available_layers(ctx.engine)
+        return bounds, figures, command_unit_tree(ctx.engine), available_layers(ctx.engine)
+
+    try:
+        bounds, figures, tree, layers = ctx.known.read(("slow", code), reads).value
     except DB_ERRORS:
         return None
     return SlowUpdate(

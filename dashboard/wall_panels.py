@@ -62,11 +62,12 @@ def kpi_strip(k: Kpis, *, lang: str, timezone: str) -> list[html.Div]:
     ]
 
 
-def banner(kind: str | None, *, lang: str, since: str = "") -> tuple[str, str]:
-    """The banner text and CSS class for ``db_down``, ``empty``, ``stale`` or none."""
+def banner(kind: str | None, *, lang: str, **fields: str) -> tuple[str, str]:
+    """The banner text and CSS class for a kind (``db``, ``db_kept``, ``feed_retrying``, ``empty``,
+    ...; see the ``banner_*`` strings) or none; ``fields`` fill its text."""
     if kind is None:
         return "", "banner hidden"
-    return t(f"banner_{kind}", lang, since=since), f"banner banner-{kind}"
+    return t(f"banner_{kind}", lang, **fields), f"banner banner-{kind.split('_')[0]}"
 
 
 def scope_options(tree: pd.DataFrame, *, lang: str) -> list[dict[str, str]]:

@@ -14,7 +14,8 @@ from gridwatch.errors import DatabaseError
 from gridwatch.etl.server import EmbeddedServer
 from gridwatch.settings import Settings, get_settings
 
-__all__ = ["database_url", "engine_for", "ensure_database", "upgrade_schema", "check_postgis", "scratch_database"]
+__all__ = ["database_url", "database_engine", "engine_for", "ensure_database", "upgrade_schema", "check_postgis",
+           "scratch_database"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -43,6 +44,27 @@ def _sqlalchemy_url(url: str) -> sa.URL:
 def engine_for(url: str, **kwargs) -> Engine:
     """A SQLAlchemy engine (psycopg 3) for a libpq URL."""
     return sa.create_engine(_sqlalchemy_url(url), pool_pre_ping=True, **kwargs)
+
+
+def database_engine(settings: Settings | None = None, **kwargs) -> Engine:
+    """An engine on the database in use that finds it again after a restart, with no restart here.
+
+    For ``GRIDWATCH_DATABASE_URL``, that server. For the embedded cluster, every new connection
+    reads the cluster's current address (``db.json``), so a cluster started again on another
+    port is found too. Pooled connections are checked before use, so those a restart cut are
+    replaced.
+    """
+    settings = settings or get_settings()
+    engine = engine_for(database_url(settings), **kwargs)
+    if not settings.database_url:
+        server = EmbeddedServer(settings)
+
+        @sa.event.listens_for(engine, "do_connect")
+        def _current_address(dialect, record, cargs, cparams) -> None:
+            url = make_url(server.url())
+            cparams.update(host=url.host, port=url.port, password=url.password, dbname=url.database)
+
+    return engine
 
 
 def _describe(url: str) -> str:

@@ -59,7 +59,10 @@ def _run(cmd: list[str], *, check: bool = True) -> subprocess.CompletedProcess[s
 
 
 def _port_free(port: int) -> bool:
+    """True when nothing listens on ``port``. Connections of a server just stopped may linger
+    (TIME_WAIT); like PostgreSQL's own listen socket, the probe may bind over them."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -66,12 +66,21 @@ class Settings(BaseSettings):
     data_stale_after_s: float = Field(
         default=900.0, gt=0, description="The dashboard warns when the newest fix is older."
     )
+    feed_lag_s: float = Field(
+        default=30.0, gt=0,
+        description="The wall warns when live fixes wait this long unstored, or the ingest service is silent as long.",
+    )
     live_refresh_s: float = Field(
         default=5.0, ge=0.05, description="How often the wall and dispatch pages redraw the live units."
     )
     alert_refresh_s: float = Field(default=10.0, ge=0.05, description="How often the dispatch page checks alerts.")
     refresh_s: float = Field(
         default=30.0, ge=0.05, description="How often the pages refresh KPIs, gap lists and live vector layers."
+    )
+    last_known_mb: float = Field(
+        default=128.0, gt=0,
+        description="How much of the last picture (tiles, units, figures) the dashboard keeps to show "
+                    "while the database is away.",
     )
     sliver_area_m2: float = Field(
         default=2000.0, ge=0, description="Fused-grid pieces below this area are absorbed."

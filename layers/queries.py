@@ -15,9 +15,8 @@ import sqlalchemy as sa
 from gridwatch.settings import Settings
 
 __all__ = [
-    "CommandUnit", "DataStatus", "Kpis", "data_status", "UnknownCommandUnitError", "command_unit",
-    "command_unit_tree", "jurisdiction_bounds",
-    "live_units", "trails", "kpis", "LEVELS",
+    "CommandUnit", "DataStatus", "FeedTrouble", "Kpis", "data_status", "feed_trouble", "UnknownCommandUnitError",
+    "command_unit", "command_unit_tree", "jurisdiction_bounds", "live_units", "trails", "kpis", "LEVELS",
 ]
 
 LEVELS = ("prefecture", "county", "township", "station")
@@ -82,6 +81,38 @@ def data_status(engine: sa.Engine, settings: Settings) -> DataStatus:
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT" + _STATUS_COLUMNS), {"stale_s": settings.data_stale_after_s}).one()
     return DataStatus(row.newest_fix, row.stale)
+
+
+@dataclass(frozen=True)
+class FeedTrouble:
+    """The live feed is not being stored: ``kind`` is ``retrying`` (the writer cannot store),
+    ``lagging`` (fixes wait unstored longer than ``settings.feed_lag_s``) or ``silent`` (the
+    ingest service stopped reporting without a clean stop)."""
+
+    kind: str
+    since: datetime
+    backlog: int
+    last_error: str | None
+
+
+_FEED_TROUBLE = """
+SELECT kind, since, backlog, last_error FROM (
+    SELECT CASE WHEN updated_at < now() - make_interval(secs => :lag_s) THEN 'silent'
+                WHEN state = 'retrying' THEN 'retrying'
+                WHEN oldest_unstored_at < now() - make_interval(secs => :lag_s) THEN 'lagging' END AS kind,
+           CASE WHEN updated_at < now() - make_interval(secs => :lag_s) THEN updated_at
+                ELSE coalesce(oldest_unstored_at, last_stored_at, updated_at) END AS since,
+           backlog, last_error
+    FROM ingest_status WHERE state <> 'stopped'
+) s WHERE kind IS NOT NULL ORDER BY since LIMIT 1
+"""
+
+
+def feed_trouble(engine: sa.Engine, settings: Settings) -> FeedTrouble | None:
+    """Why live fixes are not reaching the database, as the ingest writer last told (``ingest_status``)."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(_FEED_TROUBLE), {"lag_s": settings.feed_lag_s}).one_or_none()
+    return None if row is None else FeedTrouble(row.kind, row.since, row.backlog, row.last_error)
 
 
 @dataclass(frozen=True)

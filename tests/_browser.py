@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from gridwatch.bench._harness import CHROMIUM, CHROMIUM_ARGS, serving
 
-__all__ = ["CHROMIUM", "LOADED", "MAP", "READY", "RENDERED", "TcpProxy", "Watch", "offline_page", "ready", "serving"]
+__all__ = ["CHROMIUM", "LIVE_LONS", "LOADED", "MAP", "READY", "RENDERED", "TcpProxy", "Watch", "offline_page", "ready", "serving"]
 
 # Page probes: the wall's MapLibre map, and how many features each catalog layer drew.
 MAP = "window.gridwatch.map()"
@@ -28,6 +28,9 @@ def ready(map_expr: str = MAP) -> str:
 
 
 READY = ready()
+# The longitudes of the wall's live units as drawn.
+LIVE_LONS = """() => document.querySelector('#wall-map .js-plotly-plot').data
+    .flatMap(t => (t.lon || []).filter(v => v !== null))"""
 RENDERED = f"""(ids) => {{
     const m = {MAP};
     const out = {{}};

@@ -156,3 +156,19 @@ def test_home_the_server_user_cannot_enter(tmp_path_factory: pytest.TempPathFact
         run_cli("db", "stop", env=env)
         if server.cluster_dir != home:
             shutil.rmtree(server.cluster_dir, ignore_errors=True)
+
+
+def test_a_restart_keeps_the_port_even_with_clients_connected(server: EmbeddedServer, env: dict[str, str]) -> None:
+    """Clients that reconnect to the address they know find the database there again (the
+    connections cut by the stop linger on the server's port for a while)."""
+    assert run_cli("db", "start", env=env).returncode == 0
+    first = run_cli("db", "url", env=env).stdout.strip()
+    clients = [psycopg.connect(first) for _ in range(3)]
+    assert run_cli("db", "stop", env=env).stdout.strip() == "stopped"
+    again = run_cli("db", "start", env=env)
+    assert again.returncode == 0, again.stderr
+    assert run_cli("db", "url", env=env).stdout.strip() == first
+    for client in clients:
+        client.close()
+    with psycopg.connect(first) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -20,7 +20,7 @@ from _browser import READY, offline_page, serving
 
 pytestmark = pytest.mark.browser
 
-WARM_UP_REFRESHES = 100  # the heap settles over the first minute or so (compiled code, caches)
+WARM_UP_REFRESHES = 150  # the heap settles over the first minutes (compiled code, caches)
 REFRESHES = 150
 CAP_S = 600.0  # only stops a page that no longer draws: a busy machine takes longer, never fails for it
 

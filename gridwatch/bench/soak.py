@@ -107,8 +107,7 @@ def soak(page, *, every_s: float, seconds: float, refreshes: int | None = None,
     bar = tqdm(total=total, disable=not progress, desc="soak", unit="refresh" if refreshes else "sample")
     try:
         while True:
-            cdp.send("HeapProfiler.collectGarbage")
-            metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+            metrics = _after_gc(cdp)
             samples.append(PageSample(time.monotonic() - start, drawn[0], metrics["JSHeapUsedSize"] / 2**20,
                                       int(metrics["Nodes"]), int(metrics["JSEventListeners"])))
             bar.update(min(drawn[0], total) - bar.n if refreshes else 1)
@@ -120,6 +119,16 @@ def soak(page, *, every_s: float, seconds: float, refreshes: int | None = None,
         bar.close()
         page.remove_listener("response", count)
         cdp.detach()
+
+
+def _after_gc(cdp, readings: int = 3) -> dict[str, float]:
+    """The page's metrics after a forced garbage collection, the reading with the smallest heap of a few
+    (a collection that ran while a refresh was being drawn still holds that refresh's buffers)."""
+    taken = []
+    for _ in range(readings):
+        cdp.send("HeapProfiler.collectGarbage")
+        taken.append({m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]})
+    return min(taken, key=lambda m: m["JSHeapUsedSize"])
 
 
 def heap_growth(samples: list[PageSample]) -> float:
