@@ -72,8 +72,12 @@ class Settings(BaseSettings):
     )
     ingest_request_timeout_s: float = Field(
         default=10.0, gt=0,
-        description="How long an HTTP connection may take to send a request's head (from its opening or the "
-                    "previous response), and then its body; how long a CoT connection may take to authenticate.",
+        description="How long an HTTP client may take to send a request's head (from the connection's opening or "
+                    "the request's first byte), and then its body; how long a CoT connection may take to "
+                    "authenticate.",
+    )
+    ingest_keepalive_s: float = Field(
+        default=60.0, gt=0, description="An HTTP connection idle this long after a response is closed."
     )
     ingest_cot_idle_s: float = Field(
         default=600.0, gt=0, description="An authenticated CoT connection silent this long is closed."

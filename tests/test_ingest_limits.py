@@ -5,6 +5,7 @@ answered 4xx (never 500), and no token in any line of the service's log.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import re
 import secrets
@@ -12,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from _ingest import CENTRE, IngestProcess, seed
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = {"L1": "vehicle", "L2": "vehicle", "H1": "vehicle", "H2": "vehicle"}
 LIMITED = {"GRIDWATCH_INGEST_MAX_CONNECTIONS": "6", "GRIDWATCH_INGEST_MAX_CONNECTIONS_PER_PEER": "4",
-           "GRIDWATCH_INGEST_COT_IDLE_S": "2"}
+           "GRIDWATCH_INGEST_COT_IDLE_S": "2", "GRIDWATCH_INGEST_KEEPALIVE_S": "14"}
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +41,8 @@ def tokens(server_url: str) -> Iterator[tuple[str, dict[str, str]]]:
 
 @pytest.fixture(scope="module")
 def limited(tokens: tuple[str, dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngestProcess]:
-    """The service with small connection caps (4 per address, 6 in all) and a 2 s CoT idle limit;
-    the request timeout is the default (10 s)."""
+    """The service with small connection caps (4 per address, 6 in all), a 2 s CoT idle limit and a
+    14 s keep-alive; the request timeout is the default (10 s)."""
     service = IngestProcess(tokens[0], tmp_path_factory.mktemp("limited"), env=LIMITED).start()
     yield service
     service.stop()
@@ -160,10 +162,29 @@ class Client(threading.Thread):
         self.sock.close()
 
 
+def keep_alive(port: int, source: str, pause: float) -> float | None:
+    """Make a request on a keep-alive connection, idle ``pause`` s, then make another on it: return
+    None when it was answered, else how long after the first answer the server had closed."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    conn.request("GET", "/api/ingest/stats")
+    assert conn.getresponse().read()
+    answered = time.monotonic()
+    if pause == 0:
+        assert conn.sock.recv(1) == b""  # wait for the server to close
+        return time.monotonic() - answered
+    time.sleep(pause)
+    conn.request("GET", "/api/ingest/stats")
+    response = conn.getresponse()
+    assert response.status == 200 and response.read()
+    conn.close()
+    return None
+
+
 def test_slow_and_idle_connections_are_closed(limited: IngestProcess, tokens: tuple[str, dict[str, str]]) -> None:
     """A slow-loris client sending a header byte every 2 s, a body that stops coming, a CoT client
-    that never authenticates, and one that authenticates and falls silent: each is closed at its
-    limit (10 s, the default request timeout; 2 s CoT idle here), well within 30 s."""
+    that never authenticates, one that authenticates and falls silent, and an idle keep-alive
+    connection: each is closed at its limit (10 s, the default request timeout; 2 s CoT idle and
+    14 s keep-alive here), well within 30 s. A keep-alive connection idle for 12 s still serves."""
     _, device_tokens = tokens
     before = limited.stats()
     header = b"GET /?id=L1 HTTP/1.1\r\nHost: ingest\r\nX-Slow: " + b"a" * 40
@@ -175,18 +196,24 @@ def test_slow_and_idle_connections_are_closed(limited: IngestProcess, tokens: tu
         "cot silent": Client(limited.cot_port, [(b"", 30.0)]),
         "cot idle": Client(limited.cot_port, [(_cot_auth("L1", device_tokens["L1"]), 30.0)], source="127.0.0.2"),
     }
-    for client in clients.values():
-        client.start()
-    for client in clients.values():
-        client.join(40)
-    closed = {name: c.answered_after and round(c.answered_after, 1) for name, c in clients.items()}
+    with ThreadPoolExecutor(2) as pool:
+        reused = pool.submit(keep_alive, limited.http_port, "127.0.0.3", 12.0)
+        idle = pool.submit(keep_alive, limited.http_port, "127.0.0.4", 0)
+        for client in clients.values():
+            client.start()
+        for client in clients.values():
+            client.join(40)
+        closed = {name: c.answered_after and round(c.answered_after, 1) for name, c in clients.items()}
+        closed["keep-alive idle"] = round(idle.result(), 1)
+        assert reused.result() is None, "a keep-alive connection idle for 12 s was closed"
     print(f"answered or closed after (s): {closed}")
     assert all(c is not None and c < 30 for c in closed.values()), closed
     assert 9 < closed["slow loris"] and clients["slow loris"].received.startswith(b"HTTP/1.1 408")
     assert 9 < closed["slow body"] and clients["slow body"].received.startswith(b"HTTP/1.1 408")
-    assert 9 < closed["cot silent"] and 1.5 < closed["cot idle"] < 9
+    assert 9 < closed["cot silent"] and 1.5 < closed["cot idle"] < 9 and 13 < closed["keep-alive idle"]
     stats = limited.stats()
     assert stats["http"]["closed"]["slow request"] == before["http"]["closed"].get("slow request", 0) + 2
+    assert stats["http"]["closed"]["idle"] >= before["http"]["closed"].get("idle", 0) + 1
     assert stats["cot"]["dropped"]["idle"] == before["cot"]["dropped"].get("idle", 0) + 1
     assert stats["cot"]["dropped"]["no authentication in time"] == \
         before["cot"]["dropped"].get("no authentication in time", 0) + 1

@@ -3,12 +3,13 @@ and how long an HTTP client may take to send a request.
 
 :class:`ConnectionCaps` counts open connections of one protocol. For HTTP,
 :class:`HttpGuard` wraps each connection of aiohttp's protocol: past a cap the
-connection is answered 503 and closed before aiohttp sees it; and a
-connection must present a whole request head within ``timeout_s`` of opening
-or of its previous request, else it is closed (a slow-loris client sending a
-byte now and then, or an idle keep-alive connection). :func:`request_tracking`
-is the aiohttp middleware that tells the guard when a request's head is in.
-The CoT server applies the same caps itself.
+connection is answered 503 and closed before aiohttp sees it; a request's
+whole head must come within ``timeout_s`` of the connection's opening or of
+the request's first byte (else 408 and closed: a slow-loris client sending a
+byte now and then), and a connection idle ``idle_s`` after a response is
+closed. :func:`request_tracking` is the aiohttp middleware that tells the
+guard when a request's head is in and when its response goes out. The CoT
+server applies the same caps itself.
 """
 from __future__ import annotations
 
@@ -56,22 +57,23 @@ class ConnectionCaps:
 
 class HttpGuard(asyncio.Protocol):
     """One HTTP connection: aiohttp's protocol ``inner``, let in under ``caps``, closed when a request
-    head takes longer than ``timeout_s``. Refusals and closes are counted in ``refused`` and ``closed``;
-    ``guards`` maps each open connection's transport to its guard (for :func:`request_tracking`)."""
+    head takes longer than ``timeout_s`` or the connection idles ``idle_s`` between requests. Refusals
+    and closes are counted in ``refused`` and ``closed``; ``guards`` maps each open connection's
+    transport to its guard (for :func:`request_tracking`)."""
 
-    def __init__(self, inner: asyncio.Protocol, *, caps: ConnectionCaps, timeout_s: float, refused: Counter,
-                 closed: Counter, guards: dict[asyncio.BaseTransport, HttpGuard]) -> None:
+    def __init__(self, inner: asyncio.Protocol, *, caps: ConnectionCaps, timeout_s: float, idle_s: float,
+                 refused: Counter, closed: Counter, guards: dict[asyncio.BaseTransport, HttpGuard]) -> None:
         self.inner = inner
         self.caps = caps
         self.timeout_s = timeout_s
+        self.idle_s = idle_s
         self.refused = refused
         self.closed = closed
         self.guards = guards
         self._transport: asyncio.Transport | None = None
         self._peer = ""
         self._deadline: asyncio.TimerHandle | None = None
-        self._busy = False
-        self._bytes_waiting = False  # bytes came since the deadline was set
+        self._waiting = "head"  # what the deadline waits for: "head", "idle" (after a response), "" (handling)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._peer = peer_of(transport)
@@ -86,12 +88,13 @@ class HttpGuard(asyncio.Protocol):
         self._transport = transport
         self.guards[transport] = self
         self.inner.connection_made(transport)
-        self._start_deadline()
+        self._wait("head", self.timeout_s)
 
     def data_received(self, data: bytes) -> None:
         if self._transport is None:
             return
-        self._bytes_waiting = True
+        if self._waiting == "idle":  # the next request's first byte: its head must follow in time
+            self._wait("head", self.timeout_s)
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -100,7 +103,7 @@ class HttpGuard(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is None:
             return
-        self._cancel_deadline()
+        self._wait("", None)
         self.guards.pop(self._transport, None)
         self._transport = None
         self.caps.release(self._peer)
@@ -113,32 +116,27 @@ class HttpGuard(asyncio.Protocol):
         self.inner.resume_writing()
 
     def request_started(self) -> None:
-        """A request's head is in: no deadline while it is handled."""
-        self._busy = True
-        self._cancel_deadline()
+        """A request's head is in: no deadline while it is handled (its body has its own)."""
+        self._wait("", None)
 
     def request_finished(self) -> None:
-        """The response is going out: the next request's head must come within the limit."""
-        self._busy = False
+        """The response is going out: the connection may idle until the next request."""
         if self._transport is not None:
-            self._start_deadline()
+            self._wait("idle", self.idle_s)
 
-    def _start_deadline(self) -> None:
-        self._cancel_deadline()
-        self._bytes_waiting = False
-        self._deadline = asyncio.get_running_loop().call_later(self.timeout_s, self._expire)
-
-    def _cancel_deadline(self) -> None:
+    def _wait(self, what: str, seconds: float | None) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
-            self._deadline = None
+        self._waiting = what
+        self._deadline = None if seconds is None else asyncio.get_running_loop().call_later(seconds, self._expire)
 
     def _expire(self) -> None:
         self._deadline = None
-        if self._busy or self._transport is None:
+        if self._transport is None or not self._waiting:
             return
-        self.closed["slow request" if self._bytes_waiting else "idle"] += 1
-        if self._bytes_waiting:
+        slow = self._waiting == "head"
+        self.closed["slow request" if slow else "idle"] += 1
+        if slow:
             self._transport.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
         self._transport.close()
 

@@ -10,9 +10,12 @@ database is down.
 
 Limits (:mod:`gridwatch.etl.ingest.limits`, the ``ingest_*`` settings): open
 connections per address and in all, for HTTP and CoT each; a request head (and
-then its body) within ``ingest_request_timeout_s``, and a CoT connection
-authenticated within it and never silent longer than ``ingest_cot_idle_s``;
-JSON bodies of at most 2 MiB nested at most 16 deep (400 or 413, never 500).
+then its body) within ``ingest_request_timeout_s``, an idle keep-alive
+connection closed after ``ingest_keepalive_s``, a CoT connection
+authenticated within ``ingest_request_timeout_s`` and closed when silent for
+``ingest_cot_idle_s``; JSON bodies of every route within
+:data:`~gridwatch.etl.ingest._fix.MAX_BODY_BYTES` and
+:data:`~gridwatch.etl.ingest._fix.MAX_JSON_DEPTH` (400 or 413, never 500).
 No log line holds a token (:mod:`gridwatch.etl.ingest.redact`).
 
 ``GET /api/ingest/stats`` shows the counters (kept across restarts, from
@@ -167,7 +170,8 @@ class IngestService:
     def _http_connection(self) -> HttpGuard:
         """A new HTTP connection: aiohttp's protocol inside the caps and the request deadline."""
         return HttpGuard(self._runner.server(), caps=self.http_caps, timeout_s=self.settings.ingest_request_timeout_s,
-                         refused=self.counters.http_refused, closed=self.counters.http_closed, guards=self._guards)
+                         idle_s=self.settings.ingest_keepalive_s, refused=self.counters.http_refused,
+                         closed=self.counters.http_closed, guards=self._guards)
 
     async def _refresh_loop(self) -> None:
         while True:
