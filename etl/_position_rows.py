@@ -1,6 +1,6 @@
-"""Fused fixes as rows of ``position`` and ``unit_latest``: one column list, one binary-COPY
-encoding and one upsert of each unit's latest fix, shared by the file loader
-(:mod:`gridwatch.etl.positions`) and the live ingest (:mod:`gridwatch.etl.ingest.writer`)."""
+"""Fused fixes as rows of ``position`` and ``unit_latest``: one column list, the daily partitions
+the fixes need, one binary-COPY encoding and one upsert of each unit's latest fix, shared by the
+file loader (:mod:`gridwatch.etl.positions`) and the live ingest (:mod:`gridwatch.etl.ingest.writer`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,13 +10,25 @@ import psycopg
 from gridwatch.etl import _pgbinary as pgb
 from gridwatch.etl.schema import position
 
-__all__ = ["POSITION_COLUMNS", "position_columns", "upsert_latest"]
+__all__ = ["POSITION_COLUMNS", "ensure_partitions", "position_columns", "upsert_latest"]
 
 # The columns of position (and unit_latest), in the table's order.
 POSITION_COLUMNS: tuple[str, ...] = tuple(c.name for c in position.columns)
 
 _UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in POSITION_COLUMNS if c != "unit_id")
 _NAMES = ", ".join(POSITION_COLUMNS)
+
+
+def ensure_partitions(conn: psycopg.Connection, ts: np.ndarray) -> int:
+    """Make the daily partitions of ``position`` for the UTC days the fixes at ``ts`` (UTC
+    ``datetime64``) fall on, and no others: a fix of 1970 among today's makes two partitions, not
+    twenty thousand. Returns how many were made."""
+    days = np.unique(np.asarray(ts).astype("datetime64[D]"))
+    return conn.execute(
+        "SELECT coalesce(sum(ensure_position_partitions(t, t)), 0)::int "
+        "FROM unnest(%s::date[]) d, LATERAL (SELECT d::timestamp AT TIME ZONE 'UTC') AS day(t)",
+        (days.astype(str).tolist(),),
+    ).fetchone()[0]
 
 
 def position_columns(

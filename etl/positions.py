@@ -32,7 +32,7 @@ from gridwatch.etl._feeds import (
     require_fields,
 )
 from gridwatch.etl._fuse_points import Reference, fuse_points, load_reference
-from gridwatch.etl._position_rows import POSITION_COLUMNS, position_columns, upsert_latest
+from gridwatch.etl._position_rows import POSITION_COLUMNS, ensure_partitions, position_columns, upsert_latest
 from gridwatch.etl.manifest import TARGETS, FileEntry
 from gridwatch.etl.runlog import RunCounts
 from gridwatch.geo.tracks import too_fast
@@ -242,8 +242,7 @@ def _write(conn: psycopg.Connection, accepted: pd.DataFrame, ref: Reference, *, 
     """
     if accepted.empty:
         return 0
-    t0, t1 = accepted["ts"].min(), accepted["ts"].max()
-    conn.execute("SELECT ensure_position_partitions(%s, %s)", (t0.tz_localize("UTC"), t1.tz_localize("UTC")))
+    ensure_partitions(conn, accepted["ts"].to_numpy())
     loaded = 0
     with pgb.binary_copy(conn, "position", POSITION_COLUMNS, threaded=True) as write:
         for start in range(0, len(accepted), _FUSE_BATCH):

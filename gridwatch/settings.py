@@ -60,6 +60,31 @@ class Settings(BaseSettings):
     max_accuracy_m: float = Field(
         default=500.0, gt=0, description="Fixes with a worse accuracy are rejected."
     )
+    ingest_max_age_s: float = Field(
+        default=7 * 86400.0, gt=0, le=100 * 365 * 86400.0,
+        description="Live fixes older than now - this are refused (a phone without a clock sends 1970 or year 1).",
+    )
+    ingest_max_connections: int = Field(
+        default=1024, ge=1, description="Open connections the live ingest keeps, for HTTP and for CoT each."
+    )
+    ingest_max_connections_per_peer: int = Field(
+        default=512, ge=1, description="Open connections one address may keep, for HTTP and for CoT each."
+    )
+    ingest_request_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="How long an HTTP client may take to send a request's head (from the connection's opening or "
+                    "the request's first byte), and then its body; how long a CoT connection may take to "
+                    "authenticate.",
+    )
+    ingest_keepalive_s: float = Field(
+        default=60.0, gt=0, description="An HTTP connection idle this long after a response is closed."
+    )
+    ingest_cot_idle_s: float = Field(
+        default=600.0, gt=0, description="An authenticated CoT connection silent this long is closed."
+    )
+    ingest_segment_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=64 * 1024, description="Size of a live-ingest spool segment file."
+    )
     unit_silent_after_s: float = Field(
         default=600.0, gt=0, description="A unit with no fix for this long is silent."
     )

@@ -63,10 +63,12 @@ def rows(url: str, sql: str, params: tuple = ()) -> list[tuple]:
 
 class IngestProcess:
     """``gridwatch ingest`` in a subprocess with its spool under ``home``, against ``url`` (None: the
-    embedded server of ``home``)."""
+    embedded server of ``home``), with settings ``env`` (``GRIDWATCH_*``) and its command run by
+    ``wrap`` (e.g. in a mount namespace of its own)."""
 
-    def __init__(self, url: str | None, home: Path, *args: str) -> None:
-        self.url, self.home, self.args = url, home, args
+    def __init__(self, url: str | None, home: Path, *args: str, env: dict[str, str] | None = None,
+                 wrap: tuple[str, ...] = ()) -> None:
+        self.url, self.home, self.args, self.env, self.wrap = url, home, args, env or {}, wrap
         self.http_port, self.cot_port = free_port(), free_port()
         self.proc: subprocess.Popen | None = None
         self.log = home / "ingest.log"
@@ -77,8 +79,9 @@ class IngestProcess:
 
     def start(self) -> IngestProcess:
         env = {k: v for k, v in os.environ.items() if k != "GRIDWATCH_DATABASE_URL"}
-        env.update({"GRIDWATCH_HOME": str(self.home)}, **({"GRIDWATCH_DATABASE_URL": self.url} if self.url else {}))
-        cmd = [sys.executable, "-m", "gridwatch.cli", "ingest",
+        env.update({"GRIDWATCH_HOME": str(self.home)}, **({"GRIDWATCH_DATABASE_URL": self.url} if self.url else {}),
+                   **self.env)
+        cmd = [*self.wrap, sys.executable, "-m", "gridwatch.cli", "ingest",
                "--http-port", str(self.http_port), "--cot-port", str(self.cot_port), *self.args]
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:

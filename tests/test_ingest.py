@@ -413,7 +413,9 @@ def test_database_killed_mid_stream_loses_nothing(own_server: tuple[EmbeddedServ
         stream.wait_for(200)
         os.kill(server.pid(), signal.SIGKILL)
         stream.wait_for(len(stream.acked) + 150)  # still acknowledged while the database is down
-        assert not service.stats()["db_up"]
+        down = service.stats()
+        assert not down["db_up"] and down["writer"]["state"] == "retrying" and down["writer"]["last_error"]
+        assert down["spool"]["backlog"] > 0 and down["writer"]["oldest_unstored_age_s"] >= 0
         server.start()  # after a crash it may come back on another port: the service must follow
         stream.join(120)
         assert not stream.is_alive() and len(stream.acked) == 900 and stream.failures == 0

@@ -1,4 +1,4 @@
-"""The durable spool: order, group commit, torn records, segments, one writer at a time."""
+"""The durable spool: order, group commit, torn records, damaged segments, segments, one writer at a time."""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +13,7 @@ import pytest
 
 from gridwatch.errors import GridwatchError
 from gridwatch.etl.ingest._fix import Fix
-from gridwatch.etl.ingest.spool import FIX_DTYPE, Spool, SpoolCorruptError, SpoolReader, to_records
+from gridwatch.etl.ingest.spool import FIX_DTYPE, Spool, SpoolCorruptError, SpoolPosition, SpoolReader, to_records
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
 
@@ -141,23 +141,71 @@ def test_segments_are_preallocated_and_the_zero_tail_is_their_end(tmp_path: Path
     assert len(records) == 5 and (np.diff(records["ts_us"]) > 0).all()
 
 
-def test_a_stale_record_beyond_a_torn_one_is_not_read_as_data(tmp_path: Path) -> None:
-    """A crash can persist a later page and lose an earlier one: the valid-looking record after the
-    torn one was never acknowledged, and must not come back once the spool has moved on."""
+def test_bad_bytes_before_records_that_check_are_damage_set_aside(tmp_path: Path) -> None:
+    """Records are synced one group at a time, so a crash tears only the last one: bad bytes with
+    records that check after them are damage to acknowledged fixes. The segment is copied aside and
+    cut to its readable records, the spool goes on in a new segment after every seq seen (none is
+    used twice), and the records past the damage never come back."""
     write(tmp_path, [fixes(10)])
     first = write(tmp_path, [fixes(5, 100)], one_by_one=True).durable
-    second = write(tmp_path, [fixes(5, 200)], one_by_one=True).durable
+    write(tmp_path, [fixes(5, 200)], one_by_one=True)
     segment = tmp_path / "000000000001.seg"
     data = bytearray(segment.read_bytes())
-    data[first.pos - 3] ^= 0xFF  # the record of fixes 100.. is torn, the one of 200.. reached the disk
+    data[first.pos - 3] ^= 0xFF  # the record of fixes 100.. is damaged, the one of 200.. still checks
     segment.write_bytes(bytes(data))
     spool = Spool(tmp_path)
     opened = spool.open()
-    assert opened.seq == 10 and second.pos - opened.pos - 8 <= spool.torn_bytes <= second.pos - opened.pos
-    asyncio.run(_append_all(spool, [fixes(5, 300)]))  # the same length as the torn record
+    assert opened == SpoolPosition(2, 16, 20) and spool.torn_bytes == 0
+    (damage,) = spool.damaged
+    assert (damage.segment, damage.unreadable, damage.moved_to.parent) == (1, 10, tmp_path / "damaged")
+    assert damage.moved_to.read_bytes() == bytes(data) and "10 acknowledged fixes after it" in damage.describe()
+    assert segment.stat().st_size == damage.at
+    asyncio.run(_append_all(spool, [fixes(5, 300)]))
     records = read_all(tmp_path)
     seconds = (records["ts_us"] - int(T0.timestamp() * 1e6)) // 1_000_000
     assert seconds.tolist() == [*range(10), *range(300, 305)]
+
+
+def _three_segments(tmp_path: Path) -> tuple[list[int], list[SpoolPosition]]:
+    """A spool of small segments holding fixes 0..199 (20 a record); the segment numbers and the
+    first position of each."""
+    write(tmp_path, [fixes(20, i * 20) for i in range(10)], one_by_one=True, segment_bytes=4096)
+    numbers = sorted(int(p.stem) for p in tmp_path.glob("*.seg"))
+    assert len(numbers) >= 3
+    reader = SpoolReader(tmp_path)
+    firsts = []
+    for n in numbers:
+        base = int.from_bytes((tmp_path / f"{n:012d}.seg").read_bytes()[8:16], "little")
+        firsts.append(SpoolPosition(n, 16, base))
+    assert reader.read(firsts[0], firsts[-1], max_fixes=10**9)[1] == firsts[-1]
+    return numbers, firsts
+
+
+@pytest.mark.parametrize("where", ["record", "header"])
+def test_a_damaged_segment_in_the_middle_is_set_aside_and_the_rest_read(tmp_path: Path, where: str) -> None:
+    numbers, firsts = _three_segments(tmp_path)
+    middle = tmp_path / f"{numbers[1]:012d}.seg"
+    data = bytearray(middle.read_bytes())
+    record = 20 + 20 * FIX_DTYPE.itemsize
+    data[16 + record + 25 if where == "record" else 3] ^= 0xFF  # its second record, or its header
+    middle.write_bytes(bytes(data))
+    spool = Spool(tmp_path, segment_bytes=4096)
+    end = spool.open()
+    (damage,) = spool.damaged
+    assert damage.segment == numbers[1] and damage.moved_to.read_bytes() == bytes(data)
+    kept = 20 if where == "record" else 0
+    lost = firsts[2].seq - firsts[1].seq - kept
+    assert damage.unreadable == (lost if where == "record" else None)
+    assert middle.exists() == (where == "record")
+    records, after = SpoolReader(tmp_path).read(spool.first_position(), end, max_fixes=10**9)
+    asyncio.run(spool.close())
+    assert after == end and len(records) == 200 - lost and after.seq - len(records) == lost
+    seconds = (records["ts_us"] - int(T0.timestamp() * 1e6)) // 1_000_000
+    assert seconds.tolist() == [*range(firsts[1].seq + kept), *range(firsts[2].seq, 200)]
+    # the writer's position, stored before the damage was found, may lie beyond the cut: reading goes on
+    beyond = SpoolPosition(numbers[1], len(data) - 5, firsts[2].seq - 1)
+    rest, after = SpoolReader(tmp_path).read(beyond, end, max_fixes=10**9)
+    assert after == end and len(rest) == 200 - firsts[2].seq
 
 
 def test_segments_roll_over_are_read_across_and_pruned(tmp_path: Path) -> None:

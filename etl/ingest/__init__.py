@@ -6,6 +6,9 @@ only once it is in the durable spool (:mod:`gridwatch.etl.ingest.spool`); the wr
 (:mod:`gridwatch.etl.ingest.writer`) drains the spool into ``position`` and
 ``unit_latest`` in order, exactly once, and catches up after the database was
 down. Devices and their tokens are in :mod:`gridwatch.etl.ingest.devices`;
+connection caps and timeouts in :mod:`gridwatch.etl.ingest.limits`; keeping
+tokens out of the log in :mod:`gridwatch.etl.ingest.redact`; the counters
+kept across restarts in :mod:`gridwatch.etl.ingest.counters`.
 ``gridwatch ingest`` runs :mod:`gridwatch.etl.ingest.server`.
 """
 from gridwatch.etl.ingest._fix import Fix, FixError, check_fix

@@ -1,23 +1,35 @@
 """The common fix record every protocol parses to, and the checks made before a fix is spooled.
 
 These are the checks a tracking server makes at the door (coordinates, time,
-accuracy); the ones that need the database (unknown unit, implied speed) are
-made by :mod:`gridwatch.etl.ingest.writer`.
+accuracy), so that what is acknowledged can be stored; the ones that need the
+database (unknown unit, implied speed) are made by
+:mod:`gridwatch.etl.ingest.writer`. JSON bodies of every route are read by
+:func:`load_json`, which refuses a body too large or nested too deep before
+parsing it.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
+
 from gridwatch.errors import InputError
 from gridwatch.settings import Settings
 
-__all__ = ["Fix", "FixError", "SOURCES", "check_fix", "parse_time", "parse_number", "KNOT_KMH", "MAX_CALLSIGN_BYTES", "check_callsign"]
+__all__ = [
+    "Fix", "FixError", "SOURCES", "check_fix", "parse_time", "parse_number", "KNOT_KMH", "MAX_CALLSIGN_BYTES",
+    "check_callsign", "MAX_BODY_BYTES", "MAX_JSON_DEPTH", "load_json",
+]
 
 SOURCES = ("osmand", "cot", "json")
 KNOT_KMH = 1.852
 MAX_CALLSIGN_BYTES = 32
+MAX_BODY_BYTES = 2 * 1024 * 1024
+# A batch is {"positions": [{...}]} and Traccar's body {"location": {"coords": {...}}}: a few levels.
+MAX_JSON_DEPTH = 16
 # Unix times above this are milliseconds (1e11 s is in the year 5138).
 _MS_THRESHOLD = 1e11
 
@@ -54,7 +66,7 @@ def parse_number(name: str, value: object, *, required: bool = False) -> float:
         raise FixError(f"{name} must be a number, not {value!r}", key="not a number")
     try:
         number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise FixError(f"{name} must be a number, not {str(value)[:40]!r}", key="not a number") from None
     if not math.isfinite(number):
         raise FixError(f"{name} must be a finite number, not {value!r}", key="not a number")
@@ -72,10 +84,10 @@ def parse_time(value: object, *, naive_is_utc: bool) -> datetime:
     if isinstance(value, (int, float)) and not isinstance(value, bool) or (
         isinstance(value, str) and value.strip().replace(".", "", 1).isdigit()
     ):
-        seconds = float(value)
-        if seconds > _MS_THRESHOLD:
-            seconds /= 1000.0
         try:
+            seconds = float(value)
+            if seconds > _MS_THRESHOLD:
+                seconds /= 1000.0
             return datetime.fromtimestamp(seconds, tz=timezone.utc)
         except (OverflowError, OSError, ValueError):
             raise FixError(f"timestamp {value!r} is out of range", key="bad time") from None
@@ -91,7 +103,10 @@ def parse_time(value: object, *, naive_is_utc: bool) -> datetime:
                 f"timestamp {value[:40]!r} has no time zone: add 'Z' or an offset such as +08:00", key="bad time"
             )
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise FixError(f"timestamp {value[:40]!r} is out of range", key="bad time") from None
 
 
 def check_callsign(callsign: object) -> str:
@@ -115,6 +130,12 @@ def check_fix(fix: Fix, *, now: datetime, settings: Settings) -> Fix:
             f"time in the future: {fix.ts.isoformat()} is more than {settings.future_tolerance_s:g} s after now",
             key="time in the future",
         )
+    if fix.ts < now - timedelta(seconds=settings.ingest_max_age_s):
+        raise FixError(
+            f"time too old: {fix.ts.isoformat()} is more than {settings.ingest_max_age_s:g} s before now "
+            "(is the device's clock set?)",
+            key="time too old",
+        )
     if fix.accuracy_m < 0 or fix.accuracy_m > settings.max_accuracy_m:
         raise FixError(f"accuracy {fix.accuracy_m:g} m is outside 0..{settings.max_accuracy_m:g} m", key="bad accuracy")
     if fix.speed_kmh < 0:
@@ -123,3 +144,35 @@ def check_fix(fix: Fix, *, now: datetime, settings: Settings) -> Fix:
         raise FixError(f"heading {fix.heading:g} is outside 0..360", key="bad heading")
     return fix
 
+
+
+def load_json(body: bytes) -> object:
+    """Parse a JSON request body of at most :data:`MAX_BODY_BYTES`, nested at most :data:`MAX_JSON_DEPTH`
+    deep; raise :class:`FixError` (``too large``, ``too deep``, ``bad json``) otherwise."""
+    if len(body) > MAX_BODY_BYTES:
+        raise FixError(f"body is larger than {MAX_BODY_BYTES} bytes: send smaller batches", key="too large")
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise FixError(f"body is nested {depth} deep; at most {MAX_JSON_DEPTH}", key="too deep")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, or an integer of over 4,300 digits
+        raise FixError(f"body is not JSON ({' '.join(str(exc).split())[:200]})", key="bad json") from None
+
+
+def json_depth(body: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets inside strings do not count),
+    found on the whole text at once, before any of it is parsed."""
+    text = np.frombuffer(body, dtype=np.uint8)
+    quotes = np.flatnonzero(text == ord('"'))
+    if quotes.size and (text[quotes[quotes > 0] - 1] == ord("\\")).any():
+        # A quote is escaped when an odd run of backslashes stands right before it.
+        index = np.arange(text.size)
+        last_other = np.maximum.accumulate(np.where(text == ord("\\"), -1, index))
+        run = np.where(quotes > 0, quotes - 1 - last_other[np.maximum(quotes - 1, 0)], 0)
+        quotes = quotes[run % 2 == 0]
+    opening, closing = (text == ord("[")) | (text == ord("{")), (text == ord("]")) | (text == ord("}"))
+    brackets = np.flatnonzero(opening | closing)
+    outside = np.searchsorted(quotes, brackets) % 2 == 0
+    step = np.where(opening[brackets], 1, -1)[outside]
+    return int(np.cumsum(step).max(initial=0))

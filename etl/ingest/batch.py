@@ -6,18 +6,18 @@ seconds (or ms) or ISO 8601 with an offset. A fix without a callsign is the
 authenticated device's own. A gateway relaying several units gives each fix
 its unit's ``token``; a fix without one uses the ``Authorization: Bearer``
 token of the request. Each fix is parsed on its own, so one bad fix
-refuses only itself.
+refuses only itself. The body is at most
+:data:`gridwatch.etl.ingest._fix.MAX_BODY_BYTES` and nested at most
+:data:`gridwatch.etl.ingest._fix.MAX_JSON_DEPTH` deep.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from gridwatch.etl.ingest._fix import Fix, FixError, check_callsign, parse_number, parse_time
+from gridwatch.etl.ingest._fix import Fix, FixError, check_callsign, load_json, parse_number, parse_time
 
-__all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_FIXES", "BatchItem", "parse_batch"]
+__all__ = ["MAX_BATCH_FIXES", "BatchItem", "parse_batch"]
 
-MAX_BATCH_BYTES = 2 * 1024 * 1024
 MAX_BATCH_FIXES = 10_000
 
 
@@ -34,12 +34,7 @@ def parse_batch(body: bytes, *, default_callsign: str | None = None) -> list[Bat
 
     Raises :class:`FixError` when the body as a whole is unusable.
     """
-    if len(body) > MAX_BATCH_BYTES:
-        raise FixError(f"body is larger than {MAX_BATCH_BYTES} bytes: send smaller batches", key="too large")
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FixError(f"body is not JSON ({exc})", key="bad json") from None
+    data = load_json(body)
     positions = data.get("positions") if isinstance(data, dict) else None
     if not isinstance(positions, list):
         raise FixError('body must be {"positions": [ ... ]}', key="bad json")

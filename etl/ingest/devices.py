@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import time
@@ -22,6 +23,8 @@ import psycopg
 from gridwatch.errors import InputError
 
 __all__ = ["hash_token", "add_devices", "load_devices", "DeviceRegistry", "RateLimiter"]
+
+log = logging.getLogger(__name__)
 
 
 def hash_token(token: str) -> str:
@@ -88,21 +91,34 @@ class DeviceRegistry:
         return self._by_hash.get(hash_token(token)) if token else None
 
     def replace(self, hashes: dict[str, str]) -> None:
-        """Take a fresh copy from the database and write the snapshot (atomically, mode 600)."""
+        """Take a fresh copy from the database and write the snapshot (atomically, mode 600; a full
+        disk keeps the old snapshot, the copy in memory is used all the same)."""
         if hashes == self.hashes:
             return
         self._use(hashes)
         tmp = self.snapshot.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(hashes, handle)
-        os.replace(tmp, self.snapshot)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(hashes, handle)
+            os.replace(tmp, self.snapshot)
+        except OSError as exc:
+            log.warning("device snapshot %s not written (%s); devices are checked from memory", self.snapshot, exc)
 
     def load_snapshot(self) -> bool:
-        """Read the snapshot of the last run; False when there is none."""
-        if not self.snapshot.exists():
+        """Read the snapshot of the last run; False when there is none or it is unreadable (the
+        database's copy is taken as soon as it answers)."""
+        try:
+            hashes = json.loads(self.snapshot.read_text())
+        except FileNotFoundError:
             return False
-        self._use(json.loads(self.snapshot.read_text()))
+        except (OSError, ValueError) as exc:
+            log.warning("device snapshot %s is unreadable (%s); waiting for the database's copy", self.snapshot,
+                        type(exc).__name__)
+            return False
+        if not isinstance(hashes, dict):
+            return False
+        self._use(hashes)
         return True
 
     def _use(self, hashes: dict[str, str]) -> None:

@@ -15,11 +15,10 @@ read by the server).
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gridwatch.etl.ingest._fix import KNOT_KMH, Fix, FixError, check_callsign, parse_number, parse_time
+from gridwatch.etl.ingest._fix import KNOT_KMH, Fix, FixError, check_callsign, load_json, parse_number, parse_time
 
 __all__ = ["OsmandReport", "parse_osmand_query", "parse_traccar_json"]
 
@@ -61,10 +60,7 @@ def parse_osmand_query(params: Mapping[str, str]) -> OsmandReport:
 
 def parse_traccar_json(body: bytes) -> OsmandReport:
     """Parse Traccar Client's JSON POST body (speed in m/s)."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FixError(f"body is not JSON ({exc})", key="bad json") from None
+    data = load_json(body)
     location = data.get("location") if isinstance(data, dict) else None
     coords = location.get("coords") if isinstance(location, dict) else None
     if not isinstance(coords, dict):

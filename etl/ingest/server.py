@@ -1,12 +1,27 @@
 """The live ingest service: OsmAnd and JSON over HTTP, Cursor-on-Target over TCP, in one asyncio process.
 
-Every fix is authenticated (device token), checked (coordinates, time,
-accuracy), rate-limited per device, and acknowledged only once it is in the
-durable spool; a :class:`gridwatch.etl.ingest.writer.SpoolWriter` thread drains the
-spool into the database. The service keeps accepting while the database is
-down. ``GET /api/ingest/stats`` shows the counters. SIGTERM or SIGINT stops
-it gracefully: no new requests, the spool committed, the writer given a few
-seconds to catch up.
+Every fix is authenticated (device token), checked (coordinates, time within
+``ingest_max_age_s`` before now and ``future_tolerance_s`` after, accuracy),
+rate-limited per device, and acknowledged only once it is in the durable
+spool; a full spool disk answers 503 and the service goes on by itself when
+space returns. A :class:`gridwatch.etl.ingest.writer.SpoolWriter` thread
+drains the spool into the database; the service keeps accepting while the
+database is down.
+
+Limits (:mod:`gridwatch.etl.ingest.limits`, the ``ingest_*`` settings): open
+connections per address and in all, for HTTP and CoT each; a request head (and
+then its body) within ``ingest_request_timeout_s``, an idle keep-alive
+connection closed after ``ingest_keepalive_s``, a CoT connection
+authenticated within ``ingest_request_timeout_s`` and closed when silent for
+``ingest_cot_idle_s``; JSON bodies of every route within
+:data:`~gridwatch.etl.ingest._fix.MAX_BODY_BYTES` and
+:data:`~gridwatch.etl.ingest._fix.MAX_JSON_DEPTH` (400 or 413, never 500).
+No log line holds a token (:mod:`gridwatch.etl.ingest.redact`).
+
+``GET /api/ingest/stats`` shows the counters (kept across restarts, from
+``since``; :mod:`gridwatch.etl.ingest.counters`), the writer's state and the
+spool's. SIGTERM or SIGINT stops it gracefully: no new requests, the spool
+committed, the writer given a few seconds to catch up.
 
 HTTP routes: ``GET|POST /`` (OsmAnd, Traccar Client), ``POST /api/positions``
 (JSON batch), ``GET /api/ingest/stats``.
@@ -15,10 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import psycopg
@@ -26,11 +41,14 @@ from aiohttp import web
 
 from gridwatch.errors import GridwatchError
 from gridwatch.etl.database import database_url
-from gridwatch.etl.ingest._fix import Fix, FixError, check_fix
-from gridwatch.etl.ingest.batch import MAX_BATCH_BYTES, parse_batch
+from gridwatch.etl.ingest._fix import MAX_BODY_BYTES, Fix, FixError, check_fix
+from gridwatch.etl.ingest.batch import parse_batch
 from gridwatch.etl.ingest.cot import CotFramer, CotStreamError, parse_event
+from gridwatch.etl.ingest.counters import Counters, CountsFile
 from gridwatch.etl.ingest.devices import DeviceRegistry, RateLimiter, load_devices
-from gridwatch.etl.ingest.osmand import parse_osmand_query, parse_traccar_json
+from gridwatch.etl.ingest.limits import ConnectionCaps, HttpGuard, peer_of, request_tracking
+from gridwatch.etl.ingest.osmand import OsmandReport, parse_osmand_query, parse_traccar_json
+from gridwatch.etl.ingest.redact import install_secret_filter
 from gridwatch.etl.ingest.spool import Spool, now_us, pack_rows
 from gridwatch.etl.ingest.upkeep import Upkeep
 from gridwatch.etl.ingest.writer import SpoolWriter
@@ -53,22 +71,8 @@ class IngestOptions:
     device_refresh_s: float = 5.0
     device_miss_refresh_s: float = 0.25
     writer_interval_s: float = 0.2
-    cot_idle_s: float = 600.0
     drain_s: float = 5.0
-
-
-@dataclass
-class Counters:
-    """What the doors saw since the service started."""
-
-    accepted: int = 0
-    spooled: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    unauthorized: int = 0
-    rate_limited: int = 0
-    cot_connections: int = 0
-    cot_dropped: Counter = field(default_factory=Counter)
-    cot_ignored: int = 0
+    counts_every_s: float = 2.0
 
 
 class _Refused(Exception):
@@ -77,6 +81,14 @@ class _Refused(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
+
+    def response(self, *, as_json: bool = False) -> web.Response:
+        """The answer: the reason as text or as ``{"error": ..}``; a 408 also closes the connection."""
+        response = (web.json_response({"error": str(self)}, status=self.status) if as_json
+                    else web.Response(status=self.status, text=str(self) + "\n"))
+        if self.status == 408:
+            response.force_close()
+        return response
 
 
 class IngestService:
@@ -87,49 +99,64 @@ class IngestService:
         self.url_of = url_of
         self.options = options
         spool_dir = settings.home_dir / "spool"
-        self.spool = Spool(spool_dir)
+        self.spool = Spool(spool_dir, segment_bytes=settings.ingest_segment_bytes)
         self.devices = DeviceRegistry(spool_dir / "devices.json")
         self.limiter = RateLimiter(rate=options.rate, burst=options.burst)
         self.counters = Counters()
+        caps = {"total": settings.ingest_max_connections, "per_peer": settings.ingest_max_connections_per_peer}
+        self.http_caps, self.cot_caps = ConnectionCaps(**caps), ConnectionCaps(**caps)
+        self.started_at = datetime.now(timezone.utc)
         self.writer: SpoolWriter | None = None
         self.upkeep: Upkeep | None = None
+        self.counts: CountsFile | None = None
+        self._guards: dict[asyncio.BaseTransport, HttpGuard] = {}
         self._runner: web.AppRunner | None = None
+        self._http: asyncio.Server | None = None
         self._cot: asyncio.Server | None = None
-        self._refresh: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
         self._refreshed_at = 0.0
         self._refreshing: asyncio.Future | None = None
+        self._disk_refuses = False
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
-        """Open the spool, start the writer, load devices, and listen."""
+        """Open the spool, start the writer, load devices and counters, and listen."""
         self.spool.open()
         if self.spool.torn_bytes:
             log.warning("spool: cut off a torn last record (%d bytes, never acknowledged)", self.spool.torn_bytes)
+        for damage in self.spool.damaged:
+            log.warning("%s", damage.describe())
         await self.spool.start()
         self.writer = SpoolWriter(self.spool, self.url_of, settings=self.settings,
                                   interval_s=self.options.writer_interval_s)
+        self.counts = CountsFile(self.spool.directory / "counters.json", doors=self.counters, writer=self.writer.stats)
+        self.counts.load()
         self.writer.start()
         self.upkeep = Upkeep(self.url_of, settings=self.settings)
         self.upkeep.start()
         self.devices.load_snapshot()
         await self._refresh_devices()
-        self._refresh = asyncio.create_task(self._refresh_loop(), name="device-refresh")
-        app = web.Application(client_max_size=MAX_BATCH_BYTES)
+        self._tasks = [asyncio.create_task(self._refresh_loop(), name="device-refresh"),
+                       asyncio.create_task(self._save_loop(), name="counts-save")]
+        _allow_open_files(2 * self.settings.ingest_max_connections + 256)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[request_tracking(self._guards)])
         app.router.add_route("GET", "/", self.handle_osmand)
         app.router.add_route("POST", "/", self.handle_osmand)
         app.router.add_post("/api/positions", self.handle_batch)
         app.router.add_get("/api/ingest/stats", self.handle_stats)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.options.host, self.options.http_port).start()
+        self._http = await asyncio.get_running_loop().create_server(
+            self._http_connection, self.options.host, self.options.http_port, reuse_address=True)
         self._cot = await asyncio.start_server(self.handle_cot, self.options.host, self.options.cot_port)
 
     async def stop(self) -> None:
-        """Stop listening, commit the spool, give the writer ``drain_s`` to catch up."""
-        if self._refresh is not None:
-            self._refresh.cancel()
-        if self._cot is not None:
-            self._cot.close()
+        """Stop listening, commit the spool, give the writer ``drain_s`` to catch up, save the counters."""
+        for task in self._tasks:
+            task.cancel()
+        for server in (self._cot, self._http):
+            if server is not None:
+                server.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.spool.close()
@@ -137,11 +164,24 @@ class IngestService:
             await asyncio.to_thread(self.writer.stop, drain_s=self.options.drain_s)
         if self.upkeep is not None:
             await asyncio.to_thread(self.upkeep.stop)
+        if self.counts is not None:
+            self.counts.save()
+
+    def _http_connection(self) -> HttpGuard:
+        """A new HTTP connection: aiohttp's protocol inside the caps and the request deadline."""
+        return HttpGuard(self._runner.server(), caps=self.http_caps, timeout_s=self.settings.ingest_request_timeout_s,
+                         idle_s=self.settings.ingest_keepalive_s, refused=self.counters.http_refused,
+                         closed=self.counters.http_closed, guards=self._guards)
 
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.options.device_refresh_s)
             await self._refresh_devices()
+
+    async def _save_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.counts_every_s)
+            self.counts.save()
 
     async def _refresh_devices(self) -> None:
         """Take the device table when the database answers; keep the last copy when it does not."""
@@ -175,6 +215,11 @@ class IngestService:
             await asyncio.shield(self._refreshing)
         return self.devices.check(callsign, token)
 
+    def _refused(self, exc: FixError) -> _Refused:
+        """Count a refusal at the door; 413 for a body too large, else 400."""
+        self.counters.rejected[exc.key] += 1
+        return _Refused(413 if exc.key == "too large" else 400, str(exc))
+
     async def _check(self, fix: Fix, token: str | None, now: datetime, *, authenticated: bool = False) -> None:
         """Authenticate (unless the connection is), validate and rate-limit one fix; raise :class:`_Refused`."""
         if not authenticated and not await self._authenticate(fix.callsign, token):
@@ -183,56 +228,79 @@ class IngestService:
         try:
             check_fix(fix, now=now, settings=self.settings)
         except FixError as exc:
-            self.counters.rejected[exc.key] += 1
-            raise _Refused(400, str(exc)) from None
+            raise self._refused(exc) from None
         if self.limiter.take(fix.callsign) < 1:
             self.counters.rate_limited += 1
             raise _Refused(429, f"rate limit of {self.options.rate:g} fixes/s (burst {self.options.burst:g}) exceeded")
 
     async def _spool(self, fixes: Sequence[Fix], received_us: int) -> None:
-        """Make the fixes durable; only then may they be acknowledged."""
+        """Make the fixes durable; only then may they be acknowledged. Raises :class:`_Refused` (503)
+        when the disk refuses them: nothing of them is acknowledged, the client sends them again."""
         self.counters.accepted += len(fixes)
-        await self.spool.append(pack_rows(fixes, received_us=received_us))
+        try:
+            await self.spool.append(pack_rows(fixes, received_us=received_us))
+        except OSError as exc:
+            self.counters.spool_refused += len(fixes)
+            if not self._disk_refuses:
+                log.warning("spool: the disk refuses fixes (%s): answering 503 until it takes them again", exc)
+            self._disk_refuses = True
+            raise _Refused(503, f"spool unavailable ({exc.strerror or exc}); retry") from None
+        if self._disk_refuses:
+            log.warning("spool: the disk takes fixes again")
+        self._disk_refuses = False
         self.counters.spooled += len(fixes)
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The request's body, read within ``ingest_request_timeout_s``; raises :class:`_Refused`."""
+        try:
+            async with asyncio.timeout(self.settings.ingest_request_timeout_s):
+                return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise self._refused(FixError(f"body is larger than {MAX_BODY_BYTES} bytes", key="too large")) from None
+        except TimeoutError:
+            self.counters.http_closed["slow request"] += 1
+            raise _Refused(408, f"the body did not arrive within {self.settings.ingest_request_timeout_s:g} s") from None
 
     # -- HTTP -------------------------------------------------------------------
     async def handle_osmand(self, request: web.Request) -> web.Response:
-        """OsmAnd / Traccar Client: 200 once spooled, else 4xx with the reason."""
+        """OsmAnd / Traccar Client: 200 once spooled, else 4xx (or 503) with the reason."""
         received = now_us()
         try:
-            if request.method == "POST" and request.content_type == "application/json":
-                report = parse_traccar_json(await request.read())
-            else:
-                params = dict(request.query)
-                if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
-                    params.update(await request.post())
-                report = parse_osmand_query(params)
-        except FixError as exc:
-            self.counters.rejected[exc.key] += 1
-            return web.Response(status=400, text=str(exc) + "\n")
-        try:
+            report = await self._osmand_report(request)
             await self._check(report.fix, report.token or _bearer(request), datetime.now(timezone.utc))
-        except _Refused as exc:
-            return web.Response(status=exc.status, text=str(exc) + "\n")
-        try:
             await self._spool([report.fix], received)
-        except OSError as exc:
-            return web.Response(status=503, text=f"spool unavailable ({exc}); retry\n")
+        except _Refused as exc:
+            return exc.response()
         return web.Response(status=200)
+
+    async def _osmand_report(self, request: web.Request) -> OsmandReport:
+        """Parse an OsmAnd GET, form POST or Traccar JSON POST; raises :class:`_Refused`."""
+        try:
+            if request.method == "POST" and request.content_type == "application/json":
+                return parse_traccar_json(await self._body(request))
+            params = dict(request.query)
+            if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+                await self._body(request)
+                try:
+                    params.update(await request.post())
+                except (LookupError, ValueError) as exc:  # an unknown charset, bytes that are not in it
+                    raise FixError(f"form body cannot be read ({type(exc).__name__})", key="malformed") from None
+            return parse_osmand_query(params)
+        except FixError as exc:
+            raise self._refused(exc) from None
 
     async def handle_batch(self, request: web.Request) -> web.Response:
         """JSON batch: per-fix results; 200 when any fix was taken, else the refusal's status."""
         received = now_us()
         header_token = _bearer(request)
         try:
-            body = await request.read()
-            items = parse_batch(body, default_callsign=self.devices.callsign_for(header_token))
-        except web.HTTPRequestEntityTooLarge:
-            self.counters.rejected["too large"] += 1
-            return web.json_response({"error": f"body is larger than {MAX_BATCH_BYTES} bytes"}, status=413)
-        except FixError as exc:
-            self.counters.rejected[exc.key] += 1
-            return web.json_response({"error": str(exc)}, status=413 if exc.key == "too large" else 400)
+            body = await self._body(request)
+            try:
+                items = parse_batch(body, default_callsign=self.devices.callsign_for(header_token))
+            except FixError as exc:
+                raise self._refused(exc) from None
+        except _Refused as exc:
+            return exc.response(as_json=True)
         now = datetime.now(timezone.utc)
         taken: list[Fix] = []
         refused: list[dict] = []
@@ -240,8 +308,7 @@ class IngestService:
         for index, item in enumerate(items):
             try:
                 if isinstance(item, FixError):
-                    self.counters.rejected[item.key] += 1
-                    raise _Refused(400, str(item))
+                    raise self._refused(item)
                 await self._check(item.fix, item.token or header_token, now)
                 taken.append(item.fix)
             except _Refused as exc:
@@ -250,8 +317,8 @@ class IngestService:
         if taken:
             try:
                 await self._spool(taken, received)
-            except OSError as exc:
-                return web.json_response({"error": f"spool unavailable ({exc}); retry"}, status=503)
+            except _Refused as exc:
+                return exc.response(as_json=True)
         status = 200 if taken or not refused else min(statuses, key=(429, 401, 403, 400).index)
         return web.json_response({"accepted": len(taken), "rejected": refused}, status=status)
 
@@ -260,37 +327,61 @@ class IngestService:
         return web.json_response(self.stats())
 
     def stats(self) -> dict:
-        """Counters of the doors, the spool and the writer."""
-        c, w = self.counters, self.writer.stats
+        """Counters of the doors (since ``since``), the connections, the writer and the spool."""
+        c, w = self.counters, self.writer
+        writer = {k: _iso(v) for k, v in w.status().items()}
+        backlog = writer.pop("backlog")
         return {
+            "since": _iso(self.counts.since), "started_at": _iso(self.started_at),
             "accepted": c.accepted, "spooled": c.spooled, "rejected": dict(c.rejected),
             "unauthorized": c.unauthorized, "rate_limited": c.rate_limited,
-            "cot": {"connections": c.cot_connections, "dropped": dict(c.cot_dropped), "ignored": c.cot_ignored},
-            "written": w.written, "duplicates": w.duplicates, "writer_rejected": dict(w.rejected),
-            "batches": w.batches, "db_up": w.db_up, "last_error": w.last_error,
-            "spool": {"durable_seq": self.spool.durable.seq, "committed_seq": w.committed_seq,
-                      "backlog": self.writer.backlog(), "segment": self.spool.durable.segment,
-                      **self.spool.sync_stats()},
-            "latency_ms": w.latency_percentiles(),
+            "cot": {"connections": c.cot_connections, "open": self.cot_caps.open, "dropped": dict(c.cot_dropped),
+                    "ignored": c.cot_ignored},
+            "http": {"open": self.http_caps.open, "refused": dict(c.http_refused), "closed": dict(c.http_closed)},
+            "written": w.stats.written, "duplicates": w.stats.duplicates, "writer_rejected": dict(w.stats.rejected),
+            "batches": w.stats.batches, "db_up": w.stats.db_up, "writer": {**writer, "lost": w.stats.lost},
+            "spool": {"durable_seq": self.spool.durable.seq,
+                      "committed_seq": None if w.committed is None else w.committed.seq,
+                      "backlog": backlog, "segment": self.spool.durable.segment, "refused_fixes": c.spool_refused,
+                      "damaged": [d.describe() for d in self.spool.damaged], **self.spool.sync_stats()},
+            "latency_ms": w.stats.latency_percentiles(),
         }
 
     # -- Cursor on Target -------------------------------------------------------
     async def handle_cot(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One TAK connection: authenticated by its first event, dropped on garbage or oversize."""
+        """One TAK connection, inside the caps: authenticated by its first event within
+        ``ingest_request_timeout_s``, closed when silent for ``ingest_cot_idle_s``, dropped on garbage or oversize."""
+        peer = peer_of(writer.transport)
+        refusal = self.cot_caps.admit(peer)
+        if refusal is not None:
+            self.counters.cot_dropped[refusal] += 1
+            writer.close()
+            return
         self.counters.cot_connections += 1
+        loop = asyncio.get_running_loop()
+        authenticate_by = loop.time() + self.settings.ingest_request_timeout_s
         framer = CotFramer()
         device: str | None = None
         try:
-            while data := await asyncio.wait_for(reader.read(65536), self.options.cot_idle_s):
+            while True:
+                wait = self.settings.ingest_cot_idle_s if device else authenticate_by - loop.time()
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), max(0.0, wait))
+                except TimeoutError:
+                    self.counters.cot_dropped["idle" if device else "no authentication in time"] += 1
+                    break
+                if not data:
+                    break
                 for document in framer.feed(data):
                     device = await self._cot_event(document, device, now_us())
         except CotStreamError as exc:
             self.counters.cot_dropped[exc.key] += 1
         except _Refused:
             self.counters.cot_dropped["unauthorized"] += 1
-        except (ConnectionError, asyncio.TimeoutError):
+        except ConnectionError:
             pass
         finally:
+            self.cot_caps.release(peer)
             writer.close()
 
     async def _cot_event(self, document: bytes, device: str | None, received: int) -> str:
@@ -316,9 +407,25 @@ class IngestService:
         try:
             await self._check(event.fix, None, datetime.now(timezone.utc), authenticated=True)
             await self._spool([event.fix], received)
-        except (_Refused, OSError):
+        except _Refused:  # CoT has no answer to give: the fix is counted and dropped
             pass
         return device
+
+
+def _iso(value: object) -> object:
+    """Times as ISO 8601 text for JSON; anything else as it is."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _allow_open_files(wanted: int) -> None:
+    """Raise the soft limit on open files towards ``wanted`` (as far as the hard limit allows)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+        if target < wanted:
+            log.warning("open files are limited to %d, fewer than the connection caps may need (%d): connections "
+                        "past it wait in the listen queue; raise `ulimit -n`", target, wanted)
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -330,6 +437,7 @@ def _bearer(request: web.Request) -> str | None:
 async def serve(settings: Settings, options: IngestOptions = IngestOptions(),
                 *, ready: asyncio.Event | None = None) -> None:
     """Run the service on the configured database until SIGTERM or SIGINT."""
+    install_secret_filter()
     service = IngestService(settings, lambda: database_url(settings), options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -25,16 +25,28 @@ preallocated tail) or a record torn by a crash, whose length, crc or seq fails
 it cannot be read as data later; a full segment is cut to its last record
 before the next one is started.
 
+Opening also checks every kept segment. Records are synced one group at a
+time, so a crash can tear only the last one: bytes that do not check
+followed by records that do, or a full segment that ends before its size, are
+damage to what was acknowledged. Such a segment is copied aside to
+``<spool>/damaged/``, cut to its readable records, and listed in
+:attr:`Spool.damaged`; the service starts and goes on (a damaged last segment
+is closed and a new one begun, so no seq is used twice). The fixes past the
+damage are lost; the writer counts those not stored yet when it skips them.
+
 The reader (:class:`SpoolReader`) reads records in order between two
-:class:`SpoolPosition` values; segments wholly behind the committed position
-are removed by :meth:`Spool.prune`.
+:class:`SpoolPosition` values; past the end of a segment it goes on at the
+start of the next kept one; segments wholly behind the committed position are
+removed by :meth:`Spool.prune`.
 """
 from __future__ import annotations
 
 import asyncio
 import errno
 import fcntl
+import io
 import os
+import shutil
 import struct
 import threading
 import time
@@ -50,9 +62,11 @@ import numpy as np
 
 from gridwatch.errors import GridwatchError
 from gridwatch.etl.ingest._fix import SOURCES, Fix
+from gridwatch.settings import Settings
 
 __all__ = [
-    "FIX_DTYPE", "SpoolPosition", "Spool", "SpoolReader", "SpoolCorruptError", "pack_rows", "to_records", "now_us",
+    "FIX_DTYPE", "SpoolPosition", "Spool", "SpoolReader", "SpoolCorruptError", "SpoolDamage", "pack_rows",
+    "to_records", "now_us",
 ]
 
 FIX_DTYPE = np.dtype([
@@ -63,7 +77,7 @@ SEGMENT_MAGIC = b"GWSEG001"
 _SEGMENT_HEADER = struct.Struct("<8sQ")
 RECORD_MAGIC = b"GWSP"
 _RECORD_HEADER = struct.Struct("<4sIIQ")
-SEGMENT_BYTES = 64 * 1024 * 1024
+SEGMENT_BYTES: int = Settings.model_fields["ingest_segment_bytes"].default
 ZERO_AHEAD_BYTES = 1024 * 1024
 MAX_GROUP_FIXES = 65_536
 # FIX_DTYPE as a struct, to pack a request's rows without building an array.
@@ -75,6 +89,39 @@ _SYNC_WINDOW = 4096
 
 class SpoolCorruptError(GridwatchError):
     """A record the spool acknowledged cannot be read back."""
+
+
+@dataclass(frozen=True)
+class SpoolDamage:
+    """A damaged segment found on opening: its readable records end at byte ``at``; ``unreadable``
+    fixes came after (None: not known); the segment as it was is at ``moved_to``."""
+
+    segment: int
+    at: int
+    unreadable: int | None
+    moved_to: Path
+    problem: str
+
+    def describe(self) -> str:
+        """One line for the log."""
+        lost = "an unknown number of" if self.unreadable is None else f"{self.unreadable}"
+        return (f"spool segment {self.segment:012d}.seg is damaged ({self.problem}) at byte {self.at}: its "
+                f"records before it are kept, {lost} acknowledged fixes after it cannot be read and are lost "
+                f"unless already stored; the segment as it was is in {self.moved_to}")
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """What a segment holds: its first seq (None: the header is damaged), where its readable records
+    end (byte and seq), its size, how it ends (``clean``, ``torn``, ``damaged``) and, past damage,
+    the seq after the last record that still checks."""
+
+    base: int | None
+    end: int
+    end_seq: int
+    size: int
+    tail: str
+    later_seq: int | None = None
 
 
 @dataclass(frozen=True, order=True)
@@ -193,6 +240,38 @@ def _preallocate(fd: int, size: int) -> None:
             raise
 
 
+def _scan(path: Path) -> _Scan:
+    """Check a whole segment: header, records in order, and what lies after them."""
+    data = path.read_bytes()
+    magic, base = _SEGMENT_HEADER.unpack(data[:_SEGMENT_HEADER.size].ljust(_SEGMENT_HEADER.size, b"\0"))
+    if magic != SEGMENT_MAGIC:
+        tail = "clean" if not data.strip(b"\0") else "damaged"
+        return _Scan(None, 0, 0, len(data), tail, _last_valid_seq(data, 0))
+    end, seq = _SEGMENT_HEADER.size, base
+    for rec_seq, rec_end, payload in _records(io.BytesIO(data), end, len(data), base):
+        end, seq = rec_end, rec_seq + len(payload) // FIX_DTYPE.itemsize
+    if not data[end:].strip(b"\0"):
+        return _Scan(base, end, seq, len(data), "clean")
+    later = _last_valid_seq(data, end)
+    return _Scan(base, end, seq, len(data), "torn" if later is None else "damaged", later)
+
+
+def _last_valid_seq(data: bytes, start: int) -> int | None:
+    """The seq after the last record from ``start`` on whose header and crc check (None: there is none).
+    Only runs over damaged bytes, on opening: it looks at each place the record magic occurs."""
+    found, at = None, data.find(RECORD_MAGIC, start)
+    while at >= 0 and at + _RECORD_HEADER.size <= len(data):
+        _, length, crc, seq = _RECORD_HEADER.unpack_from(data, at)
+        end = at + _RECORD_HEADER.size + length
+        if length and not length % FIX_DTYPE.itemsize and end <= len(data) and \
+                _crc(length, seq, memoryview(data)[at + _RECORD_HEADER.size:end]) == crc:
+            found, at = seq + length // FIX_DTYPE.itemsize, end
+        else:
+            at += 1
+        at = data.find(RECORD_MAGIC, at)
+    return found
+
+
 def _release(futures: list[asyncio.Future], error: BaseException | None) -> None:
     """On the event loop: acknowledge (or fail) every append of one group at once."""
     for future in futures:
@@ -217,6 +296,7 @@ class Spool:
         self.spool_id = ""
         self.durable = SpoolPosition(1, _SEGMENT_HEADER.size, 0)
         self.torn_bytes = 0
+        self.damaged: list[SpoolDamage] = []
         self.syncs = 0
         self.synced_fixes = 0
         self.sync_ms = np.full(_SYNC_WINDOW, np.nan)
@@ -232,7 +312,8 @@ class Spool:
 
     # -- opening and recovery ---------------------------------------------------
     def open(self) -> SpoolPosition:
-        """Lock the folder, cut off a torn tail, and return the durable end."""
+        """Lock the folder, check every segment (cutting off a torn tail, setting damaged ones aside),
+        and return the durable end."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -244,24 +325,56 @@ class Spool:
             ) from None
         self.spool_id = self._read_or_create_id()
         numbers = _segment_numbers(self.directory)
-        while numbers and not self._segment_readable(numbers[-1]):
+        scans = [_scan(_segment_path(self.directory, n)) for n in numbers]
+        while numbers and scans[-1].base is None and scans[-1].tail == "clean":
             _segment_path(self.directory, numbers.pop()).unlink()  # torn while being created
+            scans.pop()
         if not numbers:
-            self._create_segment(1, 0)
-            numbers = [1]
-        last = numbers[-1]
-        path = _segment_path(self.directory, last)
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            base = _SEGMENT_HEADER.unpack(handle.read(_SEGMENT_HEADER.size))[1]
-            end, seq = _SEGMENT_HEADER.size, base
-            for rec_seq, rec_end, payload in _records(handle, end, size, base):
-                end, seq = rec_end, rec_seq + len(payload) // FIX_DTYPE.itemsize
-        self._fd = os.open(path, os.O_RDWR)
-        self.torn_bytes = _zero_torn_tail(self._fd, end, size)
-        self._zeroed = end
-        self.durable = SpoolPosition(last, end, seq)
+            self._fd = self._create_segment(1, 0)
+            self.durable = SpoolPosition(1, _SEGMENT_HEADER.size, 0)
+            return self.durable
+        for i, (number, scan) in enumerate(zip(numbers, scans)):
+            last = i == len(numbers) - 1
+            if scan.tail == "damaged" or scan.base is None or (scan.tail == "torn" and not last):
+                following = None if last else scans[i + 1].base
+                self.damaged.append(self._set_aside(number, scan, following if following is not None else scan.later_seq))
+        last, scan = numbers[-1], scans[-1]
+        if self.damaged and self.damaged[-1].segment == last:  # go on in a new segment, after every seq seen
+            base = max(scan.end_seq, scan.later_seq or 0, scans[-2].end_seq if len(scans) > 1 else 0)
+            self._fd = self._create_segment(last + 1, base)
+            self.durable = SpoolPosition(last + 1, _SEGMENT_HEADER.size, base)
+            return self.durable
+        self._fd = os.open(_segment_path(self.directory, last), os.O_RDWR)
+        self.torn_bytes = _zero_torn_tail(self._fd, scan.end, scan.size) if scan.tail == "torn" else 0
+        self._zeroed = scan.end
+        self.durable = SpoolPosition(last, scan.end, scan.end_seq)
         return self.durable
+
+    def _set_aside(self, number: int, scan: _Scan, following_seq: int | None) -> SpoolDamage:
+        """Copy a damaged segment to ``damaged/`` and cut it to its readable records (or, when its
+        header is damaged, move it there whole)."""
+        path = _segment_path(self.directory, number)
+        aside = self.directory / "damaged"
+        aside.mkdir(exist_ok=True)
+        target = aside / f"{path.name}.{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+        if scan.base is None:
+            os.replace(path, target)
+            problem = "its header does not check"
+        else:
+            shutil.copyfile(path, target)
+            with open(target, "rb+") as copy:
+                os.fsync(copy.fileno())
+            fd = os.open(path, os.O_RDWR)
+            try:
+                os.ftruncate(fd, scan.end)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            problem = "a record does not check" if scan.tail != "clean" else "it is cut short"
+        _fsync_dir(aside)
+        _fsync_dir(self.directory)
+        unreadable = None if following_seq is None or scan.base is None else max(0, following_seq - scan.end_seq)
+        return SpoolDamage(number, scan.end, unreadable, target, problem)
 
     def _read_or_create_id(self) -> str:
         path = self.directory / "spool_id"
@@ -272,11 +385,6 @@ class Spool:
         os.replace(tmp, path)
         _fsync_dir(self.directory)
         return path.read_text().strip()
-
-    def _segment_readable(self, number: int) -> bool:
-        with open(_segment_path(self.directory, number), "rb") as handle:
-            head = handle.read(_SEGMENT_HEADER.size)
-        return len(head) == _SEGMENT_HEADER.size and head.startswith(SEGMENT_MAGIC)
 
     def _create_segment(self, number: int, base_seq: int) -> int:
         path = _segment_path(self.directory, number)
@@ -410,15 +518,23 @@ class SpoolReader:
         self.directory = directory
 
     def read(self, start: SpoolPosition, end: SpoolPosition, *, max_fixes: int) -> tuple[np.ndarray, SpoolPosition]:
-        """Fixes from ``start`` (at most about ``max_fixes``, whole records) and the position after them."""
+        """Fixes from ``start`` (at most about ``max_fixes``, whole records) and the position after them.
+
+        A segment before ``end``'s ends at its size; reading goes on at the start of the next kept
+        segment, at its first seq (past a damaged segment that seq is further on: the fixes between
+        are the ones lost).
+        """
         parts: list[bytes] = []
         count = 0
         pos = start
         while pos < end and count < max_fixes:
             path = _segment_path(self.directory, pos.segment)
-            limit = path.stat().st_size if pos.segment < end.segment else end.pos
+            if pos.segment < end.segment:
+                limit = path.stat().st_size if path.exists() else 0
+            else:
+                limit = end.pos
             if pos.pos >= limit:
-                pos = SpoolPosition(pos.segment + 1, _SEGMENT_HEADER.size, pos.seq)
+                pos = self._next_segment(pos, end)
                 continue
             with open(path, "rb") as handle:
                 for seq, rec_end, payload in _records(handle, pos.pos, limit):
@@ -432,6 +548,18 @@ class SpoolReader:
             if pos.pos < limit and count < max_fixes:
                 raise SpoolCorruptError(
                     f"{path}: the record at byte {pos.pos} is damaged although it was acknowledged; "
-                    "move the file aside and restart to go on"
+                    "restart the service to set the segment aside and go on"
                 )
         return np.frombuffer(b"".join(parts), dtype=FIX_DTYPE), pos
+
+    def _next_segment(self, pos: SpoolPosition, end: SpoolPosition) -> SpoolPosition:
+        """The start of the first kept segment after ``pos``'s."""
+        number = min((n for n in _segment_numbers(self.directory) if pos.segment < n <= end.segment), default=None)
+        if number is None:
+            raise SpoolCorruptError(f"{self.directory}: segment {end.segment:012d}.seg is missing")
+        path = _segment_path(self.directory, number)
+        with open(path, "rb") as handle:
+            magic, base = _SEGMENT_HEADER.unpack(handle.read(_SEGMENT_HEADER.size))
+        if magic != SEGMENT_MAGIC:
+            raise SpoolCorruptError(f"{path}: its header is damaged; restart the service to set it aside and go on")
+        return SpoolPosition(number, _SEGMENT_HEADER.size, base)

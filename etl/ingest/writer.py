@@ -9,8 +9,18 @@ inserts them into ``position`` (``ON CONFLICT DO NOTHING``, so a fix sent
 twice is stored once), moves ``unit_latest`` forward, and stores the new spool
 position in ``ingest_offset``. Because the position commits with the rows, a
 restart replays from exactly where the database stopped. Right after each
-commit, coverage follows the new fixes (:func:`gridwatch.etl.coverage.refresh_coverage_for`). When the database is
-unreachable the thread retries with backoff; the spool keeps growing.
+commit, coverage follows the new fixes (:func:`gridwatch.etl.coverage.refresh_coverage_for`).
+
+One bad fix never stops the stream: partitions are made only for the days the
+fixes fall on, and a batch the database refuses for a data reason (SQLSTATE
+class 22 or 23) is split in halves, each in a savepoint, until the refused
+fixes stand alone; those go to ``quarantine`` with the database's reason, the
+rest are stored, and the offset moves past the batch, in the one transaction.
+Anything else (the database unreachable, a timeout, a bug) leaves the batch in
+the spool to be tried again with backoff; the spool keeps growing. How the
+writer is doing (storing, retrying, stopped; backlog; the oldest fix not yet
+stored; the last error) is in :meth:`SpoolWriter.status` and, every
+:data:`STATUS_EVERY_S` whenever the database answers, in ``ingest_status``.
 """
 from __future__ import annotations
 
@@ -20,14 +30,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import psycopg
 
+from gridwatch.errors import GridwatchError
 from gridwatch.etl import _pgbinary as pgb
 from gridwatch.etl._fuse_points import Reference, fuse_points, load_reference
-from gridwatch.etl._position_rows import POSITION_COLUMNS, position_columns, upsert_latest
+from gridwatch.etl._position_rows import POSITION_COLUMNS, ensure_partitions, position_columns, upsert_latest
 from gridwatch.etl.coverage import refresh_coverage_for
 from gridwatch.etl.ingest._fix import SOURCES
 from gridwatch.etl.ingest.spool import Spool, SpoolPosition, SpoolReader, now_us
@@ -35,7 +48,7 @@ from gridwatch.etl.runlog import quarantine_rows
 from gridwatch.geo.tracks import too_fast
 from gridwatch.settings import Settings
 
-__all__ = ["StoreResult", "fuse_and_store", "SpoolWriter", "QUARANTINE_SOURCE"]
+__all__ = ["StoreResult", "fuse_and_store", "SpoolWriter", "WriterStats", "QUARANTINE_SOURCE", "STATUS_EVERY_S"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +56,12 @@ QUARANTINE_SOURCE = "ingest"
 _REFERENCE_TTL_S = 60.0
 _LATENCY_WINDOW = 20_000
 _NAMES = ", ".join(POSITION_COLUMNS)
+STATUS_EVERY_S = 2.0
+# What the database refuses for the data itself (SQLSTATE classes 22 and 23): splitting finds the rows.
+_DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+REFUSED = "refused by the database"
+# The writer's own session: a lock or a statement that waits this long is an error to retry, not a stall.
+_SESSION = ("SET lock_timeout = '5s'", "SET statement_timeout = '60s'")
 
 
 @dataclass
@@ -57,7 +76,8 @@ class StoreResult:
 
 
 def fuse_and_store(conn: psycopg.Connection, records: np.ndarray, *, reference: Reference, settings: Settings) -> StoreResult:
-    """Check, fuse and store a batch of spool rows (:data:`gridwatch.etl.ingest.spool.FIX_DTYPE`), in the caller's transaction."""
+    """Check, fuse and store a batch of spool rows (:data:`gridwatch.etl.ingest.spool.FIX_DTYPE`), in the caller's
+    transaction; rows the database refuses are quarantined with its reason."""
     result = StoreResult()
     if len(records) == 0:
         return result
@@ -74,16 +94,19 @@ def fuse_and_store(conn: psycopg.Connection, records: np.ndarray, *, reference: 
     repeated = ok & pd.DataFrame({"u": unit_id, "t": ts_us}).duplicated().to_numpy()
     too_fast = _too_fast(unit_id, ts_us, lon, lat, units["vmax"].to_numpy()[which], units, ok & ~repeated)
     reasons[too_fast] = "impossible speed"
+    keep = (reasons == None) & ~repeated  # noqa: E711
+    result.rejected.update(reasons[~keep & ~repeated].tolist())
+    written, stored, refused = _store(conn, records[keep], unit_id[keep], reference=reference, settings=settings)
+    if refused:
+        result.rejected[REFUSED] += len(refused)
+        reasons[np.flatnonzero(keep)[list(refused)]] = list(refused.values())
+
     rejected = reasons != None  # noqa: E711
-    result.rejected.update(reasons[rejected].tolist())
     if rejected.any():
         quarantine_rows(conn, None, QUARANTINE_SOURCE, _as_records(records[rejected], callsign[rejected]),
                         pd.Series(reasons[rejected]))
-
-    keep = ~rejected & ~repeated
-    result.written, result.accepted = _store(conn, records[keep], unit_id[keep], reference=reference,
-                                             settings=settings)
-    result.duplicates = int(keep.sum()) - result.written + int(repeated.sum())
+    result.written, result.accepted = written, stored
+    result.duplicates = int(keep.sum()) - written - len(refused) + int(repeated.sum())
     return result
 
 
@@ -134,42 +157,71 @@ def _as_records(records: np.ndarray, callsign: np.ndarray) -> pd.DataFrame:
 
 
 def _store(conn: psycopg.Connection, records: np.ndarray, unit_id: np.ndarray, *, reference: Reference,
-           settings: Settings) -> tuple[int, pd.DataFrame | None]:
-    """Fuse, insert new fixes into ``position`` and move ``unit_latest``; return rows inserted
-    and the fused fixes (unit_id, ts, grid_id, segment_id, border_m, h3)."""
+           settings: Settings) -> tuple[int, pd.DataFrame | None, dict[int, str]]:
+    """Fuse, insert new fixes into ``position`` and move ``unit_latest``; return rows inserted, the
+    fused fixes stored (unit_id, ts, grid_id, segment_id, border_m, h3), and, by row, the reason of
+    each the database refused.
+
+    Each try runs in a savepoint; a data error splits the rows tried in halves until it stands
+    alone, so k refused rows cost O(k log n) tries and one try when there are none.
+    """
     if len(records) == 0:
-        return 0, None
+        return 0, None, {}
     lon, lat = records["lon"].astype(np.float64), records["lat"].astype(np.float64)
     fused = fuse_points(reference, lon, lat, resolution=settings.h3_resolution)
     ts = records["ts_us"].astype(np.int64).view("datetime64[us]")
-    conn.execute(
-        "SELECT ensure_position_partitions(%s, %s)",
-        tuple(pd.Timestamp(v, tz="UTC") for v in (ts.min(), ts.max())),
-    )
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS ingest_stage (LIKE position) ON COMMIT DELETE ROWS")
-    for code in np.unique(records["source"]):
-        part = records["source"] == code
-        pgb.copy_columns(conn, "ingest_stage", position_columns(
-            unit_id[part], ts[part], lon[part], lat[part], records["speed_kmh"][part], records["heading"][part],
-            records["accuracy_m"][part], source=SOURCES[code], fused=fused[part]))
-    inserted = conn.execute(
-        f"INSERT INTO position ({_NAMES}) SELECT {_NAMES} FROM ingest_stage ON CONFLICT (unit_id, ts) DO NOTHING"
-    ).rowcount
-    upsert_latest(conn, "ingest_stage")
-    return inserted, fused.assign(unit_id=unit_id, ts=pd.to_datetime(ts, utc=True))
+
+    def attempt(part: slice) -> int:
+        with conn.transaction():
+            ensure_partitions(conn, ts[part])
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS ingest_stage (LIKE position) ON COMMIT DELETE ROWS")
+            conn.execute("DELETE FROM ingest_stage")  # what an earlier part of this batch staged
+            rows = records[part]
+            for code in np.unique(rows["source"]):
+                at = rows["source"] == code
+                pgb.copy_columns(conn, "ingest_stage", position_columns(
+                    unit_id[part][at], ts[part][at], lon[part][at], lat[part][at], rows["speed_kmh"][at],
+                    rows["heading"][at], rows["accuracy_m"][at], source=SOURCES[code], fused=fused.iloc[part][at]))
+            inserted = conn.execute(
+                f"INSERT INTO position ({_NAMES}) SELECT {_NAMES} FROM ingest_stage ON CONFLICT (unit_id, ts) DO NOTHING"
+            ).rowcount
+            upsert_latest(conn, "ingest_stage")
+            return inserted
+
+    written, stored, refused = 0, np.zeros(len(records), dtype=bool), {}
+    parts = [(0, len(records))]
+    while parts:
+        lo, hi = parts.pop()
+        try:
+            written += attempt(slice(lo, hi))
+            stored[lo:hi] = True
+        except _DATA_ERRORS as exc:
+            if hi - lo == 1:
+                refused[lo] = f"{REFUSED}: {exc.diag.message_primary or exc}"
+            else:
+                mid = (lo + hi) // 2
+                parts += [(mid, hi), (lo, mid)]
+    if not stored.any():
+        return written, None, refused
+    return written, fused[stored].assign(unit_id=unit_id[stored], ts=pd.to_datetime(ts[stored], utc=True)), refused
 
 
 @dataclass
 class WriterStats:
-    """What the writer has done since the service started."""
+    """What the writer has done (the counts in :data:`COUNTED` are kept across restarts by the service)
+    and how it is doing now."""
+
+    COUNTED: ClassVar[tuple[str, ...]] = ("written", "duplicates", "rejected", "batches", "lost")
 
     written: int = 0
     duplicates: int = 0
     rejected: Counter = field(default_factory=Counter)
     batches: int = 0
-    committed_seq: int | None = None
+    lost: int = 0  # acknowledged fixes of a damaged spool segment that could not be read back
+    state: str = "retrying"  # storing | retrying | stopped (retrying until it first reaches the database)
     db_up: bool = False
     last_error: str = ""
+    last_stored_at: datetime | None = None
     latency_ms: np.ndarray = field(default_factory=lambda: np.full(_LATENCY_WINDOW, np.nan))
     _latency_at: int = 0
 
@@ -204,15 +256,30 @@ class SpoolWriter(threading.Thread):
         self.interval_s = interval_s
         self.max_fixes = max_fixes
         self.stats = WriterStats()
+        self.committed: SpoolPosition | None = None  # known once the writer has reached the database
         self._reader = SpoolReader(spool.directory)
         self._stop_at: float | None = None
         self._reference: tuple[float, Reference] | None = None
+        self._oldest: tuple[SpoolPosition | None, datetime | None] = (None, None)
+        self._reported_at = float("-inf")
 
     def backlog(self) -> int | None:
         """Fixes spooled but not yet committed (None until the writer has reached the database)."""
-        if self.stats.committed_seq is None:
-            return None
-        return self.spool.durable.seq - self.stats.committed_seq
+        committed = self.committed
+        return None if committed is None else self.spool.durable.seq - committed.seq
+
+    def status(self) -> dict:
+        """State (storing, retrying, stopped), backlog, the oldest fix not yet stored (when it was received,
+        and its age in seconds), when a batch was last stored, and the last error."""
+        oldest = self._oldest_unstored()
+        return {
+            "state": self.stats.state if self.is_alive() or self.stats.state == "stopped" else "stopped",
+            "backlog": self.backlog(),
+            "oldest_unstored_at": oldest,
+            "oldest_unstored_age_s": None if oldest is None else round(time.time() - oldest.timestamp(), 1),
+            "last_stored_at": self.stats.last_stored_at,
+            "last_error": self.stats.last_error,
+        }
 
     def stop(self, *, drain_s: float = 5.0) -> None:
         """Write what the database will take within ``drain_s``, then stop."""
@@ -221,46 +288,97 @@ class SpoolWriter(threading.Thread):
 
     def run(self) -> None:
         conn: psycopg.Connection | None = None
-        committed: SpoolPosition | None = None
         backoff = 0.2
-        while not self._should_stop(committed):
+        while not self._should_stop():
             try:
                 if conn is None:
-                    conn = psycopg.connect(self.url_of(), autocommit=True, connect_timeout=3)
-                    committed = self._load_offset(conn)
-                    self.stats.db_up, self.stats.last_error = True, ""
+                    conn = self._connect()
+                    self.committed = self._load_offset(conn)
+                    self.stats.db_up = True
                 started = time.monotonic()
-                committed, drained = self._batch(conn, committed)
+                drained = self._batch(conn)
+                self.stats.state, self.stats.last_error = "storing", ""
                 backoff = 0.2
+                self._report(conn)
                 if drained:
                     time.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
             except Exception as exc:  # the batch stays in the spool and is tried again; never lost, never skipped
-                self.stats.db_up = not isinstance(exc, psycopg.OperationalError)
+                self.stats.db_up = conn is not None and not conn.broken
+                self.stats.state = "retrying"
                 self.stats.last_error = f"{type(exc).__name__}: " + " ".join(str(exc).split())[:300]
                 log.warning("spool writer: %s; retrying in %.1f s", self.stats.last_error, backoff)
                 if conn is not None:
                     conn.close()
                 conn = None
+                self._report(None)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+        self.stats.state = "stopped"
+        self._report(conn, now=True)
         if conn is not None:
             conn.close()
 
-    def _should_stop(self, committed: SpoolPosition | None) -> bool:
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.url_of(), autocommit=True, connect_timeout=3)
+        for statement in _SESSION:
+            conn.execute(statement)
+        return conn
+
+    def _should_stop(self) -> bool:
         if self._stop_at is None:
             return False
-        caught_up = committed is not None and committed >= self.spool.durable
+        caught_up = self.committed is not None and self.committed >= self.spool.durable
         return caught_up or time.monotonic() > self._stop_at
 
     def _load_offset(self, conn: psycopg.Connection) -> SpoolPosition:
         first = self.spool.first_position()
         row = conn.execute(
-            "SELECT segment, pos, fixes FROM ingest_offset WHERE spool_id = %s", (self.spool.spool_id,)
+            "SELECT segment, pos, fixes, updated_at FROM ingest_offset WHERE spool_id = %s", (self.spool.spool_id,)
         ).fetchone()
-        committed = SpoolPosition(*row) if row else first
-        committed = max(committed, first)
-        self.stats.committed_seq = committed.seq
-        return committed
+        if row is None:
+            return first
+        self.stats.last_stored_at = row[3]
+        return max(SpoolPosition(*row[:3]), first)
+
+    def _oldest_unstored(self) -> datetime | None:
+        """When the first fix after the committed position was received (read once per position)."""
+        committed = self.committed
+        if committed is None or committed >= self.spool.durable:
+            return None
+        if self._oldest[0] != committed:
+            try:
+                first, _ = SpoolReader(self.spool.directory).read(committed, self.spool.durable, max_fixes=1)
+            except (OSError, GridwatchError):  # pruned meanwhile, or damaged: the writer reports it
+                return None
+            received = datetime.fromtimestamp(int(first["received_us"][0]) / 1e6, timezone.utc) if len(first) else None
+            self._oldest = (committed, received)
+        return self._oldest[1]
+
+    def _report(self, conn: psycopg.Connection | None, *, now: bool = False) -> None:
+        """Every :data:`STATUS_EVERY_S` (or ``now``), upsert :meth:`status` into ``ingest_status`` in a
+        transaction of its own, on ``conn`` or, when there is none, a connection of its own; skipped
+        while the database does not answer."""
+        if not now and time.monotonic() - self._reported_at < STATUS_EVERY_S:
+            return
+        self._reported_at = time.monotonic()
+        status = self.status()
+        if status["backlog"] is None:
+            return
+        row = (self.spool.spool_id, status["state"], max(0, status["backlog"]), status["oldest_unstored_at"],
+               status["last_stored_at"], status["last_error"] or None)
+        sql = ("INSERT INTO ingest_status (spool_id, updated_at, state, backlog, oldest_unstored_at, last_stored_at, "
+               "last_error) VALUES (%s, now(), %s, %s, %s, %s, %s) ON CONFLICT (spool_id) DO UPDATE SET "
+               "updated_at = EXCLUDED.updated_at, state = EXCLUDED.state, backlog = EXCLUDED.backlog, "
+               "oldest_unstored_at = EXCLUDED.oldest_unstored_at, last_stored_at = EXCLUDED.last_stored_at, "
+               "last_error = EXCLUDED.last_error")
+        try:
+            if conn is not None:
+                conn.execute(sql, row)
+                return
+            with psycopg.connect(self.url_of(), autocommit=True, connect_timeout=2) as own:
+                own.execute(sql, row)
+        except (psycopg.Error, GridwatchError) as exc:
+            log.debug("spool writer: status not written: %s", exc)
 
     def _reference_for(self, conn: psycopg.Connection) -> Reference:
         if self._reference is None or time.monotonic() - self._reference[0] > _REFERENCE_TTL_S:
@@ -279,28 +397,34 @@ class SpoolWriter(threading.Thread):
         except psycopg.errors.LockNotAvailable:
             log.info("spool writer: coverage busy with a rebuild; this batch's coverage waits for it")
 
-    def _batch(self, conn: psycopg.Connection, committed: SpoolPosition) -> tuple[SpoolPosition, bool]:
-        """Write one batch; return the new committed position and whether the spool is drained."""
-        end = self.spool.durable
+    def _batch(self, conn: psycopg.Connection) -> bool:
+        """Write one batch and move :attr:`committed` past it; return whether the spool is drained."""
+        committed, end = self.committed, self.spool.durable
         if committed >= end:
-            return committed, True
+            return True
         records, after = self._reader.read(committed, end, max_fixes=self.max_fixes)
         reference = self._reference_for(conn)
         with conn.transaction():
             result = fuse_and_store(conn, records, reference=reference, settings=self.settings)
-            conn.execute(
+            stored_at = conn.execute(
                 "INSERT INTO ingest_offset (spool_id, segment, pos, fixes) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (spool_id) DO UPDATE SET segment = EXCLUDED.segment, pos = EXCLUDED.pos, "
-                "fixes = EXCLUDED.fixes, updated_at = now()",
+                "fixes = EXCLUDED.fixes, updated_at = now() RETURNING updated_at",
                 (self.spool.spool_id, after.segment, after.pos, after.seq),
-            )
+            ).fetchone()[0]
         visible_us = now_us()
         self._move_coverage(conn, result.accepted)
+        lost = max(0, after.seq - committed.seq - len(records))
+        if lost:
+            log.warning("spool writer: %d acknowledged fixes not yet stored were in a damaged spool segment and "
+                        "could not be read back; they are lost", lost)
         self.stats.record_latency((visible_us - records["received_us"].astype(np.int64)) / 1000.0)
         self.stats.written += result.written
         self.stats.duplicates += result.duplicates
         self.stats.rejected.update(result.rejected)
         self.stats.batches += 1
-        self.stats.committed_seq = after.seq
+        self.stats.lost += lost
+        self.stats.last_stored_at = stored_at
+        self.committed = after
         self.spool.prune(after)
-        return after, after >= self.spool.durable
+        return after >= self.spool.durable

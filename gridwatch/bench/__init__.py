@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "ingest": "ingest:bench_ingest",
     "dispatch": "dispatch:bench_dispatch",
     "soak": "soak:bench_soak",
+    "poison": "poison:bench_poison",
 }
 
 _GOAL = re.compile(r"^(<=|>=|≤|≥|<|>)\s*([-+]?[\d,]*\.?\d+)\s*(x|×)?$")
