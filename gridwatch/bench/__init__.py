@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from gridwatch.errors import InputError
 from gridwatch.settings import Settings
 
-__all__ = ["BENCHMARKS", "Figure", "Goal", "run_benchmark", "format_figures"]
+__all__ = ["BENCHMARKS", "Figure", "Goal", "Scenario", "run_benchmark", "format_figures"]
 
 BENCHMARKS: dict[str, str] = {
     "sample": "sample:bench_sample",
@@ -25,7 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "ingest": "ingest:bench_ingest",
     "dispatch": "dispatch:bench_dispatch",
     "soak": "soak:bench_soak",
-    "poison": "poison:bench_poison",
+    "faults": "faults:bench_faults",
 }
 
 _GOAL = re.compile(r"^(<=|>=|≤|≥|<|>)\s*([-+]?[\d,]*\.?\d+)\s*(x|×)?$")
@@ -102,7 +102,31 @@ class Figure:
         return f"{ratio:.1f}x" if ratio >= 0.1 else f"{ratio:.3f}x"
 
 
-def run_benchmark(name: str, settings: Settings, *, scale: str) -> list[Figure]:
+@dataclass(frozen=True)
+class Scenario:
+    """One fault scenario's outcome: fixes or rows acknowledged, stored, quarantined, lost and
+    duplicated (None where the scenario has no such thing), seconds to recover, and its goal."""
+
+    name: str
+    acknowledged: int | None
+    stored: int | None
+    quarantined: int | None
+    lost: int | None
+    duplicated: int | None
+    recover_s: float | None
+    goal: str
+    met: bool
+    load: float = field(default_factory=lambda: os.getloadavg()[0])
+
+    def cells(self) -> tuple[str, ...]:
+        def n(v: float | None, fmt: str = ",") -> str:
+            return "-" if v is None else format(v, fmt)
+        return (self.name, n(self.acknowledged), n(self.stored), n(self.quarantined), n(self.lost),
+                n(self.duplicated), n(self.recover_s, ",.1f"), self.goal, "MET" if self.met else "MISSED",
+                f"{self.load:.2f}")
+
+
+def run_benchmark(name: str, settings: Settings, *, scale: str) -> list[Figure | Scenario]:
     """Run the benchmark called ``name``."""
     if name not in BENCHMARKS:
         raise InputError(f"benchmark {name!r} is unknown; expected one of {sorted(BENCHMARKS)}")
@@ -110,12 +134,25 @@ def run_benchmark(name: str, settings: Settings, *, scale: str) -> list[Figure]:
     return getattr(importlib.import_module(f"{__name__}.{module}"), func)(settings, scale=scale)
 
 
-def format_figures(figures: list[Figure]) -> str:
-    """A plain-text table of the figures, one line each."""
-    rows = [("figure", "value", "goal", "result", "baseline (same run)", "vs baseline", "load avg")]
-    for f in figures:
-        base = f"{f.baseline:,.1f} {f.unit} ({f.baseline_name})" if f.baseline is not None else ""
-        goal = Goal.parse(f.goal).describe(f.unit) if f.goal else ""
-        rows.append((f.name, f"{f.value:,.1f} {f.unit}", goal, f.result, base, f.ratio, f"{f.load:.2f}"))
+def format_figures(results: list[Figure | Scenario]) -> str:
+    """Plain-text tables: one line per figure, then one per scenario."""
+    tables = []
+    figures = [f for f in results if isinstance(f, Figure)]
+    if figures:
+        rows = [("figure", "value", "goal", "result", "baseline (same run)", "vs baseline", "load avg")]
+        for f in figures:
+            base = f"{f.baseline:,.1f} {f.unit} ({f.baseline_name})" if f.baseline is not None else ""
+            goal = Goal.parse(f.goal).describe(f.unit) if f.goal else ""
+            rows.append((f.name, f"{f.value:,.1f} {f.unit}", goal, f.result, base, f.ratio, f"{f.load:.2f}"))
+        tables.append(_table(rows))
+    scenarios = [s for s in results if isinstance(s, Scenario)]
+    if scenarios:
+        header = ("scenario", "acknowledged", "stored", "quarantined", "lost", "duplicated", "recover s", "goal",
+                  "result", "load avg")
+        tables.append(_table([header, *(s.cells() for s in scenarios)]))
+    return "\n\n".join(tables)
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

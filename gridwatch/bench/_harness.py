@@ -2,8 +2,16 @@
 free port, and an offline headless Chromium (Debian's, driven by Playwright; no browser download)."""
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,8 +24,8 @@ from gridwatch.etl.database import engine_for, scratch_database
 from gridwatch.settings import Settings
 from gridwatch.system import CHROMIUM, SetupError, chromium, ensure
 
-__all__ = ["bench_engine", "bench_sample", "serving", "offline_browser", "offline_page", "INTERACTIVE",
-           "CHROMIUM", "CHROMIUM_ARGS"]
+__all__ = ["bench_engine", "bench_sample", "serving", "offline_browser", "offline_page", "free_port",
+           "IngestProcess", "INTERACTIVE", "CHROMIUM", "CHROMIUM_ARGS"]
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -107,3 +115,79 @@ def offline_page(browser, base_url: str, *, viewport: tuple[int, int] = (1920, 1
     context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     context.route("**/*", route)
     return context, context.new_page(), offsite
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on (on 127.0.0.1), now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class IngestProcess:
+    """``gridwatch ingest`` in a subprocess with its spool under ``home``, against ``url`` (None: the
+    embedded server of ``home``), with settings ``env`` (``GRIDWATCH_*``) and its command run by
+    ``wrap`` (e.g. in a mount namespace of its own). Its output goes to ``home/ingest.log``."""
+
+    def __init__(self, url: str | None, home: Path, *args: str, env: dict[str, str] | None = None,
+                 wrap: tuple[str, ...] = ()) -> None:
+        self.url, self.home, self.args, self.env, self.wrap = url, home, args, env or {}, wrap
+        self.http_port, self.cot_port = free_port(), free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log = home / "ingest.log"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, *, timeout_s: float = 30.0) -> IngestProcess:
+        """Start the service and wait until it answers."""
+        env = {k: v for k, v in os.environ.items() if k != "GRIDWATCH_DATABASE_URL"}
+        env.update({"GRIDWATCH_HOME": str(self.home)}, **({"GRIDWATCH_DATABASE_URL": self.url} if self.url else {}),
+                   **self.env)
+        cmd = [*self.wrap, sys.executable, "-m", "gridwatch.cli", "ingest",
+               "--http-port", str(self.http_port), "--cot-port", str(self.cot_port), *self.args]
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ingest exited: {self.log.read_text()[-2000:]}")
+            try:
+                self.stats()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"ingest did not come up within {timeout_s:g} s")
+
+    def stats(self) -> dict:
+        """``/api/ingest/stats``."""
+        with urllib.request.urlopen(f"{self.base}/api/ingest/stats", timeout=5) as response:
+            return json.loads(response.read())
+
+    def wait_drained(self, *, timeout: float = 60.0) -> dict:
+        """Wait until the writer has committed everything spooled; return the stats."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stats = self.stats()
+            if stats["spool"]["backlog"] == 0 and stats["db_up"]:
+                return stats
+            time.sleep(0.05)
+        raise TimeoutError(f"the ingest backlog was not drained in {timeout:g} s: {self.stats()}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, *, timeout: float = 30.0) -> int:
+        """SIGTERM, a clean stop; its exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """Make sure it is gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

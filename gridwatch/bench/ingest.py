@@ -14,14 +14,9 @@ one connection (what a server writing straight to the database would do).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,11 +25,12 @@ import numpy as np
 import psycopg
 
 from gridwatch.bench import Figure
+from gridwatch.bench._harness import IngestProcess
 from gridwatch.etl.database import scratch_database
 from gridwatch.etl.ingest.devices import add_devices
 from gridwatch.settings import Settings
 
-__all__ = ["bench_ingest"]
+__all__ = ["bench_ingest", "start_service", "REFERENCE_SQL", "UNITS"]
 
 UNITS = 200
 SECONDS = {"small": 5.0}
@@ -73,20 +69,19 @@ def bench_ingest(settings: Settings, *, scale: str) -> list[Figure]:
         with psycopg.connect(url) as conn:
             conn.execute(REFERENCE_SQL.replace("%(units)s", str(UNITS)))
             tokens = add_devices(conn, [f"B{n}" for n in range(1, UNITS + 1)])
-        service = _start_service(url, Path(home))
+        service = start_service(url, Path(home))
         try:
             load = _Load(service.base, tokens, url)
-            cpu, before = _cpu_seconds(service.proc.pid), _stats(service.base)["spool"]
+            cpu, before = _cpu_seconds(service.proc.pid), service.stats()["spool"]
             osmand = asyncio.run(load.run("osmand", seconds))
             server_busy = (_cpu_seconds(service.proc.pid) - cpu) / osmand.seconds
-            spool = _stats(service.base)["spool"]
+            spool = service.stats()["spool"]
             per_sync = (spool["synced_fixes"] - before["synced_fixes"]) / max(1, spool["syncs"] - before["syncs"])
-            drain_osmand = _wait_drained(service.base)
+            drain_osmand = _drain_seconds(service)
             batch = asyncio.run(load.run("json", seconds))
-            drain_json = _wait_drained(service.base)
+            drain_json = _drain_seconds(service)
         finally:
-            service.proc.terminate()
-            service.proc.wait(30)
+            service.terminate()
         baseline = _bare_insert_rate(url, seconds)
     return [
         Figure(f"OsmAnd GETs, {HTTP_CLIENTS} keep-alive connections, acknowledged", osmand.rate, "fixes/s",
@@ -106,55 +101,22 @@ def bench_ingest(settings: Settings, *, scale: str) -> list[Figure]:
     ]
 
 
-class _Service:
-    def __init__(self, proc: subprocess.Popen, base: str) -> None:
-        self.proc, self.base = proc, base
+def start_service(url: str, home: Path) -> IngestProcess:
+    """The service on ``url`` with its spool under ``home``, its per-device rate limit out of the way."""
+    return IngestProcess(url, home, "--rate", "100000", "--burst", "100000").start()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_service(url: str, home: Path) -> _Service:
-    http_port, cot_port = _free_port(), _free_port()
-    env = {**os.environ, "GRIDWATCH_DATABASE_URL": url, "GRIDWATCH_HOME": str(home)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gridwatch.cli", "ingest", "--http-port", str(http_port),
-         "--cot-port", str(cot_port), "--rate", "100000", "--burst", "100000"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/api/ingest/stats", timeout=1).read()
-            return _Service(proc, base)
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the ingest service did not start within 30 s")
+def _drain_seconds(service: IngestProcess) -> float:
+    """Seconds until the writer has committed everything spooled."""
+    started = time.monotonic()
+    service.wait_drained()
+    return time.monotonic() - started
 
 
 def _cpu_seconds(pid: int) -> float:
     """User and system CPU seconds a process has used (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _stats(base: str) -> dict:
-    return json.loads(urllib.request.urlopen(f"{base}/api/ingest/stats", timeout=5).read())
-
-
-def _wait_drained(base: str, *, timeout: float = 60.0) -> float:
-    """Seconds until the writer has committed everything spooled."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if _stats(base)["spool"]["backlog"] == 0:
-            return time.monotonic() - started
-        time.sleep(0.02)
-    raise RuntimeError(f"the writer did not catch up within {timeout} s")
 
 
 class _Result:
