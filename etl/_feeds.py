@@ -211,9 +211,11 @@ def _utf8_bytes(entry: FileEntry) -> bytes:
     """The file's bytes as UTF-8 without a byte-order mark."""
     encoding = (entry.encoding or "utf-8").lower()
     raw = entry.path.read_bytes()
-    if encoding in _UTF8:
-        return raw.removeprefix(codecs.BOM_UTF8)
     try:
+        if encoding in _UTF8:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+            raw.decode("utf-8")  # checked here, where the line of a bad byte is known
+            return raw
         return raw.decode(encoding).encode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1

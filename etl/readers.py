@@ -197,7 +197,7 @@ def _check_coordinates(entry: FileEntry, frame: gpd.GeoDataFrame, crs: CRS,
             f"{crs.to_string()} is projected: give the right CRS (e.g. --crs EPSG:4326)"
         )
     lonlat = lonlat_bounds(bounds, crs)
-    where = _where(lonlat)
+    where = "nowhere on Earth" if lonlat is None else f"at {_where(lonlat)}"
     if lonlat is None or outside_area_of_use(bounds, crs):
         area = crs.area_of_use
         used = f" ({area.name}: {_where(area.bounds)})" if area else ""
@@ -222,7 +222,7 @@ def _where(lonlat: tuple[float, float, float, float] | None) -> str:
     if lonlat is None:
         return "nowhere on Earth"
     w, s, e, n = lonlat
-    return f"at lon {w:.3f}-{e:.3f}, lat {s:.3f}-{n:.3f}"
+    return f"lon {w:.3f}-{e:.3f}, lat {s:.3f}-{n:.3f}"
 
 
 def _rename(entry: FileEntry, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -244,7 +244,9 @@ def _rename(entry: FileEntry, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             "map them in the manifest's 'columns'"
         )
     extra = [c for c in frame.columns if c not in mapping and c != frame.geometry.name]
-    out = frame.rename(columns=mapping)
+    shadowed = [c for c in extra if c in mapping.values()]  # a column named like a field mapped elsewhere
+    out = frame.drop(columns=shadowed).rename(columns=mapping)
+    extra = [c for c in extra if c not in shadowed]
     out.attrs["extra_columns"] = extra
     return out
 

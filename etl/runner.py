@@ -117,7 +117,8 @@ def _defence(ctx: RunContext, counts: RunCounts) -> set[str]:
 @dataclass(frozen=True)
 class Job:
     """One job: what it makes and what it needs (target layers and the products of earlier jobs).
-    ``run`` returns what it was given but could not make (refused files)."""
+    ``run`` returns what it was given but could not make (refused files); the files of the
+    manifest it reads are those of the targets it makes."""
 
     name: str
     run: Callable[[RunContext, RunCounts], set[str]]
@@ -207,7 +208,11 @@ def _run_job(ctx: RunContext, job: Job, missing: set[str]) -> JobResult:
     with job_run(ctx.engine, job.name, str(ctx.manifest.root)) as counts:
         if waits:
             status, message = "skipped", f"needs {', '.join(waits)}, which was refused or skipped"
-            counts.add(FileOutcome(job.name, job.name, "skipped", message))
+            inputs = ctx.manifest.for_target(*job.makes)
+            for entry in inputs:
+                counts.add(FileOutcome(entry.source, entry.target, "skipped", message))
+            if not inputs:
+                counts.add(FileOutcome(job.name, job.name, "skipped", message))
             missing.update(job.makes)
         else:
             try:
