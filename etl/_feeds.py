@@ -182,6 +182,8 @@ def read_csv_text(entry: FileEntry) -> TextRows:
     without a value in any field (blank lines) hold nothing and are left out.
     Only a file that cannot be read at all raises InputError.
     """
+    if entry.format != "csv":
+        raise InputError(f"{entry.path}: is not a .csv file; {entry.target} files are read as {CSV_FORMAT}")
     data = _utf8_bytes(entry)
     end = data.find(b"\n")
     header = next(csv.reader([data[: end if end >= 0 else len(data)].decode("utf-8", "replace")]), None)

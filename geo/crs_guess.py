@@ -56,11 +56,19 @@ def gauss_kruger_zones() -> tuple[GaussKruger, ...]:
     return tuple(zones)
 
 
+@cache
+def _to_degrees(crs: pyproj.CRS) -> pyproj.Transformer:
+    """The inverse projection to the CRS's own lon/lat: no datum change, which would cost a search
+    of PROJ's database per CRS and move the data by metres at most."""
+    return pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+
+
 def lonlat_bounds(bounds: Bounds, crs: pyproj.CRS) -> tuple[float, float, float, float] | None:
-    """``bounds`` in ``crs`` as lon/lat bounds, or None where they do not transform to finite degrees."""
+    """``bounds`` in ``crs`` as lon/lat bounds (on the CRS's own datum), or None where they do not
+    transform to finite degrees."""
     if crs.is_geographic:
         return tuple(float(v) for v in bounds)
-    out = pyproj.Transformer.from_crs(crs, 4326, always_xy=True).transform_bounds(*bounds, errcheck=False)
+    out = _to_degrees(crs).transform_bounds(*bounds, errcheck=False)
     if not np.isfinite(out).all() or abs(out[0]) > 180 or abs(out[2]) > 180 or abs(out[1]) > 90 or abs(out[3]) > 90:
         return None
     return tuple(float(v) for v in out)

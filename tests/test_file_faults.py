@@ -446,6 +446,17 @@ def test_a_file_positions_cannot_read_names_the_formats_it_reads(
                                   "fix those files and run again")
 
 
+def test_an_incident_file_that_is_no_csv_names_the_format_read(
+    region: sa.Engine, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    path = tmp_path / "incidents.geojson"
+    path.write_text('{"type": "FeatureCollection", "features": []}')
+    result = cli("etl", "incidents", str(path), env=cli_env)
+    assert result.returncode == 1
+    assert result.stdout.strip() == (f"{path}: refused: is not a .csv file; incident files are read as CSV "
+                                     "(comma-separated, a header row, UTF-8 unless an encoding is given)")
+
+
 def test_a_file_import_cannot_read_names_the_formats_it_reads(tmp_path: Path, cli_env: dict[str, str]) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("not a map\n")
@@ -453,3 +464,57 @@ def test_a_file_import_cannot_read_names_the_formats_it_reads(tmp_path: Path, cl
     assert line.startswith(f"gridwatch: error: {path}: refused: cannot read it as a vector file (")
     assert "etl import reads OGR vector formats such as GeoPackage (.gpkg), Shapefile (.shp" in line
     assert "GeoJSON, FlatGeobuf (.fgb)" in line
+
+
+# -- the database lost mid-run ---------------------------------------------------------------------
+@pytest.fixture
+def private_home(tmp_path_factory: pytest.TempPathFactory):
+    """A home of its own, with an embedded server to kill (stopped at the end)."""
+    home = tmp_path_factory.mktemp("lost")
+    home.chmod(0o755)  # the server runs as postgres when the tests run as root
+    for parent in home.parents:
+        if parent != Path("/") and parent.stat().st_mode & 0o001 == 0:
+            parent.chmod(parent.stat().st_mode | 0o001)
+    env = {**{k: v for k, v in os.environ.items() if k != "GRIDWATCH_DATABASE_URL"}, "GRIDWATCH_HOME": str(home)}
+    yield home, env
+    cli("db", "stop", env=env)
+
+
+def test_a_postmaster_killed_mid_run_is_one_clear_line_and_a_rerun_ends_like_a_clean_run(
+    clean_run: dict, small_sample: Path, private_home: tuple[Path, dict[str, str]]
+) -> None:
+    import signal
+    import time
+
+    import psycopg
+
+    from gridwatch.etl.database import engine_for
+    from gridwatch.etl.server import EmbeddedServer
+
+    home, env = private_home
+    assert cli("db", "start", env=env).returncode == 0
+    server = EmbeddedServer(Settings(home=home))
+    postmaster = server.pid()
+    assert postmaster is not None
+    run = subprocess.Popen([*GRIDWATCH, "etl", "run", "--input", str(small_sample)], env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    with psycopg.connect(server.url(), autocommit=True) as watch:
+        while not watch.execute("SELECT 1 FROM etl_run WHERE job = 'fuse-grids'").fetchone():
+            assert run.poll() is None and time.monotonic() < deadline, "the run ended before it could be cut"
+            time.sleep(0.05)
+    os.kill(postmaster, signal.SIGKILL)
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 1, (out, err)
+    line = error_line(subprocess.CompletedProcess(run.args, run.returncode, out, err))
+    assert line.startswith("gridwatch: error: the database went away during ")
+    assert "the jobs and files finished before are kept (finished: reference, units" in line
+    assert line.endswith("start it (gridwatch db start) and run `etl run` again")
+
+    again = cli("etl", "run", "--input", str(small_sample), env=env)  # starts the embedded server again
+    assert again.returncode == 0, again.stderr
+    engine = engine_for(server.url())
+    try:
+        assert snapshot(engine) == clean_run
+    finally:
+        engine.dispose()
