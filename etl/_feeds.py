@@ -206,7 +206,7 @@ def read_csv_text(entry: FileEntry) -> TextRows:
         )
     except pa.ArrowInvalid as exc:
         raise InputError(f"{entry.path}: cannot read it as {CSV_FORMAT}: {str(exc).splitlines()[0]}") from None
-    return _number_rows(table, len(header), bad)
+    return _number_rows(table, len(header), bad, breaks=_breaks_in(data), last_ended=data.endswith((b"\n", b"\r")))
 
 
 def _utf8_bytes(entry: FileEntry) -> bytes:
@@ -227,26 +227,37 @@ def _utf8_bytes(entry: FileEntry) -> bytes:
         raise InputError(f"{entry.path}: encoding {encoding!r} is not a known text encoding (e.g. gbk)") from None
 
 
+def _breaks_in(data: bytes) -> int:
+    """How many line breaks (LF, CR LF or a lone CR) the file holds."""
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+
 def _breaks(text: pa.Array) -> np.ndarray:
     """How many line breaks (LF, CR LF or a lone CR) each text holds."""
     count = [pc.count_substring(text, s).to_numpy(zero_copy_only=False) for s in ("\n", "\r", "\r\n")]
     return count[0] + count[1] - count[2]
 
 
-def _number_rows(table: pa.Table, n_columns: int, bad: list[tuple[int, int, str]]) -> TextRows:
+def _number_rows(
+    table: pa.Table, n_columns: int, bad: list[tuple[int, int, str]], *, breaks: int, last_ended: bool
+) -> TextRows:
     """Each row's and each unparsed record's line.
 
     The reader numbers records (the header is record 1, a blank line is a
     record); a record spans one line more for every line break inside it.
+    When the file has no more line breaks (``breaks``) than ends of records
+    (one per record, the last one's only if ``last_ended``), none is inside a
+    record and the fields need not be searched.
     """
     unparsed_at = np.array([b[0] for b in bad], dtype=np.int64) - 2
     is_unparsed = np.zeros(table.num_rows + len(bad), dtype=bool)
     is_unparsed[unparsed_at] = True
     span = np.ones(len(is_unparsed), dtype=np.int64)
-    for i in range(table.num_columns):
-        span[~is_unparsed] += _breaks(table.column(i).combine_chunks())
-    if bad:
-        span[unparsed_at] += _breaks(pa.array([b[2] for b in bad], type=pa.string()))
+    if breaks > len(is_unparsed) + 1 - (not last_ended):
+        for i in range(table.num_columns):
+            span[~is_unparsed] += _breaks(table.column(i).combine_chunks())
+        if bad:
+            span[unparsed_at] += _breaks(pa.array([b[2] for b in bad], type=pa.string()))
     lines = 2 + np.concatenate([[0], np.cumsum(span)[:-1]])
     frame = table.to_pandas(types_mapper=pd.ArrowDtype).fillna("")
     row_lines = lines[~is_unparsed]

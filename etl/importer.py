@@ -9,11 +9,11 @@ import sqlalchemy as sa
 
 from gridwatch.errors import InputError
 from gridwatch.etl.manifest import TARGETS, FileEntry, Manifest
-from gridwatch.etl.reference import REFERENCE_TARGETS, load_reference, region_bbox
+from gridwatch.etl.reference import REFERENCE_TARGETS, load_reference
 from gridwatch.etl.runlog import FileOutcome, job_run
 from gridwatch.settings import Settings
 
-__all__ = ["import_file", "load_feed_files", "region_bbox"]
+__all__ = ["import_file", "load_feed_files"]
 
 
 def _columns(target: str, columns_file: Path | None) -> dict[str, str]:
@@ -47,7 +47,7 @@ def import_file(
         raise InputError(f"{path} does not exist")
     entry = FileEntry(Path(path).resolve(), target, crs=crs, encoding=encoding, department=department,
                       layer=source_layer, columns=_columns(target, columns_file))
-    manifest = Manifest(entry.path.parent, (entry,), settings.timezone, bbox=region_bbox(engine))
+    manifest = Manifest(entry.path.parent, (entry,), settings.timezone)
     with job_run(engine, f"import {target}", str(path)) as counts:
         load_reference(engine, manifest, settings=settings, counts=counts, force=force)
     (outcome,) = counts.files

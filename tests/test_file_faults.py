@@ -93,6 +93,15 @@ def test_each_record_keeps_its_physical_line(tmp_path: Path) -> None:
     assert read.count == 8
 
 
+@pytest.mark.parametrize("end", ["", "\n", "\r\n"])
+def test_a_last_record_over_two_lines_with_or_without_a_line_end(tmp_path: Path, end: str) -> None:
+    read = read_csv_text(csv_entry(tmp_path / "a.csv", f'a,b\r\n1,2\r\n"x{end or chr(10)}y",3{end}', "unit"))
+    assert read.lines.tolist() == [2, 3] and read.frame["b"].tolist() == ["2", "3"]
+    short = read_csv_text(csv_entry(tmp_path / "b.csv", f'a,b\n"x\ny"{end}', "unit"))
+    assert short.unparsed[["line", "reason"]].to_dict("records") == [
+        {"line": 2, "reason": "1 field(s) but the header has 2"}]
+
+
 def test_lines_hold_past_many_blocks_and_in_another_encoding(tmp_path: Path) -> None:
     body = [f"甲{i},{i}" for i in range(200_000)]
     body[150_000] = "短"
