@@ -190,8 +190,8 @@ def run_manifest(
     except Exception as exc:
         if disk_full(exc):
             raise DatabaseError(
-                f"the database's disk is full (during {current}): free space, then run `etl run` again; "
-                f"the jobs and files finished before are kept ({_done(results)})"
+                f"the database's disk is full (during {current}: {_first_line(exc)}): free space on it and run "
+                f"`etl run` again; the jobs and files finished before are kept ({_done(results)})"
             ) from None
         if database_lost(exc):
             raise DatabaseError(

@@ -448,10 +448,11 @@ def main(argv: list[str] | None = None) -> None:
         from gridwatch.etl.runner import database_lost, disk_full
 
         if disk_full(exc) or database_lost(exc):
-            what = "the database's disk is full" if disk_full(exc) else "lost the connection to the database"
             first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
-            click.echo(f"gridwatch: error: {what} ({first}): what was loaded before is kept; "
-                       "make the database usable again (gridwatch db start) and run the command again", err=True)
+            what, fix = (("the database's disk is full", "free space on it") if disk_full(exc) else
+                         ("lost the connection to the database", "start it (gridwatch db start)"))
+            click.echo(f"gridwatch: error: {what} ({first}): what was loaded before is kept; {fix} and run the "
+                       "command again", err=True)
             sys.exit(1)
         if os.environ.get("GRIDWATCH_DEBUG"):
             raise

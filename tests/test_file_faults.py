@@ -527,3 +527,50 @@ def test_a_postmaster_killed_mid_run_is_one_clear_line_and_a_rerun_ends_like_a_c
         assert snapshot(engine) == clean_run
     finally:
         engine.dispose()
+
+
+# -- a full disk -----------------------------------------------------------------------------------
+@pytest.fixture
+def tiny_temp_space(engine: sa.Engine, tmp_path_factory: pytest.TempPathFactory, server_url: str):
+    """PGOPTIONS that put the session's temporary tables on a 1 MB file system of their own."""
+    from gridwatch.etl.server import EmbeddedServer
+
+    folder = tmp_path_factory.mktemp("tiny")
+    folder.chmod(0o755)
+    for parent in folder.parents:
+        if parent != Path("/") and parent.stat().st_mode & 0o001 == 0:
+            parent.chmod(parent.stat().st_mode | 0o001)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True)
+    owner = EmbeddedServer(Settings(home=Path(__file__).resolve().parents[1] / ".gridwatch")).datadir.stat()
+    os.chown(folder, owner.st_uid, owner.st_gid)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"CREATE TABLESPACE gridwatch_tiny LOCATION '{folder}'"))
+    try:
+        yield "-c temp_tablespaces=gridwatch_tiny -c temp_buffers=800kB"
+    finally:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("DROP TABLESPACE gridwatch_tiny"))
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_is_one_clear_line_and_loses_nothing(
+    clean_db: sa.Engine, tmp_path: Path, cli_env: dict[str, str], tiny_temp_space: str
+) -> None:
+    from shapely.geometry import Point
+
+    shapes = [Point(98.0 + i * 0.002, 23.5).buffer(0.001, quad_segs=2000) for i in range(200)]  # ~6 MB to stage
+    gpd.GeoDataFrame({"kind": ["social_surface"] * len(shapes)}, geometry=shapes, crs=4326).to_file(
+        tmp_path / "zones.gpkg")
+    small = zones(tmp_path / "small.gpkg", ["kept"])
+    assert import_file(clean_db, small, target="zone", settings=Settings()).endswith("1 loaded, 0 quarantined")
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "gridwatch-manifest/1", "files": [
+        {"path": "zones.gpkg", "target": "zone"}]}))
+    env = {**cli_env, "PGOPTIONS": tiny_temp_space}
+    for args, again in ((["etl", "import", str(tmp_path / "zones.gpkg"), "--target", "zone"], "the command"),
+                        (["etl", "run", "--input", str(tmp_path)], "`etl run`")):
+        result = cli(*args, env=env)
+        assert result.returncode == 1
+        line = error_line(result)
+        assert line.startswith("gridwatch: error: the database's disk is full (")
+        assert "No space left on device" in line and f"free space on it and run {again} again" in line
+        assert rows(clean_db, "SELECT name FROM zone") == [("kept",)]
