@@ -189,7 +189,22 @@ def read_csv_text(entry: FileEntry) -> TextRows:
     header = next(csv.reader([data[: end if end >= 0 else len(data)].decode("utf-8", "replace")]), None)
     if not header or not any(h.strip() for h in header):
         raise InputError(f"{entry.path}: the file is empty; a CSV needs a header row")
-    bad: list[tuple[int, int, str]] = []
+    # Without a quote no record spans lines, and the threaded reader may cut the file anywhere;
+    # only the serial reader numbers the records it cannot split, so they are read again by it.
+    quoted = b'"' in data
+    table, bad = _parse(entry, data, header, serial=quoted)
+    if bad and not quoted:
+        table, bad = _parse(entry, data, header, serial=True)
+    # A record spans lines only if the file has more line breaks than ends of records (one per
+    # record, the header's included, the last one's only if the file ends with a line break).
+    ends = table.num_rows + len(bad) + 1 - (not data.endswith((b"\n", b"\r")))
+    return _number_rows(table, len(header), bad, spanning=quoted and _breaks_in(data) > ends)
+
+
+def _parse(entry: FileEntry, data: bytes, header: list[str], *, serial: bool) -> tuple[pa.Table, list]:
+    """The CSV's rows as text columns, and (number, fields, text) of each record that did not split
+    into the header's fields (numbered only by the serial reader)."""
+    bad: list[tuple[int | None, int, str]] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         bad.append((row.number, row.actual_columns, row.text))
@@ -198,15 +213,14 @@ def read_csv_text(entry: FileEntry) -> TextRows:
     try:
         table = pacsv.read_csv(
             pa.py_buffer(data),
-            # The serial reader numbers the invalid rows (and was not slower than the threaded one here).
-            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, use_threads=False),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False,
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, use_threads=not serial),
+            parse_options=pacsv.ParseOptions(newlines_in_values=serial, ignore_empty_lines=False,
                                              invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header}),
         )
     except pa.ArrowInvalid as exc:
         raise InputError(f"{entry.path}: cannot read it as {CSV_FORMAT}: {str(exc).splitlines()[0]}") from None
-    return _number_rows(table, len(header), bad, breaks=_breaks_in(data), last_ended=data.endswith((b"\n", b"\r")))
+    return table, bad
 
 
 def _utf8_bytes(entry: FileEntry) -> bytes:
@@ -229,7 +243,8 @@ def _utf8_bytes(entry: FileEntry) -> bytes:
 
 def _breaks_in(data: bytes) -> int:
     """How many line breaks (LF, CR LF or a lone CR) the file holds."""
-    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+    lf = data.count(b"\n")
+    return lf + data.count(b"\r") - data.count(b"\r\n") if b"\r" in data else lf
 
 
 def _breaks(text: pa.Array) -> np.ndarray:
@@ -238,22 +253,18 @@ def _breaks(text: pa.Array) -> np.ndarray:
     return count[0] + count[1] - count[2]
 
 
-def _number_rows(
-    table: pa.Table, n_columns: int, bad: list[tuple[int, int, str]], *, breaks: int, last_ended: bool
-) -> TextRows:
+def _number_rows(table: pa.Table, n_columns: int, bad: list[tuple[int, int, str]], *, spanning: bool) -> TextRows:
     """Each row's and each unparsed record's line.
 
-    The reader numbers records (the header is record 1, a blank line is a
-    record); a record spans one line more for every line break inside it.
-    When the file has no more line breaks (``breaks``) than ends of records
-    (one per record, the last one's only if ``last_ended``), none is inside a
-    record and the fields need not be searched.
+    The serial reader numbers records (the header is record 1, a blank line is
+    a record); a record spans one line more for every line break inside it,
+    searched for only when some record is ``spanning`` lines.
     """
     unparsed_at = np.array([b[0] for b in bad], dtype=np.int64) - 2
     is_unparsed = np.zeros(table.num_rows + len(bad), dtype=bool)
     is_unparsed[unparsed_at] = True
     span = np.ones(len(is_unparsed), dtype=np.int64)
-    if breaks > len(is_unparsed) + 1 - (not last_ended):
+    if spanning:
         for i in range(table.num_columns):
             span[~is_unparsed] += _breaks(table.column(i).combine_chunks())
         if bad:
@@ -261,7 +272,9 @@ def _number_rows(
     lines = 2 + np.concatenate([[0], np.cumsum(span)[:-1]])
     frame = table.to_pandas(types_mapper=pd.ArrowDtype).fillna("")
     row_lines = lines[~is_unparsed]
-    blank = np.logical_and.reduce([(frame[c] == "").to_numpy() for c in frame.columns])
+    blank = (frame.iloc[:, 0] == "").to_numpy()
+    for column in frame.columns[1:] if blank.any() else ():
+        blank &= (frame[column] == "").to_numpy()
     if blank.any():
         frame, row_lines = frame.loc[~blank].reset_index(drop=True), row_lines[~blank]
     first = lines[unparsed_at]
