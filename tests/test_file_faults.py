@@ -215,6 +215,32 @@ def test_a_refused_unit_file_skips_what_needs_units_and_a_fixed_one_completes_th
     assert snapshot(clean_db) == clean_run
 
 
+def test_killed_runs_past_a_refused_file_then_rerun_end_like_an_uninterrupted_one(
+    clean_db: sa.Engine, small_sample: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    folder = tmp_path / "drop"
+    shutil.copytree(small_sample, folder)
+    (track,) = folder.glob("gpx/*.gpx")
+    track.write_text("<gpx><trk>")
+    started = time.monotonic()
+    assert cli("etl", "run", "--input", str(folder), env=cli_env).returncode == 1
+    duration = time.monotonic() - started
+    expected = snapshot(clean_db)
+    empty_tables(clean_db)
+    for fraction in (0.3, 0.5, 0.7, 0.9):
+        run = subprocess.Popen([*GRIDWATCH, "etl", "run", "--input", str(folder)], env=cli_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(duration * fraction)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    final = cli("etl", "run", "--input", str(folder), env=cli_env)
+    assert final.returncode == 1 and f"{track}: refused: not a readable GPX file" in final.stdout
+    assert snapshot(clean_db) == expected
+
+
 def test_a_refused_track_leaves_the_other_positions_loaded(
     clean_db: sa.Engine, small_sample: Path, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
