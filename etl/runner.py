@@ -55,7 +55,6 @@ class JobResult:
     rows_rejected: int
     seconds: float
     status: str = "ok"
-    message: str = ""
     files: list[FileOutcome] = field(default_factory=list)
 
 
@@ -217,14 +216,14 @@ def _run_job(ctx: RunContext, job: Job, missing: set[str]) -> JobResult:
         else:
             try:
                 lacking = job.run(ctx, counts)
-                status, message = ("refused" if lacking else "ok"), ""
+                status = "refused" if lacking else "ok"
             except InputError as exc:
                 lacking = set(job.makes)
-                status, message = "refused", " ".join(str(exc).split())
-                counts.add(FileOutcome(job.name, job.name, "refused", message))
+                status = "refused"
+                counts.add(FileOutcome(job.name, job.name, "refused", " ".join(str(exc).split())))
             missing.update(lacking)
     return JobResult(job.name, counts.rows_in, counts.rows_loaded, counts.rows_rejected,
-                     time.perf_counter() - started, status, message, counts.files)
+                     time.perf_counter() - started, status, counts.files)
 
 
 def _first_line(exc: BaseException) -> str:
