@@ -1,9 +1,12 @@
 """Shared by the point feeds (positions, incidents) and the unit table: reading a file
-as text columns, parsing times and coordinates, rejecting rows with a reason, and
-loading each file in one transaction recorded in the ``loaded_file`` ledger.
+as text columns with the line each row stood on, parsing times and coordinates,
+rejecting rows with a reason, and loading each file in one transaction recorded
+in the ``loaded_file`` ledger (a file that cannot be read is refused, the next
+one is loaded).
 """
 from __future__ import annotations
 
+import codecs
 import csv
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,11 +23,20 @@ import sqlalchemy as sa
 from gridwatch.errors import InputError
 from gridwatch.etl._fuse_points import Reference
 from gridwatch.etl.manifest import FileEntry
-from gridwatch.etl.runlog import RunCounts, already_loaded, file_digest, mark_loaded, quarantine_rows
+from gridwatch.etl.runlog import (
+    FileOutcome,
+    RunCounts,
+    already_loaded,
+    forget_earlier_load,
+    load_key,
+    loaded_before,
+    mark_loaded,
+    quarantine_rows,
+)
 
 __all__ = [
-    "Rejections", "pg_transaction", "load_each_file", "read_csv_text", "require_fields",
-    "parse_times", "parse_numbers", "check_coordinates",
+    "CSV_FORMAT", "TextRows", "FileLoad", "Rejections", "pg_transaction", "load_each_file", "refusal",
+    "read_csv_text", "require_fields", "parse_times", "parse_numbers", "check_coordinates",
 ]
 
 # "+08:00", "+0800", "-05", "Z" at the end of an ISO 8601 time.
@@ -32,6 +44,40 @@ _OFFSET = r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
 # Text columns stay Arrow strings: no Python object per field.
 _TEXT = pd.ArrowDtype(pa.string())
 _NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
+_UTF8 = ("utf-8", "utf8", "utf-8-sig")
+# What the CSV reader reads, for messages about a file it cannot read.
+CSV_FORMAT = "CSV (comma-separated, a header row, UTF-8 unless an encoding is given)"
+
+
+@dataclass
+class TextRows:
+    """A file's records: every field as text, where each stood, and the records that could not be parsed.
+
+    ``lines`` is the CSV line each row starts on (1 = the header) or, for other
+    formats, the 1-based number of the feature or track point; ``unparsed`` has
+    the ``line``, raw ``text`` and ``reason`` of each record that could not be
+    split into the header's fields.
+    """
+
+    frame: pd.DataFrame
+    lines: np.ndarray
+    unparsed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"line": [], "text": [], "reason": []}))
+
+    @property
+    def count(self) -> int:
+        """Every input record, parsed or not."""
+        return len(self.frame) + len(self.unparsed)
+
+
+@dataclass
+class FileLoad:
+    """One file being loaded: its entry, where its rows are counted, and whether it replaces an
+    earlier load of the same file (a changed version, or ``--force``)."""
+
+    entry: FileEntry
+    run_id: int
+    outcome: FileOutcome
+    reload: bool
 
 
 @dataclass
@@ -52,11 +98,16 @@ class Rejections:
         self.reasons[hit] = reason
         self.ok &= ~hit
 
-    def quarantine(self, conn: psycopg.Connection, counts: RunCounts, source: str, raw: pd.DataFrame) -> None:
-        """Write the rejected rows (original fields) to ``quarantine`` and count them."""
+    def quarantine(self, conn: psycopg.Connection, file: FileLoad, rows: TextRows) -> None:
+        """Write the rejected rows (original fields) and the unparsed records to ``quarantine`` with
+        their lines, and count them."""
         bad = ~self.ok
-        quarantine_rows(conn, counts.run_id, source, raw.loc[bad].reset_index(drop=True), pd.Series(self.reasons[bad]))
-        counts.rows_rejected += int(bad.sum())
+        source = file.entry.source
+        written = quarantine_rows(conn, file.run_id, source, rows.frame.loc[bad].reset_index(drop=True),
+                                  pd.Series(self.reasons[bad]), lines=rows.lines[bad])
+        written += quarantine_rows(conn, file.run_id, source, rows.unparsed[["text"]], rows.unparsed["reason"],
+                                   lines=rows.unparsed["line"].to_numpy())
+        file.outcome.rows_rejected += written
 
 
 @contextmanager
@@ -66,58 +117,174 @@ def pg_transaction(engine: sa.Engine) -> Iterator[psycopg.Connection]:
         yield conn.connection.driver_connection
 
 
+def refusal(exc: BaseException, entry: FileEntry) -> str:
+    """Why a file was refused, in one line without its path (the outcome names it)."""
+    if isinstance(exc, FileNotFoundError):
+        return "the file is gone (moved or deleted after the run started?)"
+    message = " ".join(str(exc).split())
+    for prefix in (f"{entry.source}: ", f"{entry.path}: "):
+        message = message.removeprefix(prefix)
+    return message
+
+
 def load_each_file(
     engine: sa.Engine,
     entries: Sequence[FileEntry],
     *,
     target: str,
     counts: RunCounts,
-    load: Callable[[psycopg.Connection, FileEntry, RunCounts], None],
+    load: Callable[[psycopg.Connection, FileLoad], None],
+    force: bool = False,
 ) -> None:
-    """Run ``load`` for each file not loaded before, one transaction per file.
+    """Run ``load`` for each file not loaded before (by its load key), one transaction per file.
 
-    Loads of one target are serialized (an advisory lock), the file's digest
-    goes into ``loaded_file`` in the same transaction, and every input row must
-    end up loaded or quarantined.
+    Loads of one target are serialized (an advisory lock); the file's key goes
+    into ``loaded_file`` in the same transaction, replacing an earlier
+    version's, whose quarantine rows are dropped; every input row must end up
+    loaded or quarantined. A file that cannot be read is refused (its outcome
+    says why) and the next one is loaded; ``force`` loads files even when unchanged.
     """
     for entry in entries:
-        digest = file_digest(entry.path)
-        file_counts = RunCounts(counts.run_id)
-        with pg_transaction(engine) as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"gridwatch.load.{target}",))
-            if already_loaded(conn, digest, target):
-                continue
-            load(conn, entry, file_counts)
-            if file_counts.rows_in != file_counts.rows_loaded + file_counts.rows_rejected:
-                raise RuntimeError(
-                    f"{entry.path}: {file_counts.rows_in} rows in but {file_counts.rows_loaded} loaded "
-                    f"+ {file_counts.rows_rejected} rejected; nothing was loaded"
-                )
-            mark_loaded(conn, digest, entry.path, target, file_counts)
-        counts.rows_in += file_counts.rows_in
-        counts.rows_loaded += file_counts.rows_loaded
-        counts.rows_rejected += file_counts.rows_rejected
+        try:
+            outcome = _load_one(engine, entry, target=target, run_id=counts.run_id, load=load, force=force)
+        except (InputError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            outcome = FileOutcome(entry.source, target, "refused", refusal(exc, entry))
+        counts.add(outcome)
 
 
-def read_csv_text(entry: FileEntry) -> pd.DataFrame:
-    """Every column of a CSV as text (missing cells as ""), read by pyarrow's multithreaded reader."""
-    encoding = entry.encoding or "utf-8"
-    try:
-        with open(entry.path, newline="", encoding="utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding) as handle:
-            header = next(csv.reader(handle), None)
-    except UnicodeDecodeError:
-        raise InputError(f"{entry.path}: its text is not {encoding}; give the encoding in the manifest") from None
-    if not header:
+def _load_one(
+    engine: sa.Engine, entry: FileEntry, *, target: str, run_id: int,
+    load: Callable[[psycopg.Connection, FileLoad], None], force: bool,
+) -> FileOutcome:
+    key = load_key(entry)
+    outcome = FileOutcome(entry.source, target, "loaded")
+    with pg_transaction(engine) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"gridwatch.load.{target}",))
+        if not force and already_loaded(conn, key, target):
+            return FileOutcome(entry.source, target, "unchanged")
+        reload = force or loaded_before(conn, entry.source, target)
+        forget_earlier_load(conn, entry.source, target, key)
+        load(conn, FileLoad(entry, run_id, outcome, reload))
+        if outcome.rows_in != outcome.rows_loaded + outcome.rows_rejected:
+            raise RuntimeError(
+                f"{entry.source}: {outcome.rows_in} rows in but {outcome.rows_loaded} loaded "
+                f"+ {outcome.rows_rejected} rejected; nothing was loaded"
+            )
+        mark_loaded(conn, key, outcome, run_id)
+    return outcome
+
+
+def read_csv_text(entry: FileEntry) -> TextRows:
+    """Every column of a CSV as text (missing cells as ""), with the line each row starts on.
+
+    A record that does not split into the header's fields (too few or too many,
+    a quote left open) comes back in ``unparsed`` with its line and text; rows
+    without a value in any field (blank lines) hold nothing and are left out.
+    Only a file that cannot be read at all raises InputError.
+    """
+    if entry.format != "csv":
+        raise InputError(f"{entry.path}: is not a .csv file; {entry.target} files are read as {CSV_FORMAT}")
+    data = _utf8_bytes(entry)
+    end = data.find(b"\n")
+    header = next(csv.reader([data[: end if end >= 0 else len(data)].decode("utf-8", "replace")]), None)
+    if not header or not any(h.strip() for h in header):
         raise InputError(f"{entry.path}: the file is empty; a CSV needs a header row")
+    # Without a quote no record spans lines, and the threaded reader may cut the file anywhere;
+    # only the serial reader numbers the records it cannot split, so they are read again by it.
+    quoted = b'"' in data
+    table, bad = _parse(entry, data, header, serial=quoted)
+    if bad and not quoted:
+        table, bad = _parse(entry, data, header, serial=True)
+    # A record spans lines only if the file has more line breaks than ends of records (one per
+    # record, the header's included, the last one's only if the file ends with a line break).
+    ends = table.num_rows + len(bad) + 1 - (not data.endswith((b"\n", b"\r")))
+    return _number_rows(table, len(header), bad, spanning=quoted and _breaks_in(data) > ends)
+
+
+def _parse(entry: FileEntry, data: bytes, header: list[str], *, serial: bool) -> tuple[pa.Table, list]:
+    """The CSV's rows as text columns, and (number, fields, text) of each record that did not split
+    into the header's fields (numbered only by the serial reader)."""
+    bad: list[tuple[int | None, int, str]] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        bad.append((row.number, row.actual_columns, row.text))
+        return "skip"
+
     try:
         table = pacsv.read_csv(
-            entry.path,
-            read_options=pacsv.ReadOptions(encoding=encoding, column_names=header, skip_rows=1),
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, use_threads=not serial),
+            parse_options=pacsv.ParseOptions(newlines_in_values=serial, ignore_empty_lines=False,
+                                             invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header}),
         )
     except pa.ArrowInvalid as exc:
-        raise InputError(f"{entry.path}: cannot read it as CSV ({str(exc).splitlines()[0]})") from None
-    return table.to_pandas(types_mapper=pd.ArrowDtype).fillna("")
+        raise InputError(f"{entry.path}: cannot read it as {CSV_FORMAT}: {str(exc).splitlines()[0]}") from None
+    return table, bad
+
+
+def _utf8_bytes(entry: FileEntry) -> bytes:
+    """The file's bytes as UTF-8 without a byte-order mark."""
+    encoding = (entry.encoding or "utf-8").lower()
+    raw = entry.path.read_bytes()
+    try:
+        if encoding in _UTF8:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+            raw.decode("utf-8")  # checked here, where the line of a bad byte is known
+            return raw
+        return raw.decode(encoding).encode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(f"{entry.path}: its text is not {encoding} (line {line}): give the encoding in the "
+                         "manifest ('encoding')") from None
+    except LookupError:
+        raise InputError(f"{entry.path}: encoding {encoding!r} is not a known text encoding (e.g. gbk)") from None
+
+
+def _breaks_in(data: bytes) -> int:
+    """How many line breaks (LF, CR LF or a lone CR) the file holds."""
+    lf = data.count(b"\n")
+    return lf + data.count(b"\r") - data.count(b"\r\n") if b"\r" in data else lf
+
+
+def _breaks(text: pa.Array) -> np.ndarray:
+    """How many line breaks (LF, CR LF or a lone CR) each text holds."""
+    count = [pc.count_substring(text, s).to_numpy(zero_copy_only=False) for s in ("\n", "\r", "\r\n")]
+    return count[0] + count[1] - count[2]
+
+
+def _number_rows(table: pa.Table, n_columns: int, bad: list[tuple[int, int, str]], *, spanning: bool) -> TextRows:
+    """Each row's and each unparsed record's line.
+
+    The serial reader numbers records (the header is record 1, a blank line is
+    a record); a record spans one line more for every line break inside it,
+    searched for only when some record is ``spanning`` lines.
+    """
+    unparsed_at = np.array([b[0] for b in bad], dtype=np.int64) - 2
+    is_unparsed = np.zeros(table.num_rows + len(bad), dtype=bool)
+    is_unparsed[unparsed_at] = True
+    span = np.ones(len(is_unparsed), dtype=np.int64)
+    if spanning:
+        for i in range(table.num_columns):
+            span[~is_unparsed] += _breaks(table.column(i).combine_chunks())
+        if bad:
+            span[unparsed_at] += _breaks(pa.array([b[2] for b in bad], type=pa.string()))
+    lines = 2 + np.concatenate([[0], np.cumsum(span)[:-1]])
+    frame = table.to_pandas(types_mapper=pd.ArrowDtype).fillna("")
+    row_lines = lines[~is_unparsed]
+    blank = (frame.iloc[:, 0] == "").to_numpy()
+    for column in frame.columns[1:] if blank.any() else ():
+        blank &= (frame[column] == "").to_numpy()
+    if blank.any():
+        frame, row_lines = frame.loc[~blank].reset_index(drop=True), row_lines[~blank]
+    first = lines[unparsed_at]
+    reasons = [
+        f"a quote is not closed: lines {line}-{line + n - 1} were read as one record" if text.count('"') % 2
+        else f"{actual} field(s) but the header has {n_columns}"
+        for line, n, (_, actual, text) in zip(first.tolist(), span[unparsed_at].tolist(), bad)
+    ]
+    unparsed = pd.DataFrame({"line": first, "text": [b[2] for b in bad], "reason": reasons})
+    return TextRows(frame, row_lines, unparsed)
 
 
 def require_fields(entry: FileEntry, frame: pd.DataFrame, required: Sequence[str], optional: Sequence[str]) -> pd.DataFrame:

@@ -10,19 +10,10 @@ import sqlalchemy as sa
 from gridwatch.errors import InputError
 from gridwatch.etl.manifest import TARGETS, FileEntry, Manifest
 from gridwatch.etl.reference import REFERENCE_TARGETS, load_reference
-from gridwatch.etl.runlog import RunCounts, job_run
+from gridwatch.etl.runlog import FileOutcome, job_run
 from gridwatch.settings import Settings
 
-__all__ = ["import_file", "load_feed_files", "region_bbox"]
-
-
-def region_bbox(engine: sa.Engine) -> tuple[float, float, float, float] | None:
-    """The extent of the loaded command units, if any (to catch data far outside)."""
-    with engine.connect() as conn:
-        row = conn.execute(sa.text(
-            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) e FROM command_unit) x"
-        )).one()
-    return None if row[0] is None else tuple(float(v) for v in row)
+__all__ = ["import_file", "load_feed_files"]
 
 
 def _columns(target: str, columns_file: Path | None) -> dict[str, str]:
@@ -41,17 +32,13 @@ def _columns(target: str, columns_file: Path | None) -> dict[str, str]:
     return mapping
 
 
-def _summary(path: str, counts: RunCounts) -> str:
-    if counts.rows_in == 0:
-        return f"{path}: already loaded, nothing changed"
-    return f"{path}: {counts.rows_in:,} rows, {counts.rows_loaded:,} loaded, {counts.rows_rejected:,} quarantined"
-
-
 def import_file(
     engine: sa.Engine, path: Path, *, target: str, settings: Settings, crs: str | None = None,
     encoding: str | None = None, department: str | None = None, columns_file: Path | None = None,
+    source_layer: str | None = None, force: bool = False,
 ) -> str:
-    """Import one vector file into a reference layer; return a one-line summary."""
+    """Import one vector file (its ``source_layer``, when it has several) into a reference layer;
+    return a one-line summary, or raise InputError saying why the file was refused."""
     if target not in REFERENCE_TARGETS:
         raise InputError(f"layer is {target!r} but is expected to be in {list(REFERENCE_TARGETS)}")
     if target == "grid_source" and not department:
@@ -59,18 +46,21 @@ def import_file(
     if not Path(path).exists():
         raise InputError(f"{path} does not exist")
     entry = FileEntry(Path(path).resolve(), target, crs=crs, encoding=encoding, department=department,
-                      columns=_columns(target, columns_file))
-    manifest = Manifest(entry.path.parent, (entry,), settings.timezone, bbox=region_bbox(engine))
+                      layer=source_layer, columns=_columns(target, columns_file))
+    manifest = Manifest(entry.path.parent, (entry,), settings.timezone)
     with job_run(engine, f"import {target}", str(path)) as counts:
-        load_reference(engine, manifest, settings=settings, counts=counts)
-    return _summary(str(path), counts)
+        load_reference(engine, manifest, settings=settings, counts=counts, force=force)
+    (outcome,) = counts.files
+    if outcome.status == "refused":
+        raise InputError(outcome.describe())
+    return outcome.describe()
 
 
 def load_feed_files(
     engine: sa.Engine, kind: str, paths: list[Path], *, settings: Settings, timezone_name: str | None = None,
-    callsign: str | None = None, columns_file: Path | None = None,
-) -> str:
-    """Load position or incident files; return a one-line summary."""
+    callsign: str | None = None, columns_file: Path | None = None, force: bool = False,
+) -> list[FileOutcome]:
+    """Load position or incident files; return each file's outcome (a refused file does not stop the others)."""
     from gridwatch.etl.incidents import load_incidents
     from gridwatch.etl.positions import load_positions
 
@@ -83,5 +73,6 @@ def load_feed_files(
                for p in paths]
     loader = load_positions if target == "position" else load_incidents
     with job_run(engine, kind, ", ".join(map(str, paths))) as counts:
-        loader(engine, entries, settings=settings, counts=counts, default_timezone=timezone_name or settings.timezone)
-    return _summary(", ".join(map(str, paths)), counts)
+        loader(engine, entries, settings=settings, counts=counts, default_timezone=timezone_name or settings.timezone,
+               force=force)
+    return counts.files

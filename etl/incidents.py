@@ -2,10 +2,16 @@
 
 A re-delivered incident updates the stored one when its status is at least as
 far along (``reported`` < ``dispatched`` < ``on_scene`` < ``closed``); one that
-is behind the stored status goes to the quarantine as stale.
+is behind the stored status goes to the quarantine as stale. A changed version
+of a file loaded before (new bytes or options) or ``--force`` reloads it: its
+incidents replace the stored ones of the same ``source_id`` whatever their
+status (it is the correction of what that file said); incidents the earlier
+version held and the new one lacks stay, as ``incident`` does not record which
+file an incident came from.
 """
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from functools import partial
 
@@ -16,6 +22,7 @@ import sqlalchemy as sa
 
 from gridwatch.etl._copy import copy_rows, create_staging
 from gridwatch.etl._feeds import (
+    FileLoad,
     Rejections,
     check_coordinates,
     load_each_file,
@@ -46,13 +53,16 @@ def load_incidents(
     counts: RunCounts,
     default_timezone: str,
     reference_time: datetime | None = None,
+    force: bool = False,
 ) -> None:
-    """Load incident CSV files, each in one transaction; a file loaded before is skipped."""
+    """Load incident CSV files, each in one transaction; a file loaded before (same load key) is
+    skipped unless ``force``, a file that cannot be read is refused and the others are loaded."""
     if reference_time is not None and reference_time.tzinfo is None:
         raise ValueError("reference_time must carry a time zone (e.g. the manifest's exported_at)")
     now = reference_time or datetime.now(timezone.utc)
-    load = partial(_load_file, settings=settings, default_timezone=default_timezone, reference_time=now)
-    load_each_file(engine, entries, target="incident", counts=counts, load=load)
+    entries = [dataclasses.replace(e, timezone=e.timezone or default_timezone) for e in entries]
+    load = partial(_load_file, settings=settings, reference_time=now)
+    load_each_file(engine, entries, target="incident", counts=counts, load=load, force=force)
 
 
 def _severity(text: pd.Series) -> np.ndarray:
@@ -76,19 +86,12 @@ def _check_lifecycle(rej: Rejections, fields: pd.DataFrame, times: pd.DataFrame,
     rej.reject((present & (micros[:, 1:] < earlier)).any(axis=1), "status times out of order")
 
 
-def _load_file(
-    conn: psycopg.Connection,
-    entry: FileEntry,
-    counts: RunCounts,
-    *,
-    settings: Settings,
-    default_timezone: str,
-    reference_time: datetime,
-) -> None:
+def _load_file(conn: psycopg.Connection, file: FileLoad, *, settings: Settings, reference_time: datetime) -> None:
+    entry = file.entry
     raw = read_csv_text(entry)
-    fields = require_fields(entry, raw, REQUIRED, OPTIONAL)
+    fields = require_fields(entry, raw.frame, REQUIRED, OPTIONAL)
     n = len(fields)
-    counts.rows_in += n
+    file.outcome.rows_in += raw.count
     rej = Rejections(n)
     rej.reject(fields["source_id"] == "", "missing source_id")
     rej.reject(fields["kind"] == "", "missing kind")
@@ -96,8 +99,7 @@ def _load_file(
     rej.reject(np.isnan(severity), "severity is not 1-4 or one of low/medium/high/critical")
     rank = pd.Index(STATUSES).get_indexer(fields["status"].str.lower())
     rej.reject(rank < 0, f"status is not one of {list(STATUSES)}")
-    zone = entry.timezone or default_timezone
-    times = pd.DataFrame({c: parse_times(fields[c], zone) for c in STAGE_TIMES})
+    times = pd.DataFrame({c: parse_times(fields[c], entry.timezone) for c in STAGE_TIMES})
     _check_lifecycle(rej, fields, times, rank)
     lon, lon_bad = parse_numbers(fields["lon"])
     lat, lat_bad = parse_numbers(fields["lat"])
@@ -110,12 +112,14 @@ def _load_file(
     order = pd.DataFrame({"id": fields["source_id"], "rank": rank, "t": latest}).sort_values(["rank", "t"])
     later_copy = order["id"].where(rej.ok[order.index], None).duplicated(keep="last").reindex(fields.index)
     rej.reject(rej.ok & later_copy.to_numpy(), "duplicate")
-    stored = dict(conn.execute(
-        f"SELECT source_id, {_RANK_SQL.format('status')} - 1 FROM incident WHERE source_id = ANY(%s)",
-        (fields["source_id"][rej.ok].tolist(),),
-    ).fetchall())
-    rej.reject(rank < fields["source_id"].map(stored).fillna(-1).to_numpy(), "stale: older status than the stored one")
-    rej.quarantine(conn, counts, str(entry.path), raw)
+    if not file.reload:
+        stored = dict(conn.execute(
+            f"SELECT source_id, {_RANK_SQL.format('status')} - 1 FROM incident WHERE source_id = ANY(%s)",
+            (fields["source_id"][rej.ok].tolist(),),
+        ).fetchall())
+        rej.reject(rank < fields["source_id"].map(stored).fillna(-1).to_numpy(),
+                   "stale: older status than the stored one")
+    rej.quarantine(conn, file, raw)
 
     ok = rej.ok
     good = fields.loc[ok, ["source_id", "kind", "note"]].reset_index(drop=True)
@@ -128,10 +132,12 @@ def _load_file(
     for c in FUSED_COLUMNS:
         good[c] = fused[c].astype("Int64").where(fused[c] >= 0) if c.endswith("_id") else fused[c]
     good["note"] = good["note"].replace("", None)
-    counts.rows_loaded += _upsert(conn, good)
+    file.outcome.rows_loaded += _upsert(conn, good, replace=file.reload)
 
 
-def _upsert(conn: psycopg.Connection, good: pd.DataFrame) -> int:
+def _upsert(conn: psycopg.Connection, good: pd.DataFrame, *, replace: bool) -> int:
+    """Insert or update the incidents by source_id; an update needs a status at least as far along,
+    unless ``replace``."""
     create_staging(
         conn, "incident_stage",
         columns="source_id text, kind text, severity smallint, status text, reported_at timestamptz, "
@@ -141,6 +147,7 @@ def _upsert(conn: psycopg.Connection, good: pd.DataFrame) -> int:
     copy_rows(conn, "incident_stage", good, columns=[
         "source_id", "kind", "severity", "status", *STAGE_TIMES, "note", "lon", "lat", *FUSED_COLUMNS
     ])
+    guard = "true" if replace else f"{_RANK_SQL.format('EXCLUDED.status')} >= {_RANK_SQL.format('incident.status')}"
     names = ("kind, severity, status, reported_at, dispatched_at, on_scene_at, closed_at, note, "
              "grid_id, zone_id, segment_id, border_m, h3").split(", ")
     return conn.execute(
@@ -148,6 +155,6 @@ def _upsert(conn: psycopg.Connection, good: pd.DataFrame) -> int:
         INSERT INTO incident (source_id, {', '.join(names)}, geom)
         SELECT source_id, {', '.join(names)}, ST_SetSRID(ST_MakePoint(lon, lat), 4326) FROM incident_stage
         ON CONFLICT (source_id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in (*names, 'geom'))}
-        WHERE {_RANK_SQL.format('EXCLUDED.status')} >= {_RANK_SQL.format('incident.status')}
+        WHERE {guard}
         """
     ).rowcount

@@ -47,6 +47,12 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
 }
 FEEDS = ("position", "incident")
+# Companion files a format reads beside the named one, by the named file's suffix.
+_COMPANIONS = {
+    ".shp": (".shx", ".dbf", ".prj", ".cpg", ".qpj", ".sbn", ".sbx", ".qix", ".shp.xml"),
+    ".tab": (".dat", ".map", ".id", ".ind"),
+    ".mif": (".mid",),
+}
 TABLE_TARGETS = ("unit",)
 
 
@@ -73,6 +79,28 @@ class FileEntry:
     def source_column(self, target_field: str) -> str:
         """The file's column that holds ``target_field``."""
         return self.columns.get(target_field, target_field)
+
+    @property
+    def source(self) -> str:
+        """How the quarantine and the ledger name this input: the path, and the layer when one is chosen."""
+        return str(self.path) if self.layer is None else f"{self.path}|layername={self.layer}"
+
+    def parts(self) -> list[Path]:
+        """The files that make up the dataset: the file itself and the companions its format reads
+        (a Shapefile's .shx, .dbf, .prj, .cpg, ...; a GeoPackage's write-ahead log)."""
+        companions = _COMPANIONS.get(self.path.suffix.lower())
+        if not companions:
+            wal = self.path.with_name(self.path.name + "-wal")
+            return [self.path, wal] if wal.exists() else [self.path]
+        siblings = {p.name.lower(): p for p in self.path.parent.iterdir()}
+        stem = self.path.stem.lower()
+        return [self.path, *(siblings[stem + ext] for ext in companions if stem + ext in siblings)]
+
+    def options(self) -> dict[str, object]:
+        """The options that change what loading the file gives (part of its load key)."""
+        return {"target": self.target, "crs": self.crs, "encoding": self.encoding, "layer": self.layer,
+                "department": self.department, "callsign": self.callsign, "timezone": self.timezone,
+                "columns": self.columns}
 
 
 @dataclass(frozen=True)

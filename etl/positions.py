@@ -1,14 +1,23 @@
 """Load unit positions (CSV, GPX, GeoJSON points): filter like a tracking server, fuse, COPY.
 
 Per file, in one transaction: read every field as text, reject rows with a
-reason (unknown unit, bad time or coordinates, swapped lat/lon, far outside
-the region, in the future, low accuracy, duplicate, impossible speed), fuse the
-accepted fixes with grids, zones and border segments (see
-:mod:`gridwatch.etl._fuse_points`), binary-COPY them into ``position`` and move
-``unit_latest`` forward. All of it on whole columns; no loop per row.
+reason and their line (unparseable record, unknown unit, bad time or
+coordinates, swapped lat/lon, far outside the region, in the future, low
+accuracy, duplicate, impossible speed), fuse the accepted fixes with grids,
+zones and border segments (see :mod:`gridwatch.etl._fuse_points`),
+binary-COPY them into ``position`` and move ``unit_latest`` forward. All of it
+on whole columns; no loop per row.
+
+A changed file (new bytes or options) or ``--force`` reloads: its fixes
+replace the stored fixes of the same unit and time, instead of being rejected
+as duplicates, and ``unit_latest`` of its units is taken again from
+``position``. Fixes that an earlier version of the file held and the new one
+lacks stay: ``position`` does not record which file a fix came from, and a
+fix the live feed or another file also delivered must not be lost.
 """
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from functools import partial
 
@@ -23,7 +32,10 @@ import sqlalchemy as sa
 from gridwatch.errors import InputError
 from gridwatch.etl import _pgbinary as pgb
 from gridwatch.etl._feeds import (
+    CSV_FORMAT,
+    FileLoad,
     Rejections,
+    TextRows,
     check_coordinates,
     load_each_file,
     parse_numbers,
@@ -52,8 +64,10 @@ def load_positions(
     counts: RunCounts,
     default_timezone: str,
     reference_time: datetime | None = None,
+    force: bool = False,
 ) -> None:
-    """Load position files, each in one transaction; a file loaded before is skipped.
+    """Load position files, each in one transaction; a file loaded before (same load key) is skipped
+    unless ``force``, a file that cannot be read is refused and the others are loaded.
 
     ``reference_time`` (the manifest's ``exported_at``, else now) bounds how far
     in the future a fix may be; times without a zone are read in the entry's
@@ -62,32 +76,37 @@ def load_positions(
     if reference_time is not None and reference_time.tzinfo is None:
         raise ValueError("reference_time must carry a time zone (e.g. the manifest's exported_at)")
     now = reference_time or datetime.now(timezone.utc)
-    load = partial(_load_file, settings=settings, default_timezone=default_timezone, reference_time=now)
-    load_each_file(engine, entries, target="position", counts=counts, load=load)
+    entries = [dataclasses.replace(e, timezone=e.timezone or default_timezone) for e in entries]
+    load = partial(_load_file, settings=settings, reference_time=now)
+    load_each_file(engine, entries, target="position", counts=counts, load=load, force=force)
 
 
-def read_position_file(entry: FileEntry) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The file's rows as (target fields as text, original fields for the quarantine)."""
+# What ``etl positions`` reads, for messages about a file it cannot read.
+FORMATS = f"{CSV_FORMAT}, GPX tracks (.gpx) and GeoJSON points (.geojson, .json)"
+
+
+def read_position_file(entry: FileEntry) -> tuple[pd.DataFrame, TextRows]:
+    """The file's rows as (target fields as text, the records as read for the quarantine)."""
     if entry.format == "csv":
-        raw = read_csv_text(entry)
-        return require_fields(entry, raw, REQUIRED, OPTIONAL), raw
-    if entry.format == "gpx":
-        raw = _read_gpx(entry)
+        rows = read_csv_text(entry)
+    elif entry.format == "gpx":
+        rows = _read_gpx(entry)
     else:
-        raw = _read_geojson(entry)
-    return require_fields(entry, raw, REQUIRED, OPTIONAL), raw
+        rows = _read_geojson(entry)
+    return require_fields(entry, rows.frame, REQUIRED, OPTIONAL), rows
 
 
-def _read_gpx(entry: FileEntry) -> pd.DataFrame:
-    """Track points of a GPX file (speed in m/s becomes km/h); the callsign comes from the manifest."""
+def _read_gpx(entry: FileEntry) -> TextRows:
+    """Track points of a GPX file (speed in m/s becomes km/h), numbered from 1; the callsign comes
+    from the manifest."""
     if not entry.callsign:
         raise InputError(f"{entry.path}: a GPX file needs its unit's callsign in the manifest ('callsign')")
     try:
         points = DET.parse(entry.path).getroot().findall(".//{*}trkpt")
     except DET.ParseError as exc:
-        raise InputError(f"{entry.path}: not a readable GPX file ({exc})") from None
+        raise InputError(f"{entry.path}: not a readable GPX file ({exc}); etl positions reads {FORMATS}") from None
     speed = pd.to_numeric(pd.Series([p.findtext(".//{*}speed") for p in points], dtype=object), errors="coerce") * 3.6
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "callsign": entry.callsign,
             "ts": [p.findtext("{*}time") or "" for p in points],
@@ -98,20 +117,23 @@ def _read_gpx(entry: FileEntry) -> pd.DataFrame:
         },
         index=pd.RangeIndex(len(points)),
     )
+    return TextRows(frame, np.arange(1, len(frame) + 1))
 
 
-def _read_geojson(entry: FileEntry) -> pd.DataFrame:
-    """Point features of a vector file (GeoJSON), properties as text, lon/lat from the geometry."""
+def _read_geojson(entry: FileEntry) -> TextRows:
+    """Point features of a vector file (GeoJSON), numbered from 1, properties as text, lon/lat from
+    the geometry."""
     try:
         frame = pyogrio.read_dataframe(entry.path, layer=entry.layer, datetime_as_string=True)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise InputError(f"{entry.path}: cannot read it as a vector file ({exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{entry.path}: cannot read it ({first}); etl positions reads {FORMATS}") from None
     geoms = frame.geometry.to_numpy()
     is_point = shapely.get_type_id(geoms) == shapely.GeometryType.POINT
     text = pd.DataFrame(frame.drop(columns=frame.geometry.name)).astype(object).fillna("").astype(str)
     text["lon"] = np.where(is_point, shapely.get_x(geoms).astype(str), "")
     text["lat"] = np.where(is_point, shapely.get_y(geoms).astype(str), "")
-    return text.reset_index(drop=True)
+    return TextRows(text.reset_index(drop=True), np.arange(1, len(text) + 1))
 
 
 def _units(conn: psycopg.Connection) -> pd.DataFrame:
@@ -119,18 +141,11 @@ def _units(conn: psycopg.Connection) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["callsign", "id", "kind"])
 
 
-def _load_file(
-    conn: psycopg.Connection,
-    entry: FileEntry,
-    counts: RunCounts,
-    *,
-    settings: Settings,
-    default_timezone: str,
-    reference_time: datetime,
-) -> None:
+def _load_file(conn: psycopg.Connection, file: FileLoad, *, settings: Settings, reference_time: datetime) -> None:
+    entry = file.entry
     fields, raw = read_position_file(entry)
     n = len(fields)
-    counts.rows_in += n
+    file.outcome.rows_in += raw.count
     rej = Rejections(n)
     units = _units(conn)
     where = pd.Index(units["callsign"]).get_indexer(fields["callsign"])
@@ -140,7 +155,7 @@ def _load_file(
         where >= 0, units["kind"].map(settings.max_speed_kmh).fillna(np.inf).to_numpy()[where], np.inf
     )
 
-    ts = parse_times(fields["ts"], entry.timezone or default_timezone)
+    ts = parse_times(fields["ts"], entry.timezone)
     rej.reject(ts.isna().to_numpy(), "unparseable time")
     lon, lon_bad = parse_numbers(fields["lon"])
     lat, lat_bad = parse_numbers(fields["lat"])
@@ -158,16 +173,22 @@ def _load_file(
 
     ts_us = ts.to_numpy(dtype="datetime64[us]", na_value=np.datetime64("NaT")).view(np.int64)
     rej.reject(_repeated(unit_id, ts_us, rej.ok), "duplicate")
-    rej.reject(_in_database(conn, unit_id, ts_us, rej.ok), "duplicate")
+    if not file.reload:
+        rej.reject(_in_database(conn, unit_id, ts_us, rej.ok), "duplicate")
     rej.reject(_too_fast(conn, unit_id, ts_us, lon, lat, max_kmh, rej.ok), "impossible speed")
 
-    rej.quarantine(conn, counts, str(entry.path), raw)
+    rej.quarantine(conn, file, raw)
     ok = rej.ok
     accepted = pd.DataFrame(
         {"unit_id": unit_id[ok], "ts": ts_us[ok].view("datetime64[us]"), "lon": lon[ok], "lat": lat[ok],
          "speed": speed[ok], "heading": heading[ok], "accuracy": accuracy[ok]}
     )
-    counts.rows_loaded += _write(conn, accepted, ref, settings=settings, source=entry.path.suffix.lstrip(".").lower())
+    if file.reload:
+        _drop_stored(conn, accepted)
+    file.outcome.rows_loaded += _write(conn, accepted, ref, settings=settings,
+                                       source=entry.path.suffix.lstrip(".").lower())
+    if file.reload:
+        _latest_again(conn, accepted["unit_id"].unique())
 
 
 def _repeated(unit_id: np.ndarray, ts_us: np.ndarray, ok: np.ndarray) -> np.ndarray:
@@ -192,6 +213,30 @@ def _in_database(conn: psycopg.Connection, unit_id: np.ndarray, ts_us: np.ndarra
         return np.zeros(len(ok), dtype=bool)
     existing = pd.MultiIndex.from_tuples(rows)
     return ok & pd.MultiIndex.from_arrays([unit_id, ts_us]).isin(existing)
+
+
+def _drop_stored(conn: psycopg.Connection, accepted: pd.DataFrame) -> None:
+    """Delete the stored fixes at the (unit, time) of ``accepted``: a reload replaces them."""
+    if accepted.empty:
+        return
+    conn.execute("CREATE TEMP TABLE reload_key (unit_id int, ts timestamptz) ON COMMIT DROP")
+    pgb.copy_columns(conn, "reload_key", [pgb.int4("unit_id", accepted["unit_id"].to_numpy()),
+                                          pgb.timestamptz("ts", accepted["ts"].to_numpy())])
+    t0, t1 = (pd.Timestamp(t, tz="UTC") for t in (accepted["ts"].min(), accepted["ts"].max()))
+    conn.execute("DELETE FROM position p USING reload_key k "
+                 "WHERE p.unit_id = k.unit_id AND p.ts = k.ts AND p.ts BETWEEN %s AND %s", (t0, t1))
+
+
+def _latest_again(conn: psycopg.Connection, units: np.ndarray) -> None:
+    """Take ``unit_latest`` of ``units`` from ``position`` again (a reload may have replaced the newest fix)."""
+    if len(units) == 0:
+        return
+    ids = [int(u) for u in units]
+    conn.execute("DELETE FROM unit_latest WHERE unit_id = ANY(%s)", (ids,))
+    conn.execute("CREATE TEMP TABLE latest_again ON COMMIT DROP AS SELECT l.* FROM unnest(%s::int[]) AS u(id) "
+                 "CROSS JOIN LATERAL (SELECT * FROM position WHERE unit_id = u.id ORDER BY ts DESC LIMIT 1) l",
+                 (ids,))
+    upsert_latest(conn, "latest_again")
 
 
 def _previous_fixes(conn: psycopg.Connection, unit_id: np.ndarray, ts_us: np.ndarray) -> pd.DataFrame:

@@ -1,13 +1,17 @@
 """Read any department's vector file into a checked EPSG:4326 GeoDataFrame.
 
 Any OGR format (GeoPackage, GeoJSON, Shapefile, FlatGeobuf, ...) via pyogrio;
-the CRS declared in the file or given in the manifest; the text encoding
-given, or detected (GB18030/GBK) for a Shapefile without a .cpg; columns
-renamed by the manifest's mapping. Whole-file problems raise :class:`InputError`
-naming the file; per-row problems come back as rejected rows with a reason.
+the layer chosen (or the only one, or the one named like the target); the CRS
+declared in the file or given in the manifest, refused when the data cannot
+be in it (outside its area of use, or outside the region), naming the CRS the
+data was likely written in; the text encoding given, or detected (GB18030/GBK)
+for a Shapefile without a .cpg; columns renamed by the manifest's mapping.
+Whole-file problems raise :class:`InputError` naming the file; per-row
+problems come back as rejected rows with a reason and their feature number.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +25,13 @@ from pyproj.exceptions import CRSError
 
 from gridwatch.errors import InputError
 from gridwatch.etl.manifest import TARGETS, FileEntry
+from gridwatch.geo.crs_guess import likely_gauss_kruger, lonlat_bounds, outside_area_of_use
 
-__all__ = ["VectorRead", "read_vector", "GEOMETRY_KIND"]
+__all__ = ["VECTOR_FORMATS", "VectorRead", "read_vector", "choose_layer", "GEOMETRY_KIND"]
+
+# What the vector reader reads, for messages about a file it cannot read.
+VECTOR_FORMATS = ("OGR vector formats such as GeoPackage (.gpkg), Shapefile (.shp with .dbf, .shx, .prj), "
+                  "GeoJSON, FlatGeobuf (.fgb), KML and GML")
 
 # What geometry each target layer holds.
 GEOMETRY_KIND = {
@@ -43,13 +52,19 @@ _FALSE = {"false", "f", "0", "no", "n", "否"}
 
 @dataclass
 class VectorRead:
-    """A file's rows: accepted (EPSG:4326, target field names) and rejected with reasons."""
+    """A file's rows: accepted (EPSG:4326, target field names) and rejected with reasons; each
+    frame's index is the feature's 0-based position in the layer."""
 
     accepted: gpd.GeoDataFrame
     rejected: pd.DataFrame
     reasons: pd.Series
     repaired: int
     rows_in: int
+
+    @property
+    def rejected_lines(self) -> np.ndarray:
+        """The 1-based feature number of each rejected row."""
+        return self.rejected.index.to_numpy() + 1
 
 
 def detect_encoding(path: Path) -> str | None:
@@ -69,12 +84,38 @@ def detect_encoding(path: Path) -> str | None:
         return "gb18030"
 
 
+def _unreadable(entry: FileEntry, exc: BaseException) -> InputError:
+    return InputError(f"{entry.path}: cannot read it as a vector file ({_first_line(exc)}); "
+                      f"etl import reads {VECTOR_FORMATS}")
+
+
+def choose_layer(entry: FileEntry) -> FileEntry:
+    """``entry`` with the layer to read: the one it names, the file's only layer (left unnamed), or
+    the layer named like the target; InputError listing the layers otherwise."""
+    try:
+        layers = [str(name) for name, _ in pyogrio.list_layers(entry.path)]
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise _unreadable(entry, exc) from None
+    if entry.layer is not None:
+        if entry.layer not in layers:
+            raise InputError(f"{entry.path}: has no layer {entry.layer!r}; its layers are {', '.join(layers)}")
+        return entry
+    if len(layers) <= 1:
+        return entry
+    if entry.target in layers:
+        return dataclasses.replace(entry, layer=entry.target)
+    raise InputError(
+        f"{entry.path}: has {len(layers)} layers ({', '.join(layers)}) and none is named {entry.target!r}: "
+        "choose one with --source-layer NAME (or 'layer' in the manifest)"
+    )
+
+
 def _open(entry: FileEntry) -> gpd.GeoDataFrame:
     encoding = entry.encoding or detect_encoding(entry.path)
     try:
         frame = pyogrio.read_dataframe(entry.path, layer=entry.layer, encoding=encoding)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise InputError(f"{entry.path}: cannot read it as a vector file ({_first_line(exc)})") from None
+        raise _unreadable(entry, exc) from None
     except UnicodeDecodeError:
         raise InputError(
             f"{entry.path}: its text is not in {encoding or 'the declared encoding'}: "
@@ -101,13 +142,43 @@ def _crs(entry: FileEntry, frame: gpd.GeoDataFrame) -> CRS:
     return CRS.from_user_input(frame.crs)
 
 
-def _check_coordinates(entry: FileEntry, frame: gpd.GeoDataFrame, crs: CRS) -> None:
-    """Raise when the numbers cannot be what the CRS says they are."""
+def _likely_crs(bounds: np.ndarray, given: CRS, declared: CRS | None,
+                region: tuple[float, float, float, float] | None) -> str:
+    """What to tell about the CRS the numbers were likely written in."""
+    candidates = [] if declared is None or declared.equals(given) or not _plausible(bounds, declared, region) \
+        else [declared]
+    candidates += [c for c in likely_gauss_kruger(bounds, region=region) if not c.equals(given) and c not in candidates]
+    if not candidates:
+        return "check its CRS"
+    if len(candidates) > 3:
+        codes = ", ".join(c.to_string() for c in candidates)
+        return (f"it may be any of the CGCS2000 Gauss-Kruger CRSs without a zone number in the easting ({codes}): "
+                "give the one of its central meridian with --crs (or 'crs' in the manifest)")
+    named = " or ".join(f"{c.to_string()} ({c.name})" for c in candidates)
+    return f"it is likely in {named}: give --crs {candidates[0].to_string()} (or 'crs' in the manifest)"
+
+
+def _plausible(bounds: np.ndarray, crs: CRS, region: tuple[float, float, float, float] | None) -> bool:
+    lonlat = lonlat_bounds(bounds, crs)
+    return lonlat is not None and not outside_area_of_use(bounds, crs) and (region is None or _meets(lonlat, region))
+
+
+def _meets(lonlat: tuple[float, float, float, float], region: tuple[float, float, float, float]) -> bool:
+    """Whether lon/lat bounds meet the region widened by a degree."""
+    return shapely.intersects(shapely.box(*region).buffer(1.0), shapely.box(*lonlat))
+
+
+def _check_coordinates(entry: FileEntry, frame: gpd.GeoDataFrame, crs: CRS,
+                       region: tuple[float, float, float, float] | None) -> None:
+    """Raise when the numbers cannot be in the CRS they are read with: degrees out of range,
+    metres read as degrees or degrees as metres, data outside the CRS's area of use or the region."""
     if frame.geometry.isna().all():
         return
-    minx, miny, maxx, maxy = frame.total_bounds
-    if not np.isfinite([minx, miny, maxx, maxy]).all():
+    bounds = frame.total_bounds
+    minx, miny, maxx, maxy = bounds
+    if not np.isfinite(bounds).all():
         return
+    declared = CRS.from_user_input(frame.crs) if frame.crs is not None else None
     looks_degrees = -180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90
     looks_swapped = -90 <= minx and maxx <= 90 and -180 <= miny and maxy <= 180
     if crs.is_geographic and not looks_degrees and looks_swapped:
@@ -118,32 +189,40 @@ def _check_coordinates(entry: FileEntry, frame: gpd.GeoDataFrame, crs: CRS) -> N
     if crs.is_geographic and not looks_degrees:
         raise InputError(
             f"{entry.path}: coordinates like ({minx:.0f}, {miny:.0f}) are projected metres, but the CRS "
-            f"{crs.to_string()} is in degrees: give the file's real CRS (e.g. --crs EPSG:4542)"
+            f"{crs.to_string()} is in degrees: {_likely_crs(bounds, crs, declared, region)}"
         )
     if crs.is_projected and looks_degrees and max(abs(maxx - minx), abs(maxy - miny)) < 360:
         raise InputError(
             f"{entry.path}: coordinates like ({minx:.4f}, {miny:.4f}) look like degrees, but the CRS "
             f"{crs.to_string()} is projected: give the right CRS (e.g. --crs EPSG:4326)"
         )
-
-
-def _check_region(entry: FileEntry, frame: gpd.GeoDataFrame, bbox: tuple[float, float, float, float] | None) -> None:
-    """Raise when a whole file lies outside the region, or inside it only with lat/lon swapped."""
-    if bbox is None or frame.geometry.isna().all():
+    lonlat = lonlat_bounds(bounds, crs)
+    where = "nowhere on Earth" if lonlat is None else f"at {_where(lonlat)}"
+    if lonlat is None or outside_area_of_use(bounds, crs):
+        area = crs.area_of_use
+        used = f" ({area.name}: {_where(area.bounds)})" if area else ""
+        raise InputError(
+            f"{entry.path}: read as {crs.to_string()} ({crs.name}) the data lies {where}, outside where that CRS "
+            f"is used{used}: {_likely_crs(bounds, crs, declared, region)}"
+        )
+    if region is None or _meets(lonlat, region):
         return
-    minx, miny, maxx, maxy = frame.total_bounds
-    region = shapely.box(*bbox).buffer(1.0)
-    if shapely.intersects(region, shapely.box(minx, miny, maxx, maxy)):
-        return
-    if shapely.intersects(region, shapely.box(miny, minx, maxy, maxx)):
+    if crs.is_geographic and _meets((lonlat[1], lonlat[0], lonlat[3], lonlat[2]), region):
         raise InputError(
             f"{entry.path}: the data lies in the region only with latitude and longitude swapped: "
             "fix the axis order (x = longitude, y = latitude) or the CRS"
         )
     raise InputError(
-        f"{entry.path}: the data ({minx:.3f}, {miny:.3f} – {maxx:.3f}, {maxy:.3f}) lies outside the region "
-        f"{tuple(round(v, 3) for v in bbox)}: check its CRS"
+        f"{entry.path}: read as {crs.to_string()} ({crs.name}) the data lies {where}, outside the region "
+        f"({_where(region)}): {_likely_crs(bounds, crs, declared, region)}"
     )
+
+
+def _where(lonlat: tuple[float, float, float, float] | None) -> str:
+    if lonlat is None:
+        return "nowhere on Earth"
+    w, s, e, n = lonlat
+    return f"lon {w:.3f}-{e:.3f}, lat {s:.3f}-{n:.3f}"
 
 
 def _rename(entry: FileEntry, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -165,7 +244,9 @@ def _rename(entry: FileEntry, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             "map them in the manifest's 'columns'"
         )
     extra = [c for c in frame.columns if c not in mapping and c != frame.geometry.name]
-    out = frame.rename(columns=mapping)
+    shadowed = [c for c in extra if c in mapping.values()]  # a column named like a field mapped elsewhere
+    out = frame.drop(columns=shadowed).rename(columns=mapping)
+    extra = [c for c in extra if c not in shadowed]
     out.attrs["extra_columns"] = extra
     return out
 
@@ -177,10 +258,9 @@ def read_vector(entry: FileEntry, *, bbox: tuple[float, float, float, float] | N
         raise InputError(f"{entry.path}: target {entry.target!r} is not a vector layer")
     raw = _open(entry)
     crs = _crs(entry, raw)
-    _check_coordinates(entry, raw, crs)
+    _check_coordinates(entry, raw, crs, bbox)
     frame = _rename(entry, raw).set_crs(crs, allow_override=True)
     frame = frame.to_crs(4326)
-    _check_region(entry, frame, bbox)
 
     reasons = pd.Series("", index=frame.index, dtype=object)
     geom = frame.geometry.values

@@ -175,42 +175,71 @@ def _when(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(get_settings().timezone))
 
 
+def _fail_on_refusals(outcomes: list, what: str) -> None:
+    """Exit with one line when any file was refused or skipped (the outcomes were printed above)."""
+    refused = sum(o.status == "refused" for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    if refused or skipped:
+        parts = [f"{n} {word}" for n, word in ((refused, "refused"), (skipped, "skipped")) if n]
+        raise GridwatchError(f"{what}: {' and '.join(parts)} (see above; the rest is loaded): "
+                             "fix those files and run again")
+
+
 @etl.command("run")
 @click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path), help="Folder with manifest.json.")
 @click.option("--as-of", default=None, help="Judge coverage at this time (default: the export time, else now).")
 @click.option("--since", default=None,
               help="Incremental: only position and incident files changed since this time (ISO 8601).")
-def etl_run(input_dir: Path, as_of: str | None, since: str | None) -> None:
-    """Run every job in order on a folder of inputs described by its manifest."""
+@click.option("--force", is_flag=True, help="Load every file again, even those already loaded unchanged.")
+def etl_run(input_dir: Path, as_of: str | None, since: str | None, force: bool) -> None:
+    """Run every job in order on a folder of inputs described by its manifest.
+
+    A file that cannot be read is refused and the run goes on with the others and with the
+    jobs that do not need it; each file's outcome is listed, and the command exits 1 when
+    anything was refused.
+    """
     from gridwatch.etl.manifest import read_manifest
-    from gridwatch.etl.runner import format_summary, run_manifest
+    from gridwatch.etl.runner import format_files, format_summary, run_manifest
 
     manifest = read_manifest(input_dir)
     if since is not None:
         manifest = manifest.feeds_since(_when(since))
     engine = _engine()
-    results = run_manifest(
-        engine, manifest, settings=get_settings(), as_of=_when(as_of), progress=True,
-        on_job=lambda r: click.echo(f"  {r.job}: {r.rows_loaded:,} loaded, {r.rows_rejected:,} rejected ({r.seconds:.1f} s)"),
-    )
+
+    def report(r) -> None:
+        status = "" if r.status == "ok" else f" [{r.status}]"
+        click.echo(f"  {r.job}: {r.rows_loaded:,} loaded, {r.rows_rejected:,} rejected ({r.seconds:.1f} s){status}")
+
+    results = run_manifest(engine, manifest, settings=get_settings(), as_of=_when(as_of), progress=True,
+                           force=force, on_job=report)
+    click.echo("files:")
+    click.echo(format_files(results))
     click.echo(format_summary(results))
+    _fail_on_refusals([f for r in results for f in r.files], "etl run")
 
 
 @etl.command("import")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--layer", "target", required=True, help="Target layer, e.g. grid_source, command_unit, zone.")
-@click.option("--crs", default=None, help="The file's CRS when it declares none (e.g. EPSG:4542).")
+@click.option("--target", "--layer", "target", required=True,
+              help="The gridwatch layer to load into: grid_source, command_unit, zone, ... (--layer is the old name).")
+@click.option("--source-layer", default=None,
+              help="The layer to read from a file with several (GeoPackage, ...); default: its only layer, "
+                   "or the one named like the target.")
+@click.option("--crs", default=None, help="The file's CRS when it declares none or declares a wrong one (e.g. EPSG:4542).")
 @click.option("--encoding", default=None, help="Attribute text encoding (e.g. gbk); detected for Shapefiles.")
 @click.option("--department", default=None, help="The department of a grid_source file.")
 @click.option("--columns", "columns_file", default=None, type=click.Path(path_type=Path),
               help="JSON file mapping target fields to the file's column names.")
-def etl_import(path: Path, target: str, crs: str | None, encoding: str | None, department: str | None,
-               columns_file: Path | None) -> None:
-    """Import one vector file (any OGR format) into a layer."""
+@click.option("--force", is_flag=True, help="Load the file again even when it and the options are unchanged.")
+def etl_import(path: Path, target: str, source_layer: str | None, crs: str | None, encoding: str | None,
+               department: str | None, columns_file: Path | None, force: bool) -> None:
+    """Import one vector file (any OGR format: GeoPackage, Shapefile, GeoJSON, FlatGeobuf, ...)
+    into a gridwatch layer."""
     from gridwatch.etl.importer import import_file
 
-    summary = import_file(_engine(), path, target=target, crs=crs, encoding=encoding,
-                          department=department, columns_file=columns_file, settings=get_settings())
+    summary = import_file(_engine(), path, target=target, crs=crs, encoding=encoding, department=department,
+                          columns_file=columns_file, source_layer=source_layer, force=force,
+                          settings=get_settings())
     click.echo(summary)
 
 
@@ -240,13 +269,19 @@ def _feed_command(kind: str) -> None:
     @click.option("--callsign", default=None, help="The unit of a GPX track.")
     @click.option("--columns", "columns_file", default=None, type=click.Path(path_type=Path),
                   help="JSON file mapping target fields to the file's column names.")
-    def command(paths: tuple[Path, ...], tz: str | None, callsign: str | None, columns_file: Path | None) -> None:
+    @click.option("--force", is_flag=True, help="Load the files again even when they and the options are unchanged.")
+    def command(paths: tuple[Path, ...], tz: str | None, callsign: str | None, columns_file: Path | None,
+                force: bool) -> None:
         from gridwatch.etl.importer import load_feed_files
 
-        click.echo(load_feed_files(_engine(), kind, list(paths), timezone_name=tz, callsign=callsign,
-                                   columns_file=columns_file, settings=get_settings()))
+        outcomes = load_feed_files(_engine(), kind, list(paths), timezone_name=tz, callsign=callsign,
+                                   columns_file=columns_file, force=force, settings=get_settings())
+        for outcome in outcomes:
+            click.echo(outcome.describe())
+        _fail_on_refusals(outcomes, f"etl {kind}")
 
-    command.__doc__ = f"Load {kind} files (CSV, GPX, GeoJSON): filtered, fused, idempotent."
+    formats = "CSV, GPX, GeoJSON" if kind == "positions" else "CSV"
+    command.__doc__ = f"Load {kind} files ({formats}): filtered, fused, idempotent; a changed file reloads."
 
 
 _feed_command("positions")
@@ -378,6 +413,18 @@ def simulate(protocol: str, url: str | None, speed: str, duration: float | None,
     click.echo(str(report))
 
 
+def _os_error(exc: OSError) -> str:
+    """An operating-system failure in one line that says what to do."""
+    import errno
+
+    where = f": {exc.filename}" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"the disk is full{where}: free space and run the command again (what was loaded before is kept)"
+    if isinstance(exc, FileNotFoundError):
+        return f"a file is gone{where} (moved or deleted while the command ran?)"
+    return " ".join(str(exc).split())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning expected failures into one line."""
     try:
@@ -388,13 +435,25 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         click.echo(f"gridwatch: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except (GridwatchError, ValueError, OSError) as exc:
+    except (GridwatchError, ValueError) as exc:
         click.echo("gridwatch: error: " + " ".join(str(exc).split()), err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"gridwatch: error: {_os_error(exc)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("gridwatch: interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # a bug: still one line, the traceback on request
+    except Exception as exc:  # a bug, unless the database went away: still one line, the traceback on request
+        from gridwatch.etl.runner import database_lost, disk_full
+
+        if disk_full(exc) or database_lost(exc):
+            first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+            what, fix = (("the database's disk is full", "free space on it") if disk_full(exc) else
+                         ("lost the connection to the database", "start it (gridwatch db start)"))
+            click.echo(f"gridwatch: error: {what} ({first}): what was loaded before is kept; {fix} and run the "
+                       "command again", err=True)
+            sys.exit(1)
         if os.environ.get("GRIDWATCH_DEBUG"):
             raise
         message = " ".join(str(exc).split())[:500]

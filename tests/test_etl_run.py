@@ -14,42 +14,15 @@ import sqlalchemy as sa
 
 from gridwatch.data import generate_sample
 
+from _refdata import snapshot
+
 GRIDWATCH = [sys.executable, "-m", "gridwatch.cli"]
-
-# What a run leaves behind, compared between runs (etl_run is a log, not state).
-SNAPSHOT_SQL = {
-    "command_unit": "SELECT count(*) FROM command_unit",
-    "police_area": "SELECT count(*) FROM police_area",
-    "grid_source": "SELECT count(*) FROM grid_source",
-    "grid": "SELECT count(*) FROM grid",
-    "grid_codes": "SELECT md5(string_agg(code || ST_AsText(ST_SnapToGrid(geom, 1e-7)), ',' ORDER BY code)) FROM grid",
-    "grid_version": "SELECT count(*) FROM grid_version",
-    "zone": "SELECT count(*) FROM zone",
-    "border_segment": "SELECT count(*) FROM border_segment",
-    "unit": "SELECT count(*) FROM unit",
-    "position": "SELECT count(*) FROM position",
-    "position_distinct": "SELECT count(DISTINCT (unit_id, ts)) FROM position",
-    "position_fused": "SELECT count(*) FROM position WHERE grid_id IS NOT NULL",
-    "unit_latest": "SELECT md5(string_agg(unit_id || '@' || ts, ',' ORDER BY unit_id)) FROM unit_latest",
-    "incident": "SELECT count(*) FROM incident",
-    "quarantine": "SELECT count(*) FROM quarantine",
-    "quarantine_reasons": "SELECT md5(string_agg(reason, ',' ORDER BY reason, record::text)) FROM quarantine",
-    "grid_coverage": "SELECT count(*) FROM grid_coverage",
-    "segment_coverage": "SELECT count(*) FROM segment_coverage",
-    "hex_coverage": "SELECT count(*) FROM hex_coverage",
-}
-
 
 @pytest.fixture(scope="module")
 def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("sample")
     generate_sample(folder, seed=7, scale="small")
     return folder
-
-
-def snapshot(engine: sa.Engine) -> dict[str, object]:
-    with engine.connect() as conn:
-        return {name: conn.execute(sa.text(query)).scalar() for name, query in SNAPSHOT_SQL.items()}
 
 
 def etl_run(folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -67,6 +40,8 @@ def test_run_accounts_for_every_row_and_rerun_changes_nothing(
     assert after_first["grid"] > 0 and after_first["position"] > 0 and after_first["incident"] > 0
     assert after_first["position"] == after_first["position_distinct"]
     assert after_first["quarantine"] > 0  # the sample carries noise
+    with clean_db.connect() as conn:  # every quarantined file row says where it stood
+        assert conn.execute(sa.text("SELECT count(*) FROM quarantine WHERE line IS NULL")).scalar() == 0
     with clean_db.connect() as conn:
         runs = conn.execute(sa.text(
             "SELECT job, status, rows_in, rows_loaded, rows_rejected FROM etl_run ORDER BY id"

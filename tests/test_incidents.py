@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from gridwatch.errors import InputError
 from gridwatch.etl.incidents import load_incidents
 from gridwatch.etl.manifest import FileEntry
 from gridwatch.etl.runlog import RunCounts, job_run
@@ -86,5 +85,5 @@ def test_same_file_twice_changes_nothing(region, tmp_path):
 def test_missing_column_names_file_and_column(region, tmp_path):
     path = tmp_path / "nosev.csv"
     path.write_text("source_id,kind,status,reported_at,lon,lat\nI1,fire,reported,2026-11-20T01:00:00Z,100.05,22.1\n")
-    with pytest.raises(InputError, match=r"nosev\.csv: required column\(s\) 'severity' missing"):
-        load(region, [FileEntry(path=path, target="incident")])
+    (outcome,) = load(region, [FileEntry(path=path, target="incident")]).files
+    assert outcome.status == "refused" and outcome.message.startswith("required column(s) 'severity' missing")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -9,7 +10,6 @@ import h3
 import pytest
 import sqlalchemy as sa
 
-from gridwatch.errors import InputError
 from gridwatch.etl.manifest import FileEntry
 from gridwatch.etl.positions import load_positions
 from gridwatch.etl.runlog import RunCounts, job_run
@@ -131,8 +131,9 @@ def test_unit_latest_moves_only_forward(region, tmp_path):
 
 def test_missing_required_column_names_the_file_and_column(region, tmp_path):
     entry = write_csv(tmp_path / "nolat.csv", ["F1,2026-11-20T01:00:00Z,100.05"], header="callsign,ts,lon\n")
-    with pytest.raises(InputError, match=r"nolat\.csv: required column\(s\) 'lat' missing"):
-        load(region, [entry])
+    (outcome,) = load(region, [entry]).files
+    assert outcome.status == "refused" and re.match(r"required column\(s\) 'lat' missing", outcome.message)
+    assert outcome.describe().startswith(f"{entry.path}: refused: required column(s) 'lat' missing")
     assert rows(region, "SELECT count(*) FROM position") == [(0,)]
 
 
@@ -144,8 +145,9 @@ def test_mapped_column_names_are_used(region, tmp_path):
     other = tmp_path / "mapped2.csv"
     other.write_text("unit,time,x,y\nF1,2026-11-20T01:01:00Z,100.05,22.05\n")
     bad = FileEntry(path=other, target="position", columns={"lat": "latitude"})
-    with pytest.raises(InputError, match=r"mapped2\.csv: required column\(s\) 'callsign', 'ts', 'lon', 'latitude' \(for lat\)"):
-        load(region, [bad])
+    (outcome,) = load(region, [bad]).files
+    assert outcome.status == "refused"
+    assert outcome.message.startswith("required column(s) 'callsign', 'ts', 'lon', 'latitude' (for lat)")
 
 
 def test_gpx_track_takes_the_callsign_from_the_entry(region, tmp_path):
@@ -162,8 +164,8 @@ def test_gpx_track_takes_the_callsign_from_the_entry(region, tmp_path):
     assert rows(region, "SELECT DISTINCT source FROM position") == [("gpx",)]
     other = tmp_path / "other.gpx"
     other.write_text(path.read_text().replace("01:00:00Z", "01:02:00Z"))
-    with pytest.raises(InputError, match=r"other\.gpx: a GPX file needs its unit's callsign"):
-        load(region, [FileEntry(path=other, target="position")])
+    (outcome,) = load(region, [FileEntry(path=other, target="position")]).files
+    assert outcome.status == "refused" and outcome.message.startswith("a GPX file needs its unit's callsign")
 
 
 def test_geojson_points(region, tmp_path):
