@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from gridwatch.bench.faults import table_checks as snapshot  # what a run leaves behind, to compare runs
 from gridwatch.etl.schema import metadata
+
+__all__ = ["WEST", "EAST", "SQUARE", "STRIP", "INLAND", "REGION_SQL", "DATA_TABLES", "empty_tables", "seed_region",
+           "rows", "snapshot"]
 
 WEST = "MULTIPOLYGON(((100 22, 100.1 22, 100.1 22.2, 100 22.2, 100 22)))"
 EAST = "MULTIPOLYGON(((100.1 22, 100.2 22, 100.2 22.2, 100.1 22.2, 100.1 22)))"
@@ -58,34 +62,3 @@ def rows(engine: sa.Engine, query: str) -> list[tuple]:
     """The rows of ``query`` as plain tuples."""
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(sa.text(query))]
-
-
-# What a run leaves behind, compared between runs (etl_run is a log, not state).
-SNAPSHOT_SQL = {
-    "command_unit": "SELECT count(*) FROM command_unit",
-    "police_area": "SELECT count(*) FROM police_area",
-    "grid_source": "SELECT count(*) FROM grid_source",
-    "grid": "SELECT count(*) FROM grid",
-    "grid_codes": "SELECT md5(string_agg(code || ST_AsText(ST_SnapToGrid(geom, 1e-7)), ',' ORDER BY code)) FROM grid",
-    "grid_version": "SELECT count(*) FROM grid_version",
-    "zone": "SELECT count(*) FROM zone",
-    "border_segment": "SELECT count(*) FROM border_segment",
-    "unit": "SELECT count(*) FROM unit",
-    "position": "SELECT count(*) FROM position",
-    "position_distinct": "SELECT count(DISTINCT (unit_id, ts)) FROM position",
-    "position_fused": "SELECT count(*) FROM position WHERE grid_id IS NOT NULL",
-    "unit_latest": "SELECT md5(string_agg(unit_id || '@' || ts, ',' ORDER BY unit_id)) FROM unit_latest",
-    "incident": "SELECT count(*) FROM incident",
-    "quarantine": "SELECT count(*) FROM quarantine",
-    "quarantine_reasons": "SELECT md5(string_agg(reason || coalesce(line, 0), ',' ORDER BY reason, line, record::text)) "
-                          "FROM quarantine",
-    "grid_coverage": "SELECT count(*) FROM grid_coverage",
-    "segment_coverage": "SELECT count(*) FROM segment_coverage",
-    "hex_coverage": "SELECT count(*) FROM hex_coverage",
-}
-
-
-def snapshot(engine: sa.Engine) -> dict[str, object]:
-    """What a run leaves behind (:data:`SNAPSHOT_SQL`), to compare runs."""
-    with engine.connect() as conn:
-        return {name: conn.execute(sa.text(query)).scalar() for name, query in SNAPSHOT_SQL.items()}

@@ -78,7 +78,8 @@ TABLE_CHECKS = {
     "unit_latest": "SELECT md5(string_agg(unit_id || '@' || ts, ',' ORDER BY unit_id)) FROM unit_latest",
     "incident": "SELECT count(*) FROM incident",
     "quarantine": "SELECT count(*) FROM quarantine",
-    "quarantine_reasons": "SELECT md5(string_agg(reason, ',' ORDER BY reason, record::text)) FROM quarantine",
+    "quarantine_reasons": "SELECT md5(string_agg(reason || coalesce(line, 0), ',' ORDER BY reason, line, record::text)) "
+                          "FROM quarantine",
     "grid_coverage": "SELECT count(*) FROM grid_coverage",
     "segment_coverage": "SELECT count(*) FROM segment_coverage",
     "hex_coverage": "SELECT count(*) FROM hex_coverage",
