@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import psycopg
 
-from gridwatch.bench._harness import IngestProcess, free_port
+from gridwatch.bench._harness import IngestProcess, SmallDisk, free_port
 from gridwatch.etl.ingest.devices import add_devices
 
-__all__ = ["REGION_SQL", "CENTRE", "IngestProcess", "free_port", "seed", "provision", "rows"]
+__all__ = ["REGION_SQL", "CENTRE", "IngestProcess", "SmallDisk", "free_port", "seed", "provision", "rows"]
 
 # lon 100.0-100.2, lat 22.0-22.2; two grids split at lon 100.1; a border strip along lat 22.0, inland beyond.
 REGION_SQL = """

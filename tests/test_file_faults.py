@@ -566,8 +566,9 @@ def tiny_temp_space(engine: sa.Engine, tmp_path_factory: pytest.TempPathFactory,
     for parent in folder.parents:
         if parent != Path("/") and parent.stat().st_mode & 0o001 == 0:
             parent.chmod(parent.stat().st_mode | 0o001)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True)
     owner = EmbeddedServer(Settings(home=Path(__file__).resolve().parents[1] / ".gridwatch")).datadir.stat()
+    os.chown(folder, owner.st_uid, owner.st_gid)  # the server's own, under the mount too: a crash replays the
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True)  # CREATE here
     os.chown(folder, owner.st_uid, owner.st_gid)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text(f"CREATE TABLESPACE gridwatch_tiny LOCATION '{folder}'"))
@@ -576,6 +577,7 @@ def tiny_temp_space(engine: sa.Engine, tmp_path_factory: pytest.TempPathFactory,
     finally:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(sa.text("DROP TABLESPACE gridwatch_tiny"))
+            conn.execute(sa.text("CHECKPOINT"))  # recovery after a later crash starts past the tablespace
         subprocess.run(["umount", str(folder)], check=True)
 
 

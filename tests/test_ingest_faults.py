@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -23,7 +22,7 @@ from gridwatch.etl.database import scratch_database
 from gridwatch.etl.ingest.spool import FIX_DTYPE
 from gridwatch.settings import Settings
 
-from _ingest import CENTRE, IngestProcess, rows, seed
+from _ingest import CENTRE, IngestProcess, SmallDisk, rows, seed
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = {f"{p}{n}": "vehicle" for p in "NBSCKDE" for n in (1, 2, 3)}
@@ -319,7 +318,7 @@ def test_a_damaged_spool_segment_is_set_aside_and_the_service_starts(
     try:
         stats = service.wait_drained(timeout=60)
         assert len(stored(url, "D1")) == 2000 - 100 * lost
-        assert stats["writer"]["lost"] == 100 * lost and stats["writer"]["state"] == "storing"
+        assert stats["writer"]["lost"] == 100 * lost and stats["writer"]["state"] == "storing", stats["writer"]
         (damage,) = stats["spool"]["damaged"]
         assert f"{segments[1].name} is damaged" in damage and f"{100 * lost} acknowledged fixes" in damage
         log = service.log.read_text()
@@ -337,22 +336,15 @@ if os.geteuid() == 0:
         url: str, tokens: dict[str, str], tmp_path_factory: pytest.TempPathFactory
     ) -> None:
         home = tmp_path_factory.mktemp("full-disk")
-        spool = home / "spool"
-        in_tmpfs = ("unshare", "-m", "--propagation", "unchanged", "sh", "-ec",
-                    'mount --make-rprivate / 2>/dev/null || true; mkdir -p "$0"; mount -t tmpfs -o size=1m tmpfs "$0"; '
-                    'exec "$@"', str(spool))
+        disk = SmallDisk(home / "spool")
         service = IngestProcess(url, home, *FAST, env={"GRIDWATCH_INGEST_SEGMENT_BYTES": str(128 * 1024)},
-                                wrap=in_tmpfs).start()
-
-        def in_namespace(script: str) -> None:
-            subprocess.run(["nsenter", "-t", str(service.proc.pid), "-m", "--", "sh", "-c", script, "sh", str(spool)],
-                           check=True, timeout=30, capture_output=True)
+                                wrap=disk.wrap).start()
 
         now = datetime.now(timezone.utc)
         times = iter(now - timedelta(seconds=s) for s in range(10_000, 0, -1))
         acknowledged: list[datetime] = []
         try:
-            in_namespace('dd if=/dev/zero of="$1/filler" bs=4096 2>/dev/null || true')
+            disk.fill(service)
             codes: list[int] = []
             while 503 not in codes:
                 part = [fix(tokens, "E1", next(times)) for _ in range(100)]
@@ -366,7 +358,7 @@ if os.geteuid() == 0:
             assert batch(service, [fix(tokens, "E1", next(times)) for _ in range(100)]).status_code == 503
             stats = service.wait_drained()
             assert stats["spool"]["refused_fixes"] == 200 and stats["spooled"] == len(acknowledged)
-            in_namespace('rm "$1/filler"')
+            disk.free(service)
             part = [fix(tokens, "E1", next(times)) for _ in range(100)]
             assert batch(service, part).status_code == 200  # space is back: no restart needed
             acknowledged += [datetime.fromisoformat(f["ts"]) for f in part]

@@ -297,7 +297,6 @@ class SpoolWriter(threading.Thread):
                     self.stats.db_up = True
                 started = time.monotonic()
                 drained = self._batch(conn)
-                self.stats.state, self.stats.last_error = "storing", ""
                 backoff = 0.2
                 self._report(conn)
                 if drained:
@@ -397,10 +396,15 @@ class SpoolWriter(threading.Thread):
         except psycopg.errors.LockNotAvailable:
             log.info("spool writer: coverage busy with a rebuild; this batch's coverage waits for it")
 
+    def _storing(self) -> None:
+        """The database takes what the writer sends."""
+        self.stats.state, self.stats.last_error = "storing", ""
+
     def _batch(self, conn: psycopg.Connection) -> bool:
         """Write one batch and move :attr:`committed` past it; return whether the spool is drained."""
         committed, end = self.committed, self.spool.durable
         if committed >= end:
+            self._storing()
             return True
         records, after = self._reader.read(committed, end, max_fixes=self.max_fixes)
         reference = self._reference_for(conn)
@@ -413,6 +417,7 @@ class SpoolWriter(threading.Thread):
                 (self.spool.spool_id, after.segment, after.pos, after.seq),
             ).fetchone()[0]
         visible_us = now_us()
+        self._storing()  # before the committed position moves: a drained spool never reads as "retrying"
         self._move_coverage(conn, result.accepted)
         lost = max(0, after.seq - committed.seq - len(records))
         if lost:

@@ -25,7 +25,7 @@ from gridwatch.settings import Settings
 from gridwatch.system import CHROMIUM, SetupError, chromium, ensure
 
 __all__ = ["bench_engine", "bench_sample", "serving", "offline_browser", "offline_page", "free_port",
-           "IngestProcess", "INTERACTIVE", "CHROMIUM", "CHROMIUM_ARGS"]
+           "IngestProcess", "SmallDisk", "INTERACTIVE", "CHROMIUM", "CHROMIUM_ARGS"]
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -191,3 +191,30 @@ class IngestProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class SmallDisk:
+    """A tmpfs of ``size`` on ``folder`` in a mount namespace of its own (needs root): pass :attr:`wrap` to
+    :class:`IngestProcess`, then :meth:`fill` and :meth:`free` it from outside while the service runs.
+
+    The helper joins the service's namespace with its root too: inside a chroot, joining a mount
+    namespace alone would put it at the real root, where ``folder`` is another directory.
+    """
+
+    def __init__(self, folder: Path, size: str = "1m") -> None:
+        self.folder = folder
+        self.wrap = ("unshare", "-m", "--propagation", "unchanged", "sh", "-ec",
+                     'mount --make-rprivate / 2>/dev/null || true; mkdir -p "$0"; '
+                     f'mount -t tmpfs -o size={size} tmpfs "$0"; exec "$@"', str(folder))
+
+    def fill(self, service: IngestProcess) -> None:
+        """Fill the disk to the last block."""
+        self._inside(service, 'dd if=/dev/zero of="$1/filler" bs=4096 2>/dev/null || true; test -s "$1/filler"')
+
+    def free(self, service: IngestProcess) -> None:
+        """Give the room back."""
+        self._inside(service, 'rm "$1/filler"')
+
+    def _inside(self, service: IngestProcess, script: str) -> None:
+        subprocess.run(["nsenter", "-t", str(service.proc.pid), "-m", "-r", "--", "sh", "-ec", script, "sh",
+                        str(self.folder)], check=True, timeout=30, capture_output=True)

@@ -39,6 +39,7 @@ from gridwatch.bench import Scenario
 from gridwatch.bench._harness import (
     INTERACTIVE,
     IngestProcess,
+    SmallDisk,
     bench_engine,
     bench_sample,
     offline_browser,
@@ -361,22 +362,15 @@ def full_spool(settings: Settings) -> Scenario:
         return Scenario("spool disk full (needs root to mount a tmpfs)", None, None, None, None, None, None,
                         "not run", False)
     with _ingest_database(settings) as (url, tokens), tempfile.TemporaryDirectory(prefix="gridwatch-faults-") as home:
-        spool = Path(home) / "spool"
-        in_tmpfs = ("unshare", "-m", "--propagation", "unchanged", "sh", "-ec",
-                    'mount --make-rprivate / 2>/dev/null || true; mkdir -p "$0"; '
-                    'mount -t tmpfs -o size=1m tmpfs "$0"; exec "$@"', str(spool))
+        disk = SmallDisk(Path(home) / "spool")
         service = IngestProcess(url, Path(home), "--rate", "100000", "--burst", "100000",
-                                env={"GRIDWATCH_INGEST_SEGMENT_BYTES": str(128 * 1024)}, wrap=in_tmpfs).start()
-
-        def in_namespace(script: str) -> None:
-            subprocess.run(["nsenter", "-t", str(service.proc.pid), "-m", "--", "sh", "-c", script, "sh", str(spool)],
-                           check=True, timeout=30, capture_output=True)
+                                env={"GRIDWATCH_INGEST_SEGMENT_BYTES": str(128 * 1024)}, wrap=disk.wrap).start()
 
         load = _Batches(tokens)
         try:
-            in_namespace('dd if=/dev/zero of="$1/filler" bs=4096 2>/dev/null || true')
+            disk.fill(service)
             statuses = [load.send(service.base, 100) for _ in range(30)]
-            in_namespace('rm "$1/filler"')
+            disk.free(service)
             started = time.perf_counter()
             while load.send(service.base, 100) != 200:
                 if time.perf_counter() - started > 60:
