@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed-stamp
 SYSTEM := $(PYTHON) -I gridwatch/system.py
 HOST   ?= 127.0.0.1
 PORT   ?= 8050
+# Test files run in this many processes side by side (each file whole, in one; one PostGIS for all).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test serve clean plotly-bundle
 
@@ -28,7 +30,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	@$(SYSTEM) postgis browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Rebuild the map-only plotly.js (committed; needed after a plotly upgrade). Needs node and npm.
 plotly-bundle:

@@ -14,10 +14,12 @@ from gridwatch.errors import DatabaseError
 from gridwatch.etl.server import EmbeddedServer
 from gridwatch.settings import Settings, get_settings
 
-__all__ = ["database_url", "database_engine", "engine_for", "ensure_database", "upgrade_schema", "check_postgis",
+__all__ = ["database_url", "database_engine", "engine_for", "ensure_database", "upgrade_schema", "check_postgis", "SCHEMA_LOCK",
            "scratch_database"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# The advisory lock two commands starting at once take in turn to enable PostGIS and migrate the schema.
+SCHEMA_LOCK = 0x67726964
 
 
 def database_url(settings: Settings | None = None) -> str:
@@ -85,6 +87,7 @@ def check_postgis(engine: Engine) -> str:
                     f"the database at {_describe(url)} has no PostGIS: install it on that "
                     "server (e.g. apt-get install postgresql-NN-postgis-3)"
                 )
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
             conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis"))
             return str(conn.execute(sa.text("SELECT postgis_lib_version()")).scalar())
     except sa.exc.OperationalError as exc:

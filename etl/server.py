@@ -8,6 +8,7 @@ so when this process is root the server runs as the ``postgres`` system user.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,11 +228,22 @@ class EmbeddedServer:
             return int(saved)
         return _free_port()
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One start or stop at a time per home (two commands starting the cluster at once wait in turn)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "server.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def start(self) -> bool:
         """Start the cluster (creating it first); False when it was already running."""
+        with self._exclusive():
+            return self._start()
+
+    def _start(self) -> bool:
         bindir = self._postgres()
         user = self._server_user()
-        self.home.mkdir(parents=True, exist_ok=True)
         self.cluster_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         self._check_owner(user)
         if not (self.datadir / "PG_VERSION").exists():
@@ -281,6 +294,10 @@ class EmbeddedServer:
 
     def stop(self) -> bool:
         """Stop the cluster; False when it was not running."""
+        with self._exclusive():
+            return self._stop()
+
+    def _stop(self) -> bool:
         if not self.is_running():
             self._clear_stale_pidfile()
             return False

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from _browser import LOADED, RENDERED, offline_page
+from _ingest import free_port
 
 pytestmark = pytest.mark.browser
 
 LAYERS = ("grids", "zones", "roads", "lines", "checkpoints", "segments", "cu_county", "cu_township")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(url: str, process: subprocess.Popen, timeout_s: float) -> None:
