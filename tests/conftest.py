@@ -67,6 +67,16 @@ def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated sample folder (manifest and files), made once; tests copy it before changing it."""
+    from gridwatch.data import generate_sample
+
+    folder = tmp_path_factory.mktemp("sample")
+    generate_sample(folder, seed=7, scale="small")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def artifacts() -> Path:
     """Where tests leave screenshots and reports for a person to look at."""
     ARTIFACTS.mkdir(exist_ok=True)

@@ -9,21 +9,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
-
-from gridwatch.data import generate_sample
 
 from _refdata import snapshot
 
 GRIDWATCH = [sys.executable, "-m", "gridwatch.cli"]
-
-@pytest.fixture(scope="module")
-def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("sample")
-    generate_sample(folder, seed=7, scale="small")
-    return folder
-
 
 def etl_run(folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*GRIDWATCH, "etl", "run", "--input", str(folder)], capture_output=True, text=True,

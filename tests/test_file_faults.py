@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 from shapely.geometry import LineString, box
 
-from gridwatch.data import generate_sample
 from gridwatch.errors import InputError
 from gridwatch.etl._feeds import read_csv_text
 from gridwatch.etl.importer import import_file
@@ -172,13 +171,6 @@ def test_reference_rows_are_quarantined_with_their_feature_number(clean_db: sa.E
 
 # -- a refused file does not stop the run ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("sample")
-    generate_sample(folder, seed=7, scale="small")
-    return folder
-
-
-@pytest.fixture(scope="module")
 def clean_run(small_sample: Path, db_url: str, engine: sa.Engine, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The tables an uninterrupted run of the small sample leaves."""
     empty_tables(engine)
@@ -215,16 +207,23 @@ def test_a_refused_unit_file_skips_what_needs_units_and_a_fixed_one_completes_th
     assert snapshot(clean_db) == clean_run
 
 
-def test_killed_runs_past_a_refused_file_then_rerun_end_like_an_uninterrupted_one(
-    clean_db: sa.Engine, small_sample: Path, cli_env: dict[str, str], tmp_path: Path
-) -> None:
-    import signal
-    import time
-
+@pytest.fixture
+def cut_track(small_sample: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the sample whose GPX track is cut short: (the folder, the track)."""
     folder = tmp_path / "drop"
     shutil.copytree(small_sample, folder)
     (track,) = folder.glob("gpx/*.gpx")
     track.write_text("<gpx><trk>")
+    return folder, track
+
+
+def test_killed_runs_past_a_refused_file_then_rerun_end_like_an_uninterrupted_one(
+    clean_db: sa.Engine, cut_track: tuple[Path, Path], cli_env: dict[str, str]
+) -> None:
+    import signal
+    import time
+
+    folder, track = cut_track
     started = time.monotonic()
     assert cli("etl", "run", "--input", str(folder), env=cli_env).returncode == 1
     duration = time.monotonic() - started
@@ -242,12 +241,9 @@ def test_killed_runs_past_a_refused_file_then_rerun_end_like_an_uninterrupted_on
 
 
 def test_a_refused_track_leaves_the_other_positions_loaded(
-    clean_db: sa.Engine, small_sample: Path, cli_env: dict[str, str], tmp_path: Path
+    clean_db: sa.Engine, cut_track: tuple[Path, Path], cli_env: dict[str, str]
 ) -> None:
-    folder = tmp_path / "drop"
-    shutil.copytree(small_sample, folder)
-    (track,) = folder.glob("gpx/*.gpx")
-    track.write_text("<gpx><trk>")  # cut short
+    folder, track = cut_track
     result = cli("etl", "run", "--input", str(folder), env=cli_env)
     assert result.returncode == 1
     assert f"{track}: refused: not a readable GPX file" in result.stdout
@@ -555,50 +551,52 @@ def test_a_postmaster_killed_mid_run_is_one_clear_line_and_a_rerun_ends_like_a_c
         engine.dispose()
 
 
-# -- a full disk -----------------------------------------------------------------------------------
-@pytest.fixture
-def tiny_temp_space(engine: sa.Engine, tmp_path_factory: pytest.TempPathFactory, server_url: str):
-    """PGOPTIONS that put the session's temporary tables on a 1 MB file system of their own."""
-    from gridwatch.etl.server import EmbeddedServer
+# -- a full disk (mounting a small tmpfs for the server needs root) ---------------------------------
+if os.geteuid() == 0:
 
-    folder = tmp_path_factory.mktemp("tiny")
-    folder.chmod(0o755)
-    for parent in folder.parents:
-        if parent != Path("/") and parent.stat().st_mode & 0o001 == 0:
-            parent.chmod(parent.stat().st_mode | 0o001)
-    owner = EmbeddedServer(Settings(home=Path(__file__).resolve().parents[1] / ".gridwatch")).datadir.stat()
-    os.chown(folder, owner.st_uid, owner.st_gid)  # the server's own, under the mount too: a crash replays the
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True)  # CREATE here
-    os.chown(folder, owner.st_uid, owner.st_gid)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text(f"CREATE TABLESPACE gridwatch_tiny LOCATION '{folder}'"))
-    try:
-        yield "-c temp_tablespaces=gridwatch_tiny -c temp_buffers=800kB"
-    finally:
+    @pytest.fixture
+    def tiny_temp_space(engine: sa.Engine, tmp_path_factory: pytest.TempPathFactory, server_url: str):
+        """PGOPTIONS that put the session's temporary tables on a 1 MB file system of their own."""
+        from gridwatch.etl.server import EmbeddedServer
+
+        folder = tmp_path_factory.mktemp("tiny")
+        folder.chmod(0o755)
+        for parent in folder.parents:
+            if parent != Path("/") and parent.stat().st_mode & 0o001 == 0:
+                parent.chmod(parent.stat().st_mode | 0o001)
+        owner = EmbeddedServer(Settings(home=Path(__file__).resolve().parents[1] / ".gridwatch")).datadir.stat()
+        os.chown(folder, owner.st_uid, owner.st_gid)  # the server's own, under the mount too: a crash replays the
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True)  # CREATE here
+        os.chown(folder, owner.st_uid, owner.st_gid)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(sa.text("DROP TABLESPACE gridwatch_tiny"))
-            conn.execute(sa.text("CHECKPOINT"))  # recovery after a later crash starts past the tablespace
-        subprocess.run(["umount", str(folder)], check=True)
+            conn.execute(sa.text(f"CREATE TABLESPACE gridwatch_tiny LOCATION '{folder}'"))
+        try:
+            yield "-c temp_tablespaces=gridwatch_tiny -c temp_buffers=800kB"
+        finally:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(sa.text("DROP TABLESPACE gridwatch_tiny"))
+                conn.execute(sa.text("CHECKPOINT"))  # recovery after a later crash starts past the tablespace
+            subprocess.run(["umount", str(folder)], check=True)
 
 
-def test_a_full_disk_is_one_clear_line_and_loses_nothing(
-    clean_db: sa.Engine, tmp_path: Path, cli_env: dict[str, str], tiny_temp_space: str
-) -> None:
-    from shapely.geometry import Point
+    def test_a_full_disk_is_one_clear_line_and_loses_nothing(
+        clean_db: sa.Engine, tmp_path: Path, cli_env: dict[str, str], tiny_temp_space: str
+    ) -> None:
+        from shapely.geometry import Point
 
-    shapes = [Point(98.0 + i * 0.002, 23.5).buffer(0.001, quad_segs=2000) for i in range(200)]  # ~6 MB to stage
-    gpd.GeoDataFrame({"kind": ["social_surface"] * len(shapes)}, geometry=shapes, crs=4326).to_file(
-        tmp_path / "zones.gpkg")
-    small = zones(tmp_path / "small.gpkg", ["kept"])
-    assert import_file(clean_db, small, target="zone", settings=Settings()).endswith("1 loaded, 0 quarantined")
-    (tmp_path / "manifest.json").write_text(json.dumps({"format": "gridwatch-manifest/1", "files": [
-        {"path": "zones.gpkg", "target": "zone"}]}))
-    env = {**cli_env, "PGOPTIONS": tiny_temp_space}
-    for args, again in ((["etl", "import", str(tmp_path / "zones.gpkg"), "--target", "zone"], "the command"),
-                        (["etl", "run", "--input", str(tmp_path)], "`etl run`")):
-        result = cli(*args, env=env)
-        assert result.returncode == 1
-        line = error_line(result)
-        assert line.startswith("gridwatch: error: the database's disk is full (")
-        assert "No space left on device" in line and f"free space on it and run {again} again" in line
-        assert rows(clean_db, "SELECT name FROM zone") == [("kept",)]
+        shapes = [Point(98.0 + i * 0.002, 23.5).buffer(0.001, quad_segs=2000) for i in range(200)]  # ~6 MB to stage
+        gpd.GeoDataFrame({"kind": ["social_surface"] * len(shapes)}, geometry=shapes, crs=4326).to_file(
+            tmp_path / "zones.gpkg")
+        small = zones(tmp_path / "small.gpkg", ["kept"])
+        assert import_file(clean_db, small, target="zone", settings=Settings()).endswith("1 loaded, 0 quarantined")
+        (tmp_path / "manifest.json").write_text(json.dumps({"format": "gridwatch-manifest/1", "files": [
+            {"path": "zones.gpkg", "target": "zone"}]}))
+        env = {**cli_env, "PGOPTIONS": tiny_temp_space}
+        for args, again in ((["etl", "import", str(tmp_path / "zones.gpkg"), "--target", "zone"], "the command"),
+                            (["etl", "run", "--input", str(tmp_path)], "`etl run`")):
+            result = cli(*args, env=env)
+            assert result.returncode == 1
+            line = error_line(result)
+            assert line.startswith("gridwatch: error: the database's disk is full (")
+            assert "No space left on device" in line and f"free space on it and run {again} again" in line
+            assert rows(clean_db, "SELECT name FROM zone") == [("kept",)]
