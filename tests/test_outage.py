@@ -75,10 +75,9 @@ def test_the_wall_keeps_every_layer_through_an_outage(base: str, proxy: TcpProxy
         try:
             page.wait_for_function(f"() => ({BANNER})().includes('showing the picture of')", timeout=30_000)
             # live vector layers are fetched again at the next slow ticks: they come from the last picture
-            with page.expect_response(lambda r: "/tiles/group/live/" in r.url and r.status == 200,
-                                      timeout=30_000) as kept:
-                pass
-            assert kept.value.headers.get("x-gridwatch-as-of")
+            kept = page.wait_for_event("response", lambda r: "/tiles/group/live/" in r.url and r.status == 200,
+                                       timeout=30_000)
+            assert kept.headers.get("x-gridwatch-as-of")
             page.wait_for_timeout(3 * FAST["refresh_s"] * 1000)
             during = _drawn(page)
             assert all(during[layer] > 0 for layer in LAYERS), (before, during)
