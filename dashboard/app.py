@@ -4,7 +4,9 @@
 at ``/wall``, ``/`` redirecting to it) and the Flask routes of
 :mod:`gridwatch.dashboard.routes`. Scripts are served locally: no request ever leaves
 for another origin, and a Content-Security-Policy makes the browser refuse
-them. plotly.js is our map-only build (``plotly_bundle/``, 60 %
+them; it allows no eval and no inline script but Dash's own, by hash, and no
+other site may frame a page. Every response carries it, with ``nosniff`` and
+``Referrer-Policy: same-origin``. plotly.js is our map-only build (``plotly_bundle/``, 60 %
 of the full bundle's size), preloaded from the page's head.
 """
 from __future__ import annotations
@@ -55,15 +57,14 @@ def content_security_policy(basemap_tiles_url: str | None, *, script_hashes: Seq
     directives = {
         "default-src": "'self'",
         "connect-src": origins,
-        # MapLibre hands decoded images (sprites, raster tiles) around as blob: URLs.
-        "img-src": f"{origins} data: blob:",
+        "img-src": origins,
         "script-src": " ".join(["'self'", *script_hashes]),
         # No inline style="" attribute: React, plotly.js and MapLibre style elements through the CSSOM.
         "style-src": "'self'",
         # Relaxation: Dash's renderer and dcc bundle their CSS in their JavaScript and insert it as
         # <style> elements at run time; Dash offers hashes for its inline scripts only, not for these.
         "style-src-elem": "'self' 'unsafe-inline'",
-        "font-src": "'self' data:",
+        "font-src": "'self'",
         # MapLibre starts its tile-parsing workers from a blob: URL of its own bundled code (refused,
         # the map silently never draws: no violation event, no console error).
         "worker-src": "'self' blob:",
