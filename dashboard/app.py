@@ -57,7 +57,9 @@ def content_security_policy(basemap_tiles_url: str | None, *, script_hashes: Seq
     directives = {
         "default-src": "'self'",
         "connect-src": origins,
-        "img-src": origins,
+        # MapLibre turns fetched images (a raster basemap's tiles) into blob: URLs in browsers
+        # without createImageBitmap; Chromium never needs it.
+        "img-src": f"{origins} blob:",
         "script-src": " ".join(["'self'", *script_hashes]),
         # No inline style="" attribute: React, plotly.js and MapLibre style elements through the CSSOM.
         "style-src": "'self'",
