@@ -4,12 +4,16 @@
 at ``/wall``, ``/`` redirecting to it) and the Flask routes of
 :mod:`gridwatch.dashboard.routes`. Scripts are served locally: no request ever leaves
 for another origin, and a Content-Security-Policy makes the browser refuse
-them. plotly.js is our map-only build (``plotly_bundle/``, 60 %
+them; it allows no eval and no inline script but Dash's own, by hash, and no
+other site may frame a page. Every response carries it, with ``nosniff`` and
+``Referrer-Policy: same-origin``. plotly.js is our map-only build (``plotly_bundle/``, 60 %
 of the full bundle's size), preloaded from the page's head.
 """
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,7 +26,7 @@ from gridwatch.etl.database import database_engine, engine_for
 from gridwatch.layers.glyphs import FONTSTACK, glyph_range, glyphs_available
 from gridwatch.settings import Settings, get_settings
 
-__all__ = ["create_app", "run"]
+__all__ = ["content_security_policy", "create_app", "run", "security_headers"]
 
 HERE = Path(__file__).resolve().parent
 PLOTLY_BUNDLE = HERE / "plotly_bundle" / "plotly-map.min.js"
@@ -38,15 +42,52 @@ PRELOADS = (
 )
 
 
-def content_security_policy(basemap_tiles_url: str | None) -> str:
-    """The page's CSP: the browser refuses every origin but ours (and a configured basemap's)."""
+def content_security_policy(basemap_tiles_url: str | None, *, script_hashes: Sequence[str] = ()) -> str:
+    """The page's CSP: the browser refuses every origin but ours (and a configured basemap's).
+
+    Scripts run only from our origin, or inline when their hash is listed (``script_hashes``:
+    Dash's renderer start-up and any inline clientside callback, from ``app.csp_hashes()``);
+    nothing is ever eval'd. No other site may frame a page (``frame-ancestors 'none'``), so the
+    Acknowledge button cannot be clickjacked.
+    """
     origins = "'self'"
     if basemap_tiles_url:
         parts = urlsplit(basemap_tiles_url)
         origins += f" {parts.scheme}://{parts.netloc}"
-    return (f"default-src 'self'; connect-src {origins}; img-src {origins} data: blob:; "
-            "script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
-            "font-src 'self' data:; worker-src 'self' blob:; child-src 'self' blob:")
+    directives = {
+        "default-src": "'self'",
+        "connect-src": origins,
+        # MapLibre turns fetched images (a raster basemap's tiles) into blob: URLs in browsers
+        # without createImageBitmap; Chromium never needs it.
+        "img-src": f"{origins} blob:",
+        "script-src": " ".join(["'self'", *script_hashes]),
+        # No inline style="" attribute: React, plotly.js and MapLibre style elements through the CSSOM.
+        "style-src": "'self'",
+        # Relaxation: Dash's renderer and dcc bundle their CSS in their JavaScript and insert it as
+        # <style> elements at run time; Dash offers hashes for its inline scripts only, not for these.
+        "style-src-elem": "'self' 'unsafe-inline'",
+        "font-src": "'self'",
+        # MapLibre starts its tile-parsing workers from a blob: URL of its own bundled code (refused,
+        # the map silently never draws: no violation event, no console error).
+        "worker-src": "'self' blob:",
+        "frame-src": "'none'",
+        "object-src": "'none'",
+        "base-uri": "'self'",
+        "form-action": "'self'",
+        "frame-ancestors": "'none'",
+    }
+    return "; ".join(f"{name} {value}" for name, value in directives.items())
+
+
+def security_headers(policy: str) -> dict[str, str]:
+    """The headers every response carries: the CSP, no MIME sniffing, no referrer to other sites."""
+    return {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        # For browsers that predate frame-ancestors.
+        "X-Frame-Options": "DENY",
+    }
 
 
 def _serve_plotly_bundle(app: dash.Dash) -> None:
@@ -72,17 +113,28 @@ def create_app(url: str | None = None, settings: Settings | None = None) -> dash
     app.server.extensions["gridwatch"] = WallContext(engine=engine, settings=settings)
     app.server.register_blueprint(routes)
     _serve_plotly_bundle(app)
-    policy = content_security_policy(settings.basemap_tiles_url)
-    app.server.after_request(lambda response: _with_header(response, "Content-Security-Policy", policy))
     if glyphs_available():  # render the Latin label glyphs before the first browser asks
         threading.Thread(target=glyph_range, args=(0,), daemon=True).start()
     app.layout = dash.html.Div(dash.page_container, className="shell")
+    _add_security_headers(app, settings.basemap_tiles_url)
     return app
 
 
-def _with_header(response: flask.Response, name: str, value: str) -> flask.Response:
-    response.headers[name] = value
-    return response
+def _add_security_headers(app: dash.Dash, basemap_tiles_url: str | None) -> None:
+    """Set :func:`security_headers` on every response: pages, tiles, style, glyphs, JSON, assets, errors.
+
+    Dash adds inline scripts as late as its first request (the pages' title callback), so the
+    hashes are read per response; the policy is built once per distinct set of them.
+    """
+    @functools.lru_cache(maxsize=4)
+    def headers(script_hashes: tuple[str, ...]) -> dict[str, str]:
+        return security_headers(content_security_policy(basemap_tiles_url, script_hashes=script_hashes))
+
+    def add(response: flask.Response) -> flask.Response:
+        response.headers.update(headers(tuple(app.csp_hashes())))
+        return response
+
+    app.server.after_request(add)
 
 
 def run(host: str, port: int) -> None:

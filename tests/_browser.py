@@ -2,7 +2,8 @@
 wall benchmark), and an offline Chromium page.
 
 Every request to another origin is aborted and recorded, so a test can fail
-on any attempt; console errors and page errors are recorded too.
+on any attempt; console errors, page errors and Content-Security-Policy
+violations are recorded too.
 """
 from __future__ import annotations
 
@@ -48,6 +49,14 @@ class Watch:
 
     offsite: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
+    csp_violations: list[str] = field(default_factory=list)
+
+
+# Every Content-Security-Policy violation in the page (a refused script, style, worker, eval, ...),
+# reported to the test through an exposed function before any of the page's own scripts run.
+CSP_LISTENER = """document.addEventListener('securitypolicyviolation', e => window.gridwatchCspViolation(
+    `${e.effectiveDirective} refused ${e.blockedURI || '(inline)'} at ${e.sourceFile}:${e.lineNumber} ${e.sample}`),
+    true);"""
 
 
 @contextmanager
@@ -71,6 +80,8 @@ def offline_page(base_url: str, *, viewport: tuple[int, int] = (1920, 1080)):
         try:
             context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
             context.route("**/*", route)
+            context.expose_function("gridwatchCspViolation", lambda text: watch.csp_violations.append(text))
+            context.add_init_script(CSP_LISTENER)
             page = context.new_page()
             page.on("console", lambda m: watch.console_errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: watch.console_errors.append(str(e)))

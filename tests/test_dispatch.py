@@ -105,6 +105,7 @@ def desk(region, db_url):
         page.wait_for_function(READY, timeout=60_000)
         yield page, watch, base
     assert not watch.offsite, f"requests to other origins: {watch.offsite}"
+    assert not watch.csp_violations, "\n".join(watch.csp_violations)
 
 
 @pytest.mark.browser
@@ -119,6 +120,30 @@ def test_page_loads_with_gaps_sorted_by_overdue(desk, region):
     assert len(overdue) and (expected["status"].iloc[:len(overdue)] == "overdue").all()
     assert overdue["overdue_s"].dropna().is_monotonic_decreasing
     page.wait_for_selector("#dispatch-alerts .alert", timeout=20_000)
+    assert not watch.console_errors, "\n".join(watch.console_errors)
+
+
+@pytest.mark.browser
+def test_desk_runs_under_the_security_policy(desk, region):
+    """The desk loads, draws, lists gaps and moves its units in time under its CSP: no violation, no error."""
+    page, watch, base = desk
+    response = page.goto(f"{base}/dispatch")
+    policy = response.headers["content-security-policy"]
+    assert "'unsafe-eval'" not in policy and "frame-ancestors 'none'" in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "same-origin"
+    page.wait_for_function(READY, timeout=60_000)
+    page.wait_for_function(f"() => ({ROW_KEYS})().length > 0", timeout=20_000)
+    page.wait_for_function(f"() => {DATA}[0].lon.length > 0", timeout=15_000)
+    now_lons = page.evaluate(f"() => {DATA}[0].lon")
+    page.locator("#dispatch-time [role=slider]").focus()
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function(f"(before) => JSON.stringify({DATA}[0].lon) !== JSON.stringify(before)", arg=now_lons,
+                           timeout=10_000)
+    page.locator("#dispatch-time [role=slider]").focus()
+    page.keyboard.press("End")  # back to now, for the tests that follow
+    page.wait_for_function(READY, timeout=30_000)
+    assert not watch.csp_violations, "\n".join(watch.csp_violations)
     assert not watch.console_errors, "\n".join(watch.console_errors)
 
 

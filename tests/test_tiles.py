@@ -4,7 +4,7 @@ from __future__ import annotations
 import mapbox_vector_tile
 import pytest
 
-from gridwatch.dashboard.app import create_app
+from gridwatch.dashboard.app import PLOTLY_PATH, create_app
 from gridwatch.data.synthetic import REGIONS, make_region
 from gridwatch.layers.catalog import CATALOG, UnknownLayerError
 from gridwatch.layers.tiles import TileNotFound, tile, tiles_covering
@@ -153,8 +153,6 @@ def test_pages_get_the_map_only_plotly_bundle(client):
 
     from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
-    from gridwatch.dashboard.app import PLOTLY_PATH
-
     bundle = client.get(PLOTLY_PATH)
     version = re.match(rb"/\*! plotly.js v(\d+\.\d+)\.\d+ \(core \+ scattermap\)", bundle.data)
     assert bundle.status_code == 200 and version, bundle.data[:80]
@@ -173,3 +171,72 @@ def test_pages_forbid_other_origins(client):
     assert "default-src 'self'" in policy and "connect-src 'self';" in policy
     on_site = content_security_policy("https://tiles.site.local:8443/{z}/{x}/{y}.png")
     assert "connect-src 'self' https://tiles.site.local:8443;" in on_site  # a configured tile server
+
+
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+
+
+def _kpi_callback(client) -> dict:
+    """The wall's slow-tick callback (KPIs, unit tree, bounds, toggles) as the browser posts it."""
+    client.get("/wall")  # Dash registers its page callbacks on the first request
+    return {
+        "output": "..wall-kpis.children...wall-scope.options...wall-bounds.data...wall-layers.options..",
+        "outputs": [{"id": "wall-kpis", "property": "children"}, {"id": "wall-scope", "property": "options"},
+                    {"id": "wall-bounds", "property": "data"}, {"id": "wall-layers", "property": "options"}],
+        "inputs": [{"id": "wall-slow-tick", "property": "n_intervals", "value": 1},
+                   {"id": "wall-scope", "property": "value", "value": None}],
+        "state": [{"id": "wall-lang", "property": "data", "value": "en"},
+                  {"id": "wall-bounds", "property": "data", "value": None}],
+        "changedPropIds": ["wall-slow-tick.n_intervals"],
+    }
+
+
+@pytest.mark.parametrize("kind", [
+    "page", "root", "tile", "tile-304", "tile-404", "style", "glyphs", "live", "callback", "dash-layout",
+    "asset", "plotly-bundle",
+])
+def test_every_response_carries_the_security_headers(client, kind):
+    """Pages, tiles (200, 304 and 404), style, glyphs, live JSON, a Dash callback, assets: the four headers."""
+    z, x, y = tiles_covering(CENTRE, 10)[0]
+    tile_url = f"/tiles/grids/{z}/{x}/{y}.pbf"
+    if kind == "tile-304":
+        etag = client.get(tile_url).headers["ETag"]
+        response = client.get(tile_url, headers={"If-None-Match": etag})
+    elif kind == "callback":
+        response = client.post("/_dash-update-component", json=_kpi_callback(client))
+        assert response.is_json and "wall-kpis" in response.get_json()["response"]
+    else:
+        response = client.get({
+            "page": "/wall", "root": "/", "tile": tile_url, "tile-404": "/tiles/nope/10/0/0.pbf",
+            "style": "/style.json", "glyphs": "/glyphs/gridwatch-sans/0-255.pbf", "live": "/api/live",
+            "dash-layout": "/_dash-layout", "asset": "/assets/wall.js", "plotly-bundle": PLOTLY_PATH,
+        }[kind])
+    assert response.status_code == {"tile-304": 304, "tile-404": 404}.get(kind, 200), response.data[:200]
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value, (name, response.headers)
+    policy = response.headers["Content-Security-Policy"]
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives["frame-ancestors"] == "'none'"
+    assert "'unsafe-eval'" not in policy
+    assert "'unsafe-inline'" not in directives["script-src"]
+    assert directives["object-src"] == "'none'"
+
+
+def test_the_policy_hashes_every_inline_script_of_a_page(client):
+    """Each inline script a page runs (Dash's renderer start-up, its title callback) is hashed in script-src.
+
+    Dash's warning for Internet Explorer sits in a conditional comment no other browser runs.
+    """
+    import base64
+    import hashlib
+    import re
+
+    response = client.get("/dispatch")
+    script_src = dict(part.strip().split(" ", 1)
+                      for part in response.headers["Content-Security-Policy"].split(";"))["script-src"]
+    inline = re.findall(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)[^>]*>(.*?)</script>",
+                        re.sub(r"<!--.*?-->", "", response.get_data(as_text=True), flags=re.S), flags=re.S)
+    assert len(inline) >= 2
+    for script in inline:
+        digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in script_src, script[:120]

@@ -55,6 +55,7 @@ def wall(region, proxy, db_url):
         page.wait_for_function(READY, timeout=60_000)
         yield page, watch, base
     assert not watch.offsite, f"requests to other origins: {watch.offsite}"
+    assert not watch.csp_violations, "\n".join(watch.csp_violations)
 
 
 def banner_text(page) -> str:
@@ -96,6 +97,37 @@ def test_live_unit_moves_when_unit_latest_changes(wall, region):
         conn.execute(sa.text("UPDATE unit_latest SET geom = ST_SetSRID(ST_MakePoint(98.12345, 23.654321), 4326), "
                              "ts = now() WHERE unit_id = 1"))
     page.wait_for_function(f"() => ({LIVE_LONS})().some(v => Math.abs(v - 98.12345) < 1e-6)", timeout=15_000)
+
+
+def test_wall_runs_under_the_security_policy(wall, region):
+    """The wall loads, draws every tile and moves a unit under its CSP: no violation, no console error."""
+    page, watch, base = wall
+    response = page.goto(f"{base}/wall")
+    policy = response.headers["content-security-policy"]
+    assert "'unsafe-eval'" not in policy and "frame-ancestors 'none'" in policy
+    assert "'unsafe-inline'" not in policy.split("script-src", 1)[1].split(";", 1)[0]
+    page.wait_for_function(READY, timeout=60_000)
+    page.wait_for_function(f"() => ({RENDERED})(['grids']).grids > 0")
+    with region.begin() as conn:
+        conn.execute(sa.text("UPDATE unit_latest SET geom = ST_SetSRID(ST_MakePoint(98.13579, 23.64), 4326), "
+                             "ts = now() WHERE unit_id = 2"))
+    page.wait_for_function(f"() => ({LIVE_LONS})().some(v => Math.abs(v - 98.13579) < 1e-6)", timeout=15_000)
+    assert not watch.csp_violations, "\n".join(watch.csp_violations)
+    assert not watch.console_errors, "\n".join(watch.console_errors)
+    # the policy is enforced and its violations reach the test: an injected inline script and a
+    # string handed to setTimeout (an eval) are refused and reported
+    page.evaluate("""() => {
+        const s = document.createElement('script');
+        s.textContent = 'window.gridwatchInlineRan = true';
+        document.head.appendChild(s);
+        setTimeout('window.gridwatchEvalRan = true', 0);
+    }""")
+    page.wait_for_timeout(500)
+    assert page.evaluate("() => [window.gridwatchInlineRan, window.gridwatchEvalRan]") == [None, None]
+    directives = sorted(v.split(" ", 1)[0] for v in watch.csp_violations)
+    assert directives == ["script-src", "script-src-elem"], watch.csp_violations
+    watch.csp_violations.clear()
+    watch.console_errors.clear()
 
 
 def test_drill_down_fits_and_filters(wall, region):
