@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
@@ -205,11 +205,12 @@ def _cot_event() -> st.SearchStrategy[str]:
         lambda a: f"<track{''.join(a)}/>")
     contact = _attr("callsign", _CALLSIGN).map(lambda a: f"<contact{a}/>")
     auth = _attr("token", _TEXT).map(lambda a: f"<__auth{a}/>")
-    detail = st.lists(st.one_of(track, contact, auth, _TEXT), max_size=4).map(lambda p: f"<detail>{''.join(p)}</detail>")
-    body = st.lists(st.one_of(point, point, point, detail, detail, _TEXT), min_size=1, max_size=3).map("".join)
+    text = st.one_of(_TEXT.map(escape), _TEXT.map(escape), _TEXT)
+    detail = st.lists(st.one_of(track, contact, auth, text), max_size=4).map(lambda p: f"<detail>{''.join(p)}</detail>")
+    body = st.lists(st.one_of(point, point, point, detail, detail, text), min_size=1, max_size=3).map("".join)
     head = st.tuples(_attr("uid", _CALLSIGN), _attr("type", kind), _attr("time", time_text),
                      _attr("start", time_text)).map("".join)
-    prolog = st.sampled_from(["", "", "", '<?xml version="1.0" encoding="UTF-8"?>', "\n", "<!DOCTYPE event []>",
+    prolog = st.sampled_from(["", "", "", "", "", "", '<?xml version="1.0" encoding="UTF-8"?>', "\n", "<!DOCTYPE event []>",
                               '<!DOCTYPE e [<!ENTITY x "y">]>', "<?xml version='1.0' encoding='UTF-16'?>"])
     root = st.sampled_from(["event", "event", "event", "point", "Event"])
     return st.tuples(prolog, root, head, body).map(lambda t: f"{t[0]}<{t[1]} version=\"2.0\"{t[2]}>{t[3]}</event>")
