@@ -146,7 +146,7 @@ def test_found_crashes_now_have_their_reasons(folder: Path) -> None:
     with pytest.raises(FixError, match="not JSON") as refused:
         load_json(_UTF16_DEEP)  # NUL bytes are UTF-8: read as text, it is no JSON
     assert refused.value.key == "bad json"
-    with pytest.raises(FixError, match="not UTF-8 text"):
+    with pytest.raises(FixError, match="not JSON in UTF-8"):
         load_json('{"a": 1}'.encode("utf-16"))
     with pytest.raises(FixError, match=f"nested {MAX_JSON_DEPTH + 1} deep"):
         load_json(b"\xef\xbb\xbf" + b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1))

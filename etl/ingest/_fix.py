@@ -181,8 +181,8 @@ def load_json(body: bytes) -> object:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FixError(f"body is not UTF-8 text (byte {exc.start} is {body[exc.start:exc.start + 1]!r}): "
-                       "send JSON in UTF-8", key="bad json") from None
+        raise FixError(f"body is not JSON in UTF-8 (byte {exc.start} is {body[exc.start:exc.start + 1]!r}): "
+                       "send it in UTF-8", key="bad json") from None
     depth = json_depth(body)
     if depth > MAX_JSON_DEPTH:
         raise FixError(f"body is nested {depth} deep; at most {MAX_JSON_DEPTH}", key="too deep")
