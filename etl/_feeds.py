@@ -190,6 +190,10 @@ def read_csv_text(entry: FileEntry) -> TextRows:
     header = next(csv.reader([data[: min(breaks, default=len(data))].decode("utf-8", "replace")]), None)
     if not header or not any(h.strip() for h in header):
         raise InputError(f"{entry.path}: the file is empty; a CSV needs a header row")
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise InputError(f"{entry.path}: the header names column(s) {', '.join(map(repr, twice))} more than once; "
+                         "each column needs a name of its own")
     # Without a quote no record spans lines, and the threaded reader may cut the file anywhere;
     # only the serial reader numbers the records it cannot split, so they are read again by it.
     quoted = b'"' in data

@@ -103,6 +103,8 @@ def test_cot_stream(chunks: list[bytes]) -> None:
 @_FILES
 @given(csv_files())
 @example(b"callsign,ts,lon,lat\rP1,2026-06-01T12:00:00Z,99,22.5\r")  # CR line ends: csv.Error on the header
+@example(b"callsign,ts,lon,lat,lat\nP1,2026-06-01T12:00:00Z,99,22.5,1\n")  # a column twice: AttributeError
+@example(b"a,a\n\n")  # a column twice and a blank line: UFuncTypeError
 def test_csv_file(folder: Path, data: bytes) -> None:
     """Each row of a position CSV is loaded or quarantined with a reason, or the file is refused."""
     _known(position_file_verdict(data, ".csv", folder))
@@ -157,5 +159,6 @@ def test_found_crashes_now_have_their_reasons(folder: Path) -> None:
                          b' {"callsign": "P1", "ts": %d, "lon": 99, "lat": 22.5}]}' % (_TS, _TS)) == ["refused", "fix"]
     assert position_file_verdict(b"callsign,ts,lon,lat\rP1,2026-06-01T12:00:00Z,99,22.5\rP1,x,99,22.5\r",
                                  ".csv", folder) == ["loaded", "quarantined"]
+    assert position_file_verdict(b"a,a\n\n", ".csv", folder) == ["file refused"]
     assert position_file_verdict(_ONE_POINT_LINE, ".geojson", folder) == ["quarantined"]
     assert vector_file_verdict(_TWO_POINT_RING, folder) == ["quarantined"]
