@@ -185,10 +185,15 @@ def read_csv_text(entry: FileEntry) -> TextRows:
     if entry.format != "csv":
         raise InputError(f"{entry.path}: is not a .csv file; {entry.target} files are read as {CSV_FORMAT}")
     data = _utf8_bytes(entry)
-    end = data.find(b"\n")
-    header = next(csv.reader([data[: end if end >= 0 else len(data)].decode("utf-8", "replace")]), None)
+    # The header ends at the first line break of any kind (a file with CR line ends has no LF).
+    breaks = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
+    header = next(csv.reader([data[: min(breaks, default=len(data))].decode("utf-8", "replace")]), None)
     if not header or not any(h.strip() for h in header):
         raise InputError(f"{entry.path}: the file is empty; a CSV needs a header row")
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise InputError(f"{entry.path}: the header names column(s) {', '.join(map(repr, twice))} more than once; "
+                         "each column needs a name of its own")
     # Without a quote no record spans lines, and the threaded reader may cut the file anywhere;
     # only the serial reader numbers the records it cannot split, so they are read again by it.
     quoted = b'"' in data

@@ -124,10 +124,13 @@ def _read_geojson(entry: FileEntry) -> TextRows:
     """Point features of a vector file (GeoJSON), numbered from 1, properties as text, lon/lat from
     the geometry."""
     try:
-        frame = pyogrio.read_dataframe(entry.path, layer=entry.layer, datetime_as_string=True)
+        # A geometry GEOS cannot build (a one-point line) is read as missing: its row is rejected.
+        frame = pyogrio.read_dataframe(entry.path, layer=entry.layer, datetime_as_string=True, on_invalid="ignore")
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{entry.path}: cannot read it ({first}); etl positions reads {FORMATS}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{entry.path}: its text is not UTF-8 (byte {exc.start}): GeoJSON is UTF-8") from None
     geoms = frame.geometry.to_numpy()
     is_point = shapely.get_type_id(geoms) == shapely.GeometryType.POINT
     text = pd.DataFrame(frame.drop(columns=frame.geometry.name)).astype(object).fillna("").astype(str)

@@ -113,7 +113,9 @@ def choose_layer(entry: FileEntry) -> FileEntry:
 def _open(entry: FileEntry) -> gpd.GeoDataFrame:
     encoding = entry.encoding or detect_encoding(entry.path)
     try:
-        frame = pyogrio.read_dataframe(entry.path, layer=entry.layer, encoding=encoding)
+        # A geometry GEOS cannot build (a one-point line, a two-point ring) is read as missing, so that
+        # its row is rejected as "empty or missing geometry" instead of the whole file failing.
+        frame = pyogrio.read_dataframe(entry.path, layer=entry.layer, encoding=encoding, on_invalid="ignore")
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         raise _unreadable(entry, exc) from None
     except UnicodeDecodeError:

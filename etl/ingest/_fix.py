@@ -9,6 +9,7 @@ parsing it.
 """
 from __future__ import annotations
 
+import codecs
 import json
 import math
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from gridwatch.settings import Settings
 
 __all__ = [
     "Fix", "FixError", "SOURCES", "check_fix", "parse_time", "parse_number", "KNOT_KMH", "MAX_CALLSIGN_BYTES",
-    "check_callsign", "MAX_BODY_BYTES", "MAX_JSON_DEPTH", "load_json",
+    "check_callsign", "check_token", "MAX_BODY_BYTES", "MAX_JSON_DEPTH", "load_json",
 ]
 
 SOURCES = ("osmand", "cot", "json")
@@ -114,9 +115,26 @@ def check_callsign(callsign: object) -> str:
     if not isinstance(callsign, str) or not callsign.strip():
         raise FixError("missing callsign (device id)", key="missing field")
     callsign = callsign.strip()
-    if len(callsign.encode("utf-8")) > MAX_CALLSIGN_BYTES:
+    if len(_utf8(callsign, "callsign", key="bad callsign")) > MAX_CALLSIGN_BYTES:
         raise FixError(f"callsign {callsign[:40]!r} is longer than {MAX_CALLSIGN_BYTES} bytes", key="bad callsign")
     return callsign
+
+
+def check_token(token: object) -> str | None:
+    """A device token as text, or None when absent (or not text); refused when it is no UTF-8 text
+    (a lone surrogate from a JSON escape such as ``"\\ud800"``), which could be neither hashed nor compared."""
+    if not isinstance(token, str) or not token:
+        return None
+    _utf8(token, "token", key="bad token")
+    return token
+
+
+def _utf8(text: str, name: str, *, key: str) -> bytes:
+    """``text`` in UTF-8; FixError when it holds a lone surrogate (JSON's ``"\\ud800"`` gives one)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FixError(f"{name} holds {text[exc.start]!r}, a lone surrogate and no character", key=key) from None
 
 
 def check_fix(fix: Fix, *, now: datetime, settings: Settings) -> Fix:
@@ -147,17 +165,33 @@ def check_fix(fix: Fix, *, now: datetime, settings: Settings) -> Fix:
 
 
 def load_json(body: bytes) -> object:
-    """Parse a JSON request body of at most :data:`MAX_BODY_BYTES`, nested at most :data:`MAX_JSON_DEPTH`
-    deep; raise :class:`FixError` (``too large``, ``too deep``, ``bad json``) otherwise."""
+    """Parse a JSON request body of at most :data:`MAX_BODY_BYTES` of UTF-8 (a byte-order mark allowed),
+    nested at most :data:`MAX_JSON_DEPTH` deep; raise :class:`FixError` (``too large``, ``too deep``,
+    ``bad json``) otherwise.
+
+    Only UTF-8 is read (as RFC 8259 asks), and it is checked before the depth is counted: in UTF-8
+    every byte below 0x80 is its ASCII character, so the brackets and quotes counted are the real
+    ones. ``json.loads`` would also take UTF-16 and UTF-32, where a character such as U+2200 holds
+    the byte of a quote, hides the brackets after it from the count, and a deep enough body
+    overflowed the parser's recursion (a RecursionError, not a 4xx).
+    """
     if len(body) > MAX_BODY_BYTES:
         raise FixError(f"body is larger than {MAX_BODY_BYTES} bytes: send smaller batches", key="too large")
+    body = body.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FixError(f"body is not JSON in UTF-8 (byte {exc.start} is {body[exc.start:exc.start + 1]!r}): "
+                       "send it in UTF-8", key="bad json") from None
     depth = json_depth(body)
     if depth > MAX_JSON_DEPTH:
         raise FixError(f"body is nested {depth} deep; at most {MAX_JSON_DEPTH}", key="too deep")
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, or an integer of over 4,300 digits
+        return json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, or an integer of over 4,300 digits
         raise FixError(f"body is not JSON ({' '.join(str(exc).split())[:200]})", key="bad json") from None
+    except RecursionError:  # not reached while the depth above is counted right; a 4xx all the same
+        raise FixError(f"body is nested deeper than {MAX_JSON_DEPTH}", key="too deep") from None
 
 
 def json_depth(body: bytes) -> int:

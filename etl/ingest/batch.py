@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gridwatch.etl.ingest._fix import Fix, FixError, check_callsign, load_json, parse_number, parse_time
+from gridwatch.etl.ingest._fix import Fix, FixError, check_callsign, check_token, load_json, parse_number, parse_time
 
 __all__ = ["MAX_BATCH_FIXES", "BatchItem", "parse_batch"]
 
@@ -46,8 +46,8 @@ def parse_batch(body: bytes, *, default_callsign: str | None = None) -> list[Bat
 def _one(item: object, default_callsign: str | None) -> BatchItem | FixError:
     if not isinstance(item, dict):
         return FixError("a position must be a JSON object", key="bad json")
-    token = item.get("token")
     try:
+        token = check_token(item.get("token"))
         fix = Fix(
             callsign=check_callsign(item.get("callsign", default_callsign)),
             ts=parse_time(item.get("ts"), naive_is_utc=False),
@@ -60,4 +60,4 @@ def _one(item: object, default_callsign: str | None) -> BatchItem | FixError:
         )
     except FixError as exc:
         return exc
-    return BatchItem(fix, token if isinstance(token, str) and token else None)
+    return BatchItem(fix, token)

@@ -18,7 +18,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gridwatch.etl.ingest._fix import KNOT_KMH, Fix, FixError, check_callsign, load_json, parse_number, parse_time
+from gridwatch.etl.ingest._fix import (
+    KNOT_KMH,
+    Fix,
+    FixError,
+    check_callsign,
+    check_token,
+    load_json,
+    parse_number,
+    parse_time,
+)
 
 __all__ = ["OsmandReport", "parse_osmand_query", "parse_traccar_json"]
 
@@ -55,7 +64,7 @@ def parse_osmand_query(params: Mapping[str, str]) -> OsmandReport:
     )
     for name in ("altitude", "batt", "hdop"):
         parse_number(name, params.get(name))
-    return OsmandReport(fix, params.get("token") or None)
+    return OsmandReport(fix, check_token(params.get("token")))
 
 
 def parse_traccar_json(body: bytes) -> OsmandReport:
@@ -75,8 +84,7 @@ def parse_traccar_json(body: bytes) -> OsmandReport:
         accuracy_m=parse_number("accuracy", coords.get("accuracy")),
         source="osmand",
     )
-    token = data.get("token")
-    return OsmandReport(fix, token if isinstance(token, str) and token else None)
+    return OsmandReport(fix, check_token(data.get("token")))
 
 
 def _non_negative_or_nan(value: float) -> float:

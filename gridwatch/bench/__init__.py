@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "dispatch": "dispatch:bench_dispatch",
     "soak": "soak:bench_soak",
     "faults": "faults:bench_faults",
+    "fuzz": "fuzz:bench_fuzz",
 }
 
 _GOAL = re.compile(r"^(<=|>=|≤|≥|<|>)\s*([-+]?[\d,]*\.?\d+)\s*(x|×)?$")
