@@ -21,6 +21,7 @@ import dash
 import flask
 
 from gridwatch.dashboard._context import WallContext
+from gridwatch.dashboard.access import install_access
 from gridwatch.dashboard.routes import routes
 from gridwatch.etl.database import database_engine, engine_for
 from gridwatch.layers.glyphs import FONTSTACK, glyph_range, glyphs_available
@@ -111,6 +112,7 @@ def create_app(url: str | None = None, settings: Settings | None = None) -> dash
         serve_locally=True, title="gridwatch", update_title=None, suppress_callback_exceptions=True,
     )
     app.server.extensions["gridwatch"] = WallContext(engine=engine, settings=settings)
+    install_access(app, settings)
     app.server.register_blueprint(routes)
     _serve_plotly_bundle(app)
     if glyphs_available():  # render the Latin label glyphs before the first browser asks

@@ -23,6 +23,7 @@ from gridwatch.dashboard.dispatch_panels import (
     units_trace,
 )
 from gridwatch.dashboard.i18n import t
+from gridwatch.dashboard.wall_data import selected_unit
 from gridwatch.dashboard.wall_panels import banner, local_time
 from gridwatch.etl.alerts import AlertNotFound, acknowledge, refresh_alerts
 from gridwatch.layers.alerts import alerts_at
@@ -32,7 +33,7 @@ from gridwatch.layers.queries import data_status, live_units
 from gridwatch.layers.replay import positions_at, track, unit_roster
 
 __all__ = ["moment", "TargetsUpdate", "targets_update", "NearestUpdate", "nearest_update", "alerts_update",
-           "UnitsUpdate", "units_update", "track_update", "unit_choices"]
+           "acknowledge_alert",            "UnitsUpdate", "units_update", "track_update", "unit_choices"]
 
 
 def moment(minutes_back: int | None) -> datetime | None:
@@ -97,28 +98,35 @@ def _note(text: str) -> html.Div:
     return html.Div(text, className="note")
 
 
-def alerts_update(ctx: WallContext, *, at: datetime | None, lang: str, ack: int | None = None,
-                  who: str | None = None) -> list | None:
-    """The alert panel: live (refreshed, ``ack`` acknowledged by ``who``) or as open at ``at``."""
+def alerts_update(ctx: WallContext, *, at: datetime | None, lang: str, can_acknowledge: bool) -> list | None:
+    """The alert panel: live (refreshed first) or as open at ``at``; buttons when ``can_acknowledge``."""
     note = ""
     try:
         if at is None:
             with ctx.engine.begin() as conn:
                 refresh_alerts(conn, ctx.settings, datetime.now(timezone.utc))
-            if ack is not None and not (who or "").strip():
-                note = t("ack_need_name", lang)
-            elif ack is not None:
-                try:
-                    with ctx.engine.begin() as conn:
-                        acknowledge(conn, ack, who)
-                except AlertNotFound:
-                    pass  # acknowledged meanwhile by another dispatcher: the list shows who
         else:
             note = t("alerts_at", lang, t=local_time(at, ctx.settings.timezone, "%m-%d %H:%M"))
         alerts = alerts_at(ctx.engine, at=at)
     except DB_ERRORS:
         return None
-    return alert_list(alerts, lang=lang, timezone=ctx.settings.timezone, live=at is None, note=note)
+    return alert_list(alerts, lang=lang, timezone=ctx.settings.timezone, live=at is None and can_acknowledge,
+                      note=note)
+
+
+def acknowledge_alert(ctx: WallContext, alert_id: int, *, who: str, address: str | None) -> bool:
+    """Acknowledge an alert as the signed-in ``who``; False when the database is away.
+
+    An alert acknowledged meanwhile by another dispatcher is left as it is: the list shows who.
+    """
+    try:
+        with ctx.engine.begin() as conn:
+            acknowledge(conn, alert_id, who, address=address)
+    except AlertNotFound:
+        return True
+    except DB_ERRORS:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -130,12 +138,15 @@ class UnitsUpdate:
     time_label: str
 
 
-def units_update(ctx: WallContext, *, at: datetime | None, lang: str) -> UnitsUpdate:
-    """Units now (with the data banner) or at ``at`` (the slider's moment)."""
+def units_update(ctx: WallContext, *, at: datetime | None, lang: str, unit: str | None) -> UnitsUpdate:
+    """Units of command unit ``unit`` (None: all) now (with the data banner) or at ``at`` (the slider's moment)."""
     label = t("time_now", lang) if at is None else t("time_at", lang, t=local_time(at, ctx.settings.timezone,
                                                                                       "%m-%d %H:%M"))
     try:
-        units = live_units(ctx.engine, ctx.settings) if at is None else positions_at(ctx.engine, ctx.settings, at)
+        chosen = selected_unit(ctx, unit)
+        scope = chosen.id if chosen else None
+        units = (live_units(ctx.engine, ctx.settings, scope=scope) if at is None
+                 else positions_at(ctx.engine, ctx.settings, at, scope=scope))
         status = data_status(ctx.engine, ctx.settings)
     except DB_ERRORS:
         return UnitsUpdate(None, banner("db", lang=lang), label)

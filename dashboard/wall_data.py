@@ -96,10 +96,11 @@ def live_update(ctx: WallContext, code: str | None, *, lang: str) -> LiveUpdate:
     return LiveUpdate(traces, banner(None, lang=lang))
 
 
-def unit_options(ctx: WallContext, *, lang: str) -> list[dict[str, str]]:
-    """The drill-down options (the last known ones while the database is away, else none)."""
+def unit_options(ctx: WallContext, *, lang: str, within: str | None) -> list[dict[str, str]]:
+    """The drill-down options within a unit (the last known ones while the database is away, else none)."""
     try:
-        return scope_options(ctx.known.read("tree", lambda: command_unit_tree(ctx.engine)).value, lang=lang)
+        return scope_options(ctx.known.read("tree", lambda: command_unit_tree(ctx.engine)).value, lang=lang,
+                             within=within)
     except DB_ERRORS:
         return []
 
@@ -130,7 +131,7 @@ class SlowUpdate:
     layer_options: list[dict[str, str]]
 
 
-def slow_update(ctx: WallContext, code: str | None, *, lang: str) -> SlowUpdate | None:
+def slow_update(ctx: WallContext, code: str | None, *, lang: str, within: str | None) -> SlowUpdate | None:
     """The minute-scale parts of the wall (the last known ones while the database is away); None
     when the database is away and they were never read."""
     def reads() -> tuple:
@@ -145,7 +146,7 @@ def slow_update(ctx: WallContext, code: str | None, *, lang: str) -> SlowUpdate 
         return None
     return SlowUpdate(
         kpis=kpi_strip(figures, lang=lang, timezone=ctx.settings.timezone),
-        scope_options=scope_options(tree, lang=lang),
+        scope_options=scope_options(tree, lang=lang, within=within),
         bounds=list(bounds) if bounds else None,
         layer_options=layer_options(layers, lang=lang),
     )

@@ -9,9 +9,9 @@ from dash import html
 
 from gridwatch.dashboard.i18n import t
 from gridwatch.layers.catalog import COVERAGE_COLOURS, LINE_COLOURS, SEGMENT_COLOURS, SEVERITY_COLOURS, Layer
-from gridwatch.layers.queries import Kpis
+from gridwatch.layers.queries import Kpis, subtree
 
-__all__ = ["kpi_strip", "banner", "scope_options", "layer_options", "local_time", "legend"]
+__all__ = ["kpi_strip", "banner", "scope_options", "layer_options", "local_time", "legend", "signed_in_as"]
 
 _INDENT = "\u2003"  # em space
 
@@ -19,6 +19,11 @@ _INDENT = "\u2003"  # em space
 def local_time(ts: datetime | None, timezone: str, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     """A timestamp in the site's time zone."""
     return ts.astimezone(ZoneInfo(timezone)).strftime(fmt) if ts else "—"
+
+
+def signed_in_as(name: str, lang: str) -> html.A:
+    """Who is signed in, as a link that signs out."""
+    return html.A(f"{name} · {t('sign_out', lang)}", href="/logout", className="nav-link who")
 
 
 def _card(title: str, value: str, detail: list | str, *, tone: str = "") -> html.Div:
@@ -70,8 +75,10 @@ def banner(kind: str | None, *, lang: str, **fields: str) -> tuple[str, str]:
     return t(f"banner_{kind}", lang, **fields), f"banner banner-{kind.split('_')[0]}"
 
 
-def scope_options(tree: pd.DataFrame, *, lang: str) -> list[dict[str, str]]:
-    """Dropdown options for the command-unit tree, indented by depth."""
+def scope_options(tree: pd.DataFrame, *, lang: str, within: str | None) -> list[dict[str, str]]:
+    """Dropdown options for the command-unit tree (only ``within`` and below it, when given), indented by depth."""
+    if within is not None:
+        tree = subtree(tree, within)
     names = tree["name"] if lang == "zh" else tree["name_en"]
     levels = tree["level"].map({lvl: t(f"level_{lvl}", lang) for lvl in ("prefecture", "county", "township",
                                                                           "station")})

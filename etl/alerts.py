@@ -22,6 +22,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from gridwatch.etl.accounts import audit
 from gridwatch.settings import Settings
 
 __all__ = ["RefreshResult", "refresh_alerts", "acknowledge", "AlertNotFound"]
@@ -127,15 +128,14 @@ def refresh_alerts(conn: sa.Connection, settings: Settings, now: datetime) -> Re
     return RefreshResult(row.raised, row.updated, row.cleared)
 
 
-def acknowledge(conn: sa.Connection, alert_id: int, who: str) -> datetime:
-    """Record that ``who`` acknowledged the alert; returns when. :class:`AlertNotFound` if unknown or done."""
-    who = (who or "").strip()
-    if not who:
-        raise ValueError("who must be a non-empty name (the dispatcher's name as typed)")
+def acknowledge(conn: sa.Connection, alert_id: int, who: str, *, address: str | None = None) -> datetime:
+    """Record that the signed-in account ``who`` acknowledged the alert (and audit it); returns when.
+    :class:`AlertNotFound` if unknown or done."""
     at = conn.execute(sa.text(
         "UPDATE alert SET acknowledged_by = :who, acknowledged_at = now() "
         "WHERE id = :id AND acknowledged_at IS NULL RETURNING acknowledged_at"
     ), {"id": alert_id, "who": who}).scalar()
     if at is None:
         raise AlertNotFound(f"alert {alert_id} does not exist or is already acknowledged")
+    audit(conn, who, "alert_acknowledged", address=address, alert=alert_id)
     return at

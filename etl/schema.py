@@ -32,10 +32,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import DOUBLE_PRECISION, JSONB, REAL
 
-from gridwatch.settings import ZONE_KINDS
+from gridwatch.settings import ROLES, ZONE_KINDS
 
 __all__ = ["metadata", "include_object", "POSITION_PARTITION"] + [
-    "command_unit", "police_area", "grid_source", "grid", "grid_lineage", "grid_version", "audit_log", "zone",
+    "command_unit", "police_area", "grid_source", "grid", "grid_lineage", "grid_version", "audit_log", "account", "kiosk", "zone",
     "defence_line", "checkpoint", "border_segment", "road", "river", "settlement", "port", "sensor", "unit",
     "position", "unit_latest", "incident", "grid_coverage", "segment_coverage", "hex_coverage", "quarantine",
     "loaded_file", "etl_run", "line_crossing", "leak_route", "device", "ingest_offset", "ingest_status", "alert",
@@ -162,6 +162,32 @@ audit_log = Table(
     Column("actor", Text, nullable=False),
     Column("action", Text, nullable=False),
     Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("address", Text),
+    Index("audit_log_at", "at"),
+)
+
+_NAME = "name ~ '^[A-Za-z0-9._@-]{1,64}$'"
+
+account = Table(
+    "account", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, CheckConstraint(_NAME), nullable=False, unique=True),
+    Column("role", Text, CheckConstraint(f"role IN {ROLES}"), nullable=False),
+    Column("command_unit_code", Text, nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now()),
+    Column("password_changed_at", DateTime(timezone=True), nullable=False, server_default=_now()),
+)
+
+kiosk = Table(
+    "kiosk", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, CheckConstraint(_NAME), nullable=False),
+    Column("command_unit_code", Text, nullable=False),
+    Column("token_hash", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now()),
+    Column("revoked_at", DateTime(timezone=True)),
+    Index("kiosk_name_in_use", "name", unique=True, postgresql_where=text("revoked_at IS NULL")),
 )
 
 zone = Table(

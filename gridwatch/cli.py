@@ -114,13 +114,14 @@ def demo(seed: int, scale: str, host: str | None, port: int | None, no_serve: bo
     """Start the database, generate and load a sample region that ends now, then serve the
     dashboard with a live feed (ingest service + simulator)."""
     from gridwatch.dashboard.app import run
-    from gridwatch.demo import live_feed, prepare_demo
+    from gridwatch.demo import demo_accounts, live_feed, prepare_demo
 
     settings = get_settings()
     folder = prepare_demo(settings, seed=seed, scale=scale)
+    host, port = host or settings.host, port or settings.port
+    demo_accounts(settings, base_url=f"http://{host}:{port}")
     if no_serve:
         return
-    host, port = host or settings.host, port or settings.port
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # stop the live feed's children too
     with live_feed(settings, folder):
         click.echo(f"dashboard on http://{host}:{port}/  (Ctrl-C stops)")
@@ -411,6 +412,154 @@ def simulate(protocol: str, url: str | None, speed: str, duration: float | None,
     click.echo(f"simulating {len(callsigns)} units over {protocol} to {url} at {factor:g}x ...")
     report = asyncio.run(run(tracks, protocol=protocol, url=url, tokens=tokens, speed=factor, duration_s=duration))
     click.echo(str(report))
+
+
+# -- accounts and kiosk links -------------------------------------------------
+def _accounts_engine():
+    """The database engine, the schema migrated (accounts are kept in the database)."""
+    from gridwatch.etl.database import database_engine, ensure_database
+
+    settings = get_settings()
+    ensure_database(settings)
+    return database_engine(settings)
+
+
+def _actor() -> str:
+    """Who runs a command, as the audit log names them."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+def _password(generate: bool) -> str:
+    """A new password: generated (and printed once), typed twice at a terminal, or the first line of stdin."""
+    import secrets
+
+    if generate:
+        password = secrets.token_urlsafe(15)
+        click.echo(f"password: {password}")
+        return password
+    if sys.stdin.isatty():
+        return click.prompt("password", hide_input=True, confirmation_prompt=True)
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@cli.group()
+def users() -> None:
+    """Accounts of people: their role (viewer, dispatcher, planner, admin) and command unit."""
+
+
+_ROLE = click.Choice(["viewer", "dispatcher", "planner", "admin"])
+_GENERATE = click.option("--generate", is_flag=True, help="Make a random password and print it once.")
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=_ROLE, required=True, help="What the account may do.")
+@click.option("--unit", default=None, help="Code of the command unit it sees (default: the top one).")
+@_GENERATE
+def users_add(name: str, role: str, unit: str | None, generate: bool) -> None:
+    """Add an account; the password is typed twice, read from stdin, or generated."""
+    from gridwatch.etl.accounts import add_account
+
+    password = _password(generate)
+    with _accounts_engine().begin() as conn:
+        account = add_account(conn, name, role, password, unit=unit, actor=_actor())
+    click.echo(f"added {account.name}: {account.role} of {account.unit}")
+
+
+@users.command("remove")
+@click.argument("name")
+def users_remove(name: str) -> None:
+    """Remove an account; its sessions end within seconds."""
+    from gridwatch.etl.accounts import remove_account
+
+    with _accounts_engine().begin() as conn:
+        remove_account(conn, name, actor=_actor())
+    click.echo(f"removed {name}")
+
+
+@users.command("passwd")
+@click.argument("name")
+@_GENERATE
+def users_passwd(name: str, generate: bool) -> None:
+    """Set an account's password; its sessions signed in before end."""
+    from gridwatch.etl.accounts import set_password
+
+    password = _password(generate)
+    with _accounts_engine().begin() as conn:
+        set_password(conn, name, password, actor=_actor())
+    click.echo(f"password of {name} set")
+
+
+@users.command("role")
+@click.argument("name")
+@click.argument("role", type=_ROLE)
+@click.option("--unit", default=None, help="Also move the account to this command unit.")
+def users_role(name: str, role: str, unit: str | None) -> None:
+    """Give an account another role (and command unit)."""
+    from gridwatch.etl.accounts import set_role
+
+    with _accounts_engine().begin() as conn:
+        account = set_role(conn, name, role, unit=unit, actor=_actor())
+    click.echo(f"{account.name}: {account.role} of {account.unit}")
+
+
+@users.command("list")
+def users_list() -> None:
+    """Every account: name, role, command unit, when its password was set."""
+    from gridwatch.etl.accounts import accounts
+
+    with _accounts_engine().connect() as conn:
+        rows = accounts(conn)
+    for account in rows:
+        click.echo(f"{account.name}\t{account.role}\t{account.unit}\t{account.password_changed_at:%Y-%m-%d %H:%M}")
+    if not rows:
+        click.echo("no accounts (add one: gridwatch users add NAME --role admin)")
+
+
+@cli.group()
+def kiosk() -> None:
+    """Kiosk links: walls that show one command unit with nobody signed in at the keyboard."""
+
+
+@kiosk.command("add")
+@click.argument("name")
+@click.option("--unit", default=None, help="Code of the command unit the wall shows (default: the top one).")
+@click.option("--base-url", default=None, help="The dashboard's address as the wall reaches it (default: host:port).")
+def kiosk_add(name: str, unit: str | None, base_url: str | None) -> None:
+    """Make a kiosk link for a wall and print it (shown only now: keep it like a password)."""
+    from gridwatch.etl.accounts import add_kiosk
+
+    settings = get_settings()
+    with _accounts_engine().begin() as conn:
+        token = add_kiosk(conn, name, unit=unit, actor=_actor())
+    click.echo(f"{(base_url or f'http://{settings.host}:{settings.port}').rstrip('/')}/kiosk/{token}")
+
+
+@kiosk.command("list")
+def kiosk_list() -> None:
+    """Every kiosk link: name, command unit, made, revoked."""
+    from gridwatch.etl.accounts import kiosks
+
+    with _accounts_engine().connect() as conn:
+        rows = kiosks(conn)
+    for k in rows:
+        revoked = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "in use"
+        click.echo(f"{k.name}\t{k.unit}\tmade {k.created_at:%Y-%m-%d %H:%M}\t{revoked}")
+    if not rows:
+        click.echo("no kiosk links (add one: gridwatch kiosk add NAME)")
+
+
+@kiosk.command("revoke")
+@click.argument("name")
+def kiosk_revoke(name: str) -> None:
+    """Revoke a kiosk link: its wall is signed out within seconds."""
+    from gridwatch.etl.accounts import revoke_kiosk
+
+    with _accounts_engine().begin() as conn:
+        revoke_kiosk(conn, name, actor=_actor())
+    click.echo(f"revoked {name}")
 
 
 def _os_error(exc: OSError) -> str:

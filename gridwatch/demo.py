@@ -2,6 +2,7 @@
 feed (the ingest service with the simulator replaying the sample's patrols)."""
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -17,9 +18,9 @@ import click
 from gridwatch.etl.database import ensure_database
 from gridwatch.etl.manifest import read_manifest
 from gridwatch.etl.runner import format_summary, run_manifest
-from gridwatch.settings import Settings
+from gridwatch.settings import ROLES, Settings
 
-__all__ = ["prepare_demo", "sample_folder", "live_feed"]
+__all__ = ["prepare_demo", "sample_folder", "live_feed", "demo_accounts"]
 
 GRIDWATCH = [sys.executable, "-m", "gridwatch.cli"]
 
@@ -50,6 +51,36 @@ def prepare_demo(settings: Settings, *, seed: int = 1, scale: str = "prefecture"
     results = run_manifest(engine, read_manifest(folder), settings=settings, progress=True)
     click.echo(format_summary(results))
     return folder
+
+
+def demo_accounts(settings: Settings, *, base_url: str) -> Path:
+    """One account per role (``demo-<role>``, of the top command unit) with a new password on each
+    run, and a kiosk link for a wall; printed, and kept in ``<home>/demo-accounts.txt`` (mode 600)."""
+    import secrets
+
+    import sqlalchemy as sa
+
+    from gridwatch.etl.accounts import add_account, add_kiosk, kiosks, revoke_kiosk, set_password
+    from gridwatch.etl.database import database_engine
+
+    lines = []
+    with database_engine(settings).begin() as conn:
+        for role in ROLES:
+            name, password = f"demo-{role}", secrets.token_urlsafe(12)
+            if conn.execute(sa.text("SELECT 1 FROM account WHERE name = :name"), {"name": name}).first():
+                set_password(conn, name, password, actor="demo")
+            else:
+                add_account(conn, name, role, password, actor="demo")
+            lines.append(f"{role:<10} {name:<16} {password}")
+        if any(k.name == "demo-wall" and k.revoked_at is None for k in kiosks(conn)):
+            revoke_kiosk(conn, "demo-wall", actor="demo")
+        lines.append(f"kiosk      {base_url}/kiosk/{add_kiosk(conn, 'demo-wall', actor='demo')}")
+    path = settings.home_dir / "demo-accounts.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    click.echo("sign in with (role, name, password; new on every run):\n  " + "\n  ".join(lines))
+    return path
 
 
 def _port(preferred: int) -> int:

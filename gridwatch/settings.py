@@ -14,10 +14,12 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings", "ZONE_KINDS", "UNIT_KINDS"]
+__all__ = ["Settings", "get_settings", "ZONE_KINDS", "UNIT_KINDS", "ROLES"]
 
 ZONE_KINDS = ("border_closed", "port_control", "social_surface")
 UNIT_KINDS = ("foot", "vehicle", "drone", "post", "checkpoint")
+# Roles of accounts, each allowed what the one before it is, and more.
+ROLES = ("viewer", "dispatcher", "planner", "admin")
 
 
 class Settings(BaseSettings):
@@ -113,6 +115,20 @@ class Settings(BaseSettings):
     basemap_tiles_url: str | None = Field(
         default=None,
         description="An on-site XYZ raster tile URL template ({z}/{x}/{y}) drawn under the map layers.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="The key that signs session cookies; when unset, one is made in <home>/secret_key (mode 600).",
+    )
+    session_idle_s: float = Field(
+        default=1800.0, gt=0, description="A signed-in person with no request for this long is signed out."
+    )
+    session_max_s: float = Field(
+        default=12 * 3600.0, gt=0, description="A person is signed out this long after signing in (a shift)."
+    )
+    login_failures: str = Field(
+        default="10 per 15 minutes",
+        description="Wrong passwords allowed per account and per address before further tries wait (429).",
     )
     grid_priority: list[str] = Field(
         default=[], description="Departments in order of authority for grid fusion."

@@ -15,13 +15,14 @@ import sqlalchemy as sa
 from gridwatch.settings import Settings
 
 __all__ = [
-    "CommandUnit", "DataStatus", "FeedTrouble", "Kpis", "data_status", "feed_trouble", "UnknownCommandUnitError",
-    "command_unit", "command_unit_tree", "jurisdiction_bounds", "live_units", "trails", "kpis", "LEVELS",
+    "SCOPE", "UNIT_IN_SCOPE", "CommandUnit", "DataStatus", "FeedTrouble", "Kpis", "data_status", "feed_trouble",
+    "UnknownCommandUnitError",
+    "command_unit", "command_unit_tree", "subtree", "jurisdiction_bounds", "live_units", "trails", "kpis", "LEVELS",
 ]
 
 LEVELS = ("prefecture", "county", "township", "station")
 
-_SCOPE = """
+SCOPE = """
 WITH RECURSIVE tree AS (
     SELECT id FROM command_unit WHERE id = CAST(:scope AS integer)
     UNION ALL
@@ -30,7 +31,7 @@ WITH RECURSIVE tree AS (
     SELECT geom FROM command_unit WHERE id = CAST(:scope AS integer)
 )
 """
-_UNIT_IN_SCOPE = "(CAST(:scope AS integer) IS NULL OR u.command_unit_id IN (SELECT id FROM tree))"
+UNIT_IN_SCOPE = "(CAST(:scope AS integer) IS NULL OR u.command_unit_id IN (SELECT id FROM tree))"
 
 
 def _frame(result: sa.CursorResult) -> pd.DataFrame:
@@ -175,14 +176,25 @@ def command_unit_tree(engine: sa.Engine) -> pd.DataFrame:
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
+def subtree(tree: pd.DataFrame, code: str) -> pd.DataFrame:
+    """The rows of a :func:`command_unit_tree` (depth first) that are ``code`` and the units below it."""
+    at = (tree["code"] == code).to_numpy().nonzero()[0]
+    if len(at) == 0:
+        return tree.iloc[0:0]
+    start = int(at[0])
+    depths = tree["depth"].to_numpy()
+    ends = (depths[start + 1:] <= depths[start]).nonzero()[0]
+    return tree.iloc[start:start + 1 + (int(ends[0]) if len(ends) else len(depths) - start - 1)]
+
+
 def live_units(engine: sa.Engine, settings: Settings, *, scope: int | None = None) -> pd.DataFrame:
     """The latest fix of every unit on duty or responding, with its silent flag."""
-    sql = _SCOPE + f"""
+    sql = SCOPE + f"""
     SELECT u.id AS unit_id, u.callsign, u.kind, u.status,
            round(ST_X(l.geom)::numeric, 5)::float8 AS lon, round(ST_Y(l.geom)::numeric, 5)::float8 AS lat,
            l.heading, l.speed, l.ts, l.ts < now() - make_interval(secs => :silent_s) AS silent
     FROM unit_latest l JOIN unit u ON u.id = l.unit_id
-    WHERE u.status <> 'off_duty' AND {_UNIT_IN_SCOPE}
+    WHERE u.status <> 'off_duty' AND {UNIT_IN_SCOPE}
     ORDER BY u.id
     """
     with engine.connect() as conn:
@@ -197,13 +209,13 @@ def trails(
     One row per vertex (lon/lat to 1e-5 degrees, ~1 m), ordered by unit and time. Units whose
     latest fix reports speed 0 (posts, checkpoints) are not read: their track would collapse to a point.
     """
-    sql = _SCOPE + f"""
+    sql = SCOPE + f"""
     , tracks AS (
         SELECT p.unit_id, ST_Simplify(ST_MakeLine(p.geom ORDER BY p.ts), :tolerance) AS line
         FROM unit_latest l
         JOIN unit u ON u.id = l.unit_id
         JOIN position p ON p.unit_id = l.unit_id AND p.ts BETWEEN l.ts - make_interval(secs => :minutes * 60) AND l.ts
-        WHERE u.status <> 'off_duty' AND {_UNIT_IN_SCOPE} AND (l.speed IS NULL OR l.speed > 0)
+        WHERE u.status <> 'off_duty' AND {UNIT_IN_SCOPE} AND (l.speed IS NULL OR l.speed > 0)
           AND p.ts >= (SELECT min(ts) FROM unit_latest) - make_interval(secs => :minutes * 60)
         GROUP BY p.unit_id
     )
@@ -215,10 +227,10 @@ def trails(
         return _frame(conn.execute(sa.text(sql), {"scope": scope, "minutes": minutes, "tolerance": tolerance_deg}))
 
 
-_KPI_SQL = _SCOPE + f"""
+_KPI_SQL = SCOPE + f"""
 , units AS (
     SELECT u.status, l.ts FROM unit u LEFT JOIN unit_latest l ON l.unit_id = u.id
-    WHERE u.status <> 'off_duty' AND {_UNIT_IN_SCOPE}
+    WHERE u.status <> 'off_duty' AND {UNIT_IN_SCOPE}
 ), segments AS (
     SELECT c.status FROM border_segment s LEFT JOIN segment_coverage c ON c.segment_id = s.id
     WHERE {_in_scope("s.geom")}

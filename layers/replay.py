@@ -12,6 +12,7 @@ from datetime import datetime
 import pandas as pd
 import sqlalchemy as sa
 
+from gridwatch.layers.queries import SCOPE, UNIT_IN_SCOPE
 from gridwatch.settings import Settings
 
 __all__ = ["positions_at", "track", "unit_roster", "LOOKBACK_H", "MAX_TRACK_POINTS"]
@@ -20,10 +21,10 @@ LOOKBACK_H = 24  # a unit with no fix in the day before T is not shown
 MAX_TRACK_POINTS = 600  # a longer track is thinned evenly (its first and last fix kept)
 
 
-def positions_at(engine: sa.Engine, settings: Settings, at: datetime) -> pd.DataFrame:
+def positions_at(engine: sa.Engine, settings: Settings, at: datetime, *, scope: int | None = None) -> pd.DataFrame:
     """Each unit's last fix at or before ``at`` (within :data:`LOOKBACK_H`), same columns as
-    :func:`gridwatch.layers.queries.live_units`."""
-    sql = """
+    :func:`gridwatch.layers.queries.live_units` (a ``scope``: units of that command unit and below)."""
+    sql = SCOPE + f"""
     SELECT u.id AS unit_id, u.callsign, u.kind, u.status,
            round(ST_X(p.geom)::numeric, 5)::float8 AS lon, round(ST_Y(p.geom)::numeric, 5)::float8 AS lat,
            p.heading, p.speed, p.ts, p.ts < CAST(:at AS timestamptz) - make_interval(secs => :silent_s) AS silent
@@ -34,10 +35,10 @@ def positions_at(engine: sa.Engine, settings: Settings, at: datetime) -> pd.Data
           AND ts > CAST(:at AS timestamptz) - make_interval(hours => :lookback_h)
         ORDER BY ts DESC LIMIT 1
     ) p
-    WHERE u.status <> 'off_duty'
+    WHERE u.status <> 'off_duty' AND {UNIT_IN_SCOPE}
     ORDER BY u.id
     """
-    params = {"at": at, "silent_s": settings.unit_silent_after_s, "lookback_h": LOOKBACK_H}
+    params = {"scope": scope, "at": at, "silent_s": settings.unit_silent_after_s, "lookback_h": LOOKBACK_H}
     with engine.connect() as conn:
         result = conn.execute(sa.text(sql), params)
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))

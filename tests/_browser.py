@@ -13,7 +13,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from gridwatch.bench._harness import CHROMIUM, CHROMIUM_ARGS, serving
+from gridwatch.bench._harness import CHROMIUM, CHROMIUM_ARGS, serving, sign_in
 
 __all__ = ["CHROMIUM", "LIVE_LONS", "LOADED", "MAP", "READY", "RENDERED", "TcpProxy", "Watch", "offline_page", "ready", "serving"]
 
@@ -60,8 +60,12 @@ CSP_LISTENER = """document.addEventListener('securitypolicyviolation', e => wind
 
 
 @contextmanager
-def offline_page(base_url: str, *, viewport: tuple[int, int] = (1920, 1080)):
-    """A headless Chromium page that may only talk to ``base_url``; yields (page, watch)."""
+def offline_page(base_url: str, *, account: tuple[str, str] | dict, viewport: tuple[int, int] = (1920, 1080)):
+    """A headless Chromium page that may only talk to ``base_url``; yields (page, watch).
+
+    It is signed in as ``account`` (name, password), or has the cookies of a Playwright storage
+    state (a browser that signed in before, e.g. while the database is down).
+    """
     from playwright.sync_api import sync_playwright
 
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(base_url))
@@ -78,10 +82,13 @@ def offline_page(base_url: str, *, viewport: tuple[int, int] = (1920, 1080)):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]},
+                                          storage_state=account if isinstance(account, dict) else None)
             context.route("**/*", route)
             context.expose_function("gridwatchCspViolation", lambda text: watch.csp_violations.append(text))
             context.add_init_script(CSP_LISTENER)
+            if not isinstance(account, dict):
+                sign_in(context, base_url, account)
             page = context.new_page()
             page.on("console", lambda m: watch.console_errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: watch.console_errors.append(str(e)))

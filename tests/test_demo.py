@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from gridwatch.bench._harness import new_account
+
 from _browser import LOADED, RENDERED, offline_page
 from _ingest import free_port
 
@@ -43,7 +45,7 @@ def test_demo_serves_a_live_map_of_the_loaded_layers(
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/wall", demo, timeout_s=240)
-        with offline_page(base) as (page, watch):
+        with offline_page(base, account=new_account(clean_db)) as (page, watch):
             page.goto(f"{base}/wall")
             page.wait_for_function(LOADED, timeout=60_000)
             page.wait_for_timeout(1500)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+from gridwatch.bench._harness import new_account
 from gridwatch.dashboard.app import create_app
 from gridwatch.data.synthetic import REGIONS, make_region
 from gridwatch.layers.gaps import gap_list, open_incidents
@@ -100,7 +101,8 @@ def region(engine):
 def desk(region, db_url):
     """The dispatch page, loaded and fitted to the region; yields (page, watch, base URL)."""
     app = create_app(db_url)
-    with serving(app.server) as base, offline_page(base, viewport=(1680, 1000)) as (page, watch):
+    account = new_account(region, "dispatcher")
+    with serving(app.server) as base, offline_page(base, account=account, viewport=(1680, 1000)) as (page, watch):
         page.goto(f"{base}/dispatch")
         page.wait_for_function(READY, timeout=60_000)
         yield page, watch, base
@@ -153,7 +155,7 @@ def test_clicking_a_gap_centres_the_map_and_ranks_units(desk, region, artifacts)
     gaps = gap_list(region, get_settings(), now=datetime.now(timezone.utc))
     gap = gaps[gaps["kind"] == "grid"].iloc[-1]  # far down the list, away from the start view
     before = page.evaluate(f"() => {MAP}.getCenter().toArray()")
-    page.locator(f"#dispatch-targets tr.pick:nth-child({gap.name + 1})").click()
+    page.locator(f"#dispatch-targets tr.pick:nth-child({gap.name + 1})").click(timeout=60_000)
     page.wait_for_function(
         "(g) => { const c = " + MAP + ".getCenter(); return Math.abs(c.lng - g[0]) < 0.03 && Math.abs(c.lat - g[1]) < 0.03; }",
         arg=[float(gap.lon), float(gap.lat)], timeout=15_000)
@@ -178,28 +180,23 @@ def test_clicking_a_gap_centres_the_map_and_ranks_units(desk, region, artifacts)
 
 
 @pytest.mark.browser
-def test_acknowledging_an_alert_stores_who_and_when(desk, region):
+def test_acknowledging_an_alert_stores_the_signed_in_account_and_when(desk, region):
     page, _, _ = desk
-    page.wait_for_selector("#dispatch-alerts button.ack", timeout=20_000)
-    page.locator("#dispatch-alerts button.ack").first.click()
-    page.wait_for_function("() => document.querySelector('#dispatch-alerts .note')?.textContent.includes('name')",
-                           timeout=10_000)
-    with region.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM alert WHERE acknowledged_by IS NOT NULL")).scalar() == 0
-    page.fill("#dispatch-who", "Li Ming")
-    page.press("#dispatch-who", "Enter")
+    name = page.locator(".dispatch-header .who").text_content().split(" · ")[0]
     first = page.locator("#dispatch-alerts li.unacked").first
+    first.wait_for(timeout=20_000)
     kind = first.get_attribute("data-kind")
     first.locator("button.ack").click()
-    page.wait_for_function("() => document.querySelector('#dispatch-alerts')?.textContent.includes('ack. Li Ming')",
+    page.wait_for_function(f"() => document.querySelector('#dispatch-alerts')?.textContent.includes('ack. {name}')",
                            timeout=10_000)
     with region.connect() as conn:
         row = conn.execute(sa.text(
-            "SELECT kind, acknowledged_by, acknowledged_at FROM alert WHERE acknowledged_by IS NOT NULL")).one()
-    assert (row.kind, row.acknowledged_by) == (kind, "Li Ming")
+            "SELECT id, kind, acknowledged_by, acknowledged_at FROM alert WHERE acknowledged_by IS NOT NULL")).one()
+        audited = conn.execute(sa.text("SELECT actor, address FROM audit_log WHERE action = 'alert_acknowledged' "
+                                       "AND (detail->>'alert')::bigint = :id"), {"id": row.id}).one()
+    assert (row.kind, row.acknowledged_by) == (kind, name)
+    assert tuple(audited) == (name, "127.0.0.1")
     assert abs((row.acknowledged_at - datetime.now(timezone.utc)).total_seconds()) < 60
-    page.reload()  # the name is kept in localStorage
-    page.wait_for_function("() => document.querySelector('#dispatch-who')?.value === 'Li Ming'", timeout=15_000)
 
 
 @pytest.mark.browser

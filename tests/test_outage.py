@@ -13,10 +13,13 @@ import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
 import sqlalchemy as sa
+from _accounts import cli_account, signed_opener
 from sqlalchemy.engine import make_url
 
+from gridwatch.bench._harness import new_account
 from gridwatch.dashboard._context import LastKnown, WallContext
 from gridwatch.dashboard.app import create_app
 from gridwatch.dashboard.wall_data import live_update
@@ -25,7 +28,7 @@ from gridwatch.settings import Settings, get_settings
 
 from _browser import LIVE_LONS, READY, RENDERED, TcpProxy, offline_page, serving
 from _homes import open_to_all
-from _refdata import empty_tables
+from _refdata import SQUARE, empty_tables
 
 FAST = {"live_refresh_s": 1.0, "refresh_s": 2.0}
 LAYERS = ["grids", "segments", "incidents", "checkpoints", "lines"]
@@ -65,8 +68,8 @@ def _wait_drawn(page) -> None:
     page.wait_for_function(f"() => ({LIVE_LONS})().length > 0", timeout=30_000)
 
 
-def test_the_wall_keeps_every_layer_through_an_outage(base: str, proxy: TcpProxy) -> None:
-    with offline_page(base) as (page, watch):
+def test_the_wall_keeps_every_layer_through_an_outage(region: sa.Engine, base: str, proxy: TcpProxy) -> None:
+    with offline_page(base, account=new_account(region)) as (page, watch):
         page.goto(f"{base}/wall")
         _wait_drawn(page)
         before = _drawn(page)
@@ -88,13 +91,14 @@ def test_the_wall_keeps_every_layer_through_an_outage(base: str, proxy: TcpProxy
         assert not watch.offsite
 
 
-def test_a_page_opened_during_the_outage_shows_the_last_picture(base: str, proxy: TcpProxy) -> None:
-    with offline_page(base) as (page, _):
+def test_a_page_opened_during_the_outage_shows_the_last_picture(region: sa.Engine, base: str, proxy: TcpProxy) -> None:
+    with offline_page(base, account=new_account(region)) as (page, _):
         page.goto(f"{base}/wall")
         _wait_drawn(page)  # the server has seen the picture
+        signed_in = page.context.storage_state()
     proxy.cut()
     try:
-        with offline_page(base) as (page, _):
+        with offline_page(base, account=signed_in) as (page, _):
             page.goto(f"{base}/wall")
             _wait_drawn(page)
             assert "showing the picture of" in page.evaluate(BANNER)
@@ -103,12 +107,17 @@ def test_a_page_opened_during_the_outage_shows_the_last_picture(base: str, proxy
 
 
 def test_a_server_that_never_saw_the_database_says_there_is_no_data_yet(region: sa.Engine, db_url: str) -> None:
+    # A wall signed in before (its cookie holds for every port of this host): the session is trusted
+    # as it stood while the database is away. (That app is set up first: a Dash app takes the pages'
+    # callbacks when it serves its first request.)
+    with serving(create_app(db_url).server) as other, offline_page(other, account=new_account(region)) as (page, _):
+        signed_in = page.context.storage_state()
     url = make_url(db_url)
     cut = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     cut.cut()
     app = create_app(url.set(port=cut.port).render_as_string(hide_password=False),
                      get_settings().model_copy(update=FAST))
-    with serving(app.server) as address, offline_page(address) as (page, _):
+    with serving(app.server) as address, offline_page(address, account=signed_in) as (page, _):
         page.goto(f"{address}/wall")
         page.wait_for_function(f"() => ({BANNER})().includes('No data yet — the database is unreachable')",
                                timeout=30_000)
@@ -180,10 +189,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _answer(url: str) -> str:
+def _answer(opener: urllib.request.OpenerDirector, url: str) -> str:
     """``fresh`` (200, read now), ``kept`` (200, the last known answer) or the error."""
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with opener.open(url, timeout=5) as response:
             return "kept" if response.headers.get("X-Gridwatch-As-Of") else "fresh"
     except urllib.error.HTTPError as error:
         return str(error.code)
@@ -191,9 +200,9 @@ def _answer(url: str) -> str:
         return type(error).__name__
 
 
-def _until(url: str, wanted: str, cap_s: float = 60.0) -> None:
+def _until(opener: urllib.request.OpenerDirector, url: str, wanted: str, cap_s: float = 60.0) -> None:
     deadline = time.monotonic() + cap_s
-    while (answer := _answer(url)) != wanted:
+    while (answer := _answer(opener, url)) != wanted:
         assert time.monotonic() < deadline, f"{url} answered {answer}, never {wanted}"
         time.sleep(0.5)
 
@@ -203,21 +212,27 @@ def test_serve_finds_the_database_again_on_a_new_port(tmp_path_factory: pytest.T
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("GRIDWATCH_")}, "GRIDWATCH_HOME": str(home)}
     gridwatch = [sys.executable, "-m", "gridwatch.cli"]
     assert subprocess.run([*gridwatch, "db", "start"], env=env, capture_output=True, timeout=120).returncode == 0
+    url = subprocess.run([*gridwatch, "db", "url"], env=env, capture_output=True, text=True).stdout.strip()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO command_unit (level, code, name, geom) VALUES "
+                     f"('prefecture', 'P', 'Pref', ST_GeomFromText('{SQUARE}', 4326))")
+    account = cli_account(gridwatch, env)
     port = _free_port()
     serve = subprocess.Popen([*gridwatch, "serve", "--port", str(port)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     live = f"http://127.0.0.1:{port}/api/live"
     try:
-        _until(live, "fresh")
+        opener = signed_opener(f"http://127.0.0.1:{port}", account)
+        _until(opener, live, "fresh")
         old = subprocess.run([*gridwatch, "db", "url"], env=env, capture_output=True, text=True).stdout.strip()
         subprocess.run([*gridwatch, "db", "stop"], env=env, capture_output=True, timeout=60)
-        _until(live, "kept")  # the last known units while the database is away
+        _until(opener, live, "kept")  # the last known units while the database is away
         moved = subprocess.run([*gridwatch, "db", "start"], env={**env, "GRIDWATCH_DB_PORT": str(_free_port())},
                                capture_output=True, text=True, timeout=120)
         assert moved.returncode == 0, moved.stderr
         new = subprocess.run([*gridwatch, "db", "url"], env=env, capture_output=True, text=True).stdout.strip()
         assert make_url(new).port != make_url(old).port
-        _until(live, "fresh")  # the same serve process, with no restart
+        _until(opener, live, "fresh")  # the same serve process, with no restart
     finally:
         serve.terminate()
         serve.wait(30)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import mapbox_vector_tile
 import pytest
+from _accounts import ORIGIN, client_of
 
+from gridwatch.bench._harness import new_account
 from gridwatch.dashboard.app import PLOTLY_PATH, create_app
 from gridwatch.data.synthetic import REGIONS, make_region
 from gridwatch.layers.catalog import CATALOG, UnknownLayerError
@@ -24,7 +26,7 @@ def region(engine):
 
 @pytest.fixture(scope="module")
 def client(region, db_url):
-    return create_app(db_url).server.test_client()
+    return client_of(create_app(db_url), new_account(region))
 
 
 def decode(data: bytes) -> dict:
@@ -203,7 +205,7 @@ def test_every_response_carries_the_security_headers(client, kind):
         etag = client.get(tile_url).headers["ETag"]
         response = client.get(tile_url, headers={"If-None-Match": etag})
     elif kind == "callback":
-        response = client.post("/_dash-update-component", json=_kpi_callback(client))
+        response = client.post("/_dash-update-component", json=_kpi_callback(client), headers={"Origin": ORIGIN})
         assert response.is_json and "wall-kpis" in response.get_json()["response"]
     else:
         response = client.get({

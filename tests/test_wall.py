@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from gridwatch.bench._harness import new_account
 from gridwatch.dashboard.app import create_app
 from gridwatch.data.synthetic import REGIONS, make_region
 from gridwatch.layers.catalog import available_layers
@@ -50,7 +51,7 @@ def wall(region, proxy, db_url):
     """The wall page, loaded and fitted to the region; yields (page, watch, base URL)."""
     url = make_url(db_url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     app = create_app(url)
-    with serving(app.server) as base, offline_page(base) as (page, watch):
+    with serving(app.server) as base, offline_page(base, account=new_account(region)) as (page, watch):
         page.goto(f"{base}/wall")
         page.wait_for_function(READY, timeout=60_000)
         yield page, watch, base
@@ -224,5 +225,6 @@ def test_banners_and_options_in_both_languages():
     assert banner("stale", lang="en", since="2024-05-01 08:00:00")[0] == "Data stale since 2024-05-01 08:00:00"
     tree = pd.DataFrame({"code": ["P", "C"], "name": ["地区", "县"], "name_en": ["Pref", "County"],
                          "level": ["prefecture", "county"], "depth": [0, 1]})
-    assert scope_options(tree, lang="zh") == [{"label": "地区 · 地区", "value": "P"},
+    assert scope_options(tree, lang="en", within="C") == [{"label": "\u2003County · County", "value": "C"}]
+    assert scope_options(tree, lang="zh", within=None) == [{"label": "地区 · 地区", "value": "P"},
                                               {"label": "\u2003县 · 县", "value": "C"}]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from gridwatch.bench._harness import new_account
 from gridwatch.bench.soak import (
     MAX_HEAP_GROWTH_MB,
     MAX_LISTENERS_ADDED,
@@ -30,7 +31,7 @@ def test_memory_stays_flat_over_hundreds_of_refreshes(clean_db, db_url):
     DOM nodes and listeners stay flat (a page too slow for its rate skips ticks rather than queueing them)."""
     make_region(clean_db, REGIONS["small"])
     app = create_app(db_url, get_settings().model_copy(update=SOAK_REFRESH))
-    with serving(app.server) as base, offline_page(base) as (page, watch), moving_units(clean_db):
+    with serving(app.server) as base, offline_page(base, account=new_account(clean_db)) as (page, watch), moving_units(clean_db):
         page.goto(f"{base}/wall")
         page.wait_for_function(READY, timeout=60_000)
         # warm-up: glyphs, tiles, compiled code and the browser's own buffers

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _accounts import cli_account, signed_opener
 
 from _homes import open_to_all
 
@@ -33,12 +34,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _get(url: str, timeout_s: float, process: subprocess.Popen) -> bytes:
+def _get(opener: urllib.request.OpenerDirector, url: str, timeout_s: float, process: subprocess.Popen) -> bytes:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert process.poll() is None, "serve stopped"
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
+            with opener.open(url, timeout=5) as response:
                 return response.read()
         except OSError:
             time.sleep(0.5)
@@ -93,13 +94,15 @@ def test_the_installed_commands_run_from_outside_the_repository(
         _run([gridwatch, "sample", "--scale", "small", "--seed", "2", "--out", "region"], cwd=outside, env=env)
         summary = _run([gridwatch, "etl", "run", "--input", "region"], cwd=outside, env=env)
         assert "positions" in summary and "failed" not in summary, summary
+        account = cli_account([gridwatch], env)
         port = _free_port()
         serve = subprocess.Popen([gridwatch, "serve", "--port", str(port)], cwd=outside, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            page = _get(f"http://127.0.0.1:{port}/wall", 60, serve)
+            opener = signed_opener(f"http://127.0.0.1:{port}", account)
+            page = _get(opener, f"http://127.0.0.1:{port}/wall", 60, serve)
             assert b"gridwatch" in page
-            units = json.loads(_get(f"http://127.0.0.1:{port}/api/live", 60, serve))
+            units = json.loads(_get(opener, f"http://127.0.0.1:{port}/api/live", 60, serve))
             assert isinstance(units, list) and len(units) > 0
         finally:
             serve.terminate()

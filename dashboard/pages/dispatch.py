@@ -3,8 +3,8 @@
 ``/dispatch?unit=CODE&lang=zh``. A click on a gap (or an open incident) centres
 the map on it and ranks the available units by road travel time, drawing the
 route of the chosen one. Alerts refresh every ``alert_refresh_s`` (10 s) and
-are acknowledged under the name the dispatcher types once (kept in the
-browser's localStorage: there is no login yet). The time slider shows the
+are acknowledged by the signed-in account (a dispatcher or above; a viewer
+sees the list without buttons). The time slider shows the
 units and the alerts at any moment of the last 24 h (coverage layers stay
 "now"); a unit's track can be replayed.
 """
@@ -15,7 +15,9 @@ import flask
 from dash import ALL, ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
 from gridwatch.dashboard._context import DB_ERRORS, context, milliseconds
+from gridwatch.dashboard.access import may, principal, scope_code
 from gridwatch.dashboard.dispatch_data import (
+    acknowledge_alert,
     alerts_update,
     moment,
     nearest_update,
@@ -28,6 +30,7 @@ from gridwatch.dashboard.dispatch_panels import TRACES
 from gridwatch.dashboard.i18n import lang_of, t
 from gridwatch.dashboard.live_map import map_figure
 from gridwatch.dashboard.wall_data import unit_options
+from gridwatch.dashboard.wall_panels import signed_in_as
 from gridwatch.layers.queries import jurisdiction_bounds
 from gridwatch.settings import ZONE_KINDS
 
@@ -58,6 +61,7 @@ def _home() -> list[float] | None:
 def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.Div:
     """The desk for the language and command unit named in the URL; the callbacks fill the panels."""
     lang = lang_of(lang)
+    unit = scope_code(unit)
     ctx = context()
     other = "en" if lang == "zh" else "zh"
     return html.Div(className="dispatch", children=[
@@ -68,14 +72,14 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
         dcc.Store(id="dispatch-target"),
         dcc.Store(id="dispatch-ranked"),
         dcc.Store(id="dispatch-frames"),
+        dcc.Store(id="dispatch-acked"),
         html.Header(className="dispatch-header", children=[
             html.H1(t("dispatch_title", lang)),
-            dcc.Dropdown(id="dispatch-scope", value=unit, options=unit_options(ctx, lang=lang),
+            dcc.Dropdown(id="dispatch-scope", value=unit, options=unit_options(ctx, lang=lang, within=scope_code(None)),
                          placeholder=t("scope_all", lang), className="scope", clearable=True),
             dcc.Dropdown(id="dispatch-zone", options=[{"label": t(f"zone_{k}", lang), "value": k} for k in ZONE_KINDS],
                          placeholder=t("zone_all", lang), className="zone", clearable=True),
-            dcc.Input(id="dispatch-who", type="text", placeholder=t("dispatcher_name", lang), debounce=True,
-                      persistence=True, persistence_type="local", className="who"),
+            signed_in_as(principal().name, lang),
             html.A(t("to_wall", lang), href=f"/wall?lang={lang}", className="nav-link"),
             html.A(t("other_lang", lang), href=f"?lang={other}", className="nav-link"),
         ]),
@@ -135,7 +139,7 @@ def _clicked() -> bool:
 )
 def refresh_targets(_tick, mode: str, unit: str | None, zone: str | None, target: dict | None, lang: str):
     """Every slow tick and on a filter change: the gap list (or the open incidents)."""
-    update = targets_update(context(), mode=mode, unit=unit, zone_kind=zone, lang=lang,
+    update = targets_update(context(), mode=mode, unit=scope_code(unit), zone_kind=zone, lang=lang,
                             selected=target["key"] if target else None)
     return (dash.no_update, dash.no_update) if update is None else (update.table, update.rows)
 
@@ -179,25 +183,37 @@ def nearest(target: dict | None, _clicks, ranked: list[dict] | None, lang: str):
 
 @callback(
     Output("dispatch-alerts", "children"),
-    Input("dispatch-alert-tick", "n_intervals"), Input("dispatch-time", "value"),
-    Input({"type": "dispatch-ack", "id": ALL}, "n_clicks"),
-    State("dispatch-who", "value"), State("dispatch-lang", "data"),
+    Input("dispatch-alert-tick", "n_intervals"), Input("dispatch-time", "value"), Input("dispatch-acked", "data"),
+    State("dispatch-lang", "data"),
 )
-def alerts(_tick, minutes_back: int, _acks, who: str | None, lang: str):
-    """Every 10 s: refresh and list the alerts (or those open at the slider's moment); acknowledge."""
-    ack = dash.ctx.triggered_id["id"] if isinstance(dash.ctx.triggered_id, dict) and _clicked() else None
-    panel = alerts_update(context(), at=moment(minutes_back), lang=lang, ack=ack, who=who)
+def alerts(_tick, minutes_back: int, _acked, lang: str):
+    """Every 10 s and after an acknowledgement: refresh and list the alerts (or those open at the slider's moment)."""
+    panel = alerts_update(context(), at=moment(minutes_back), lang=lang, can_acknowledge=may("dispatcher"))
     return dash.no_update if panel is None else panel
+
+
+@callback(
+    Output("dispatch-acked", "data"), Input({"type": "dispatch-ack", "id": ALL}, "n_clicks"),
+    prevent_initial_call=True,
+)
+def acknowledge(_clicks):
+    """A click on Acknowledge: the alert is acknowledged by the signed-in account."""
+    if not _clicked():
+        return dash.no_update
+    alert_id = dash.ctx.triggered_id["id"]
+    done = acknowledge_alert(context(), int(alert_id), who=principal().name, address=flask.request.remote_addr)
+    return alert_id if done else dash.no_update
 
 
 @callback(
     Output("dispatch-map", "figure"), Output("dispatch-banner", "children"), Output("dispatch-banner", "className"),
     Output("dispatch-time-label", "children"),
-    Input("dispatch-live-due", "data"), Input("dispatch-time", "value"), State("dispatch-lang", "data"),
+    Input("dispatch-live-due", "data"), Input("dispatch-time", "value"), Input("dispatch-scope", "value"),
+    State("dispatch-lang", "data"),
 )
-def refresh_units(_tick, minutes_back: int, lang: str):
+def refresh_units(_tick, minutes_back: int, unit: str | None, lang: str):
     """Every live tick: the units now (or at the slider's moment) and the data banner."""
-    update = units_update(context(), at=moment(minutes_back), lang=lang)
+    update = units_update(context(), at=moment(minutes_back), lang=lang, unit=scope_code(unit))
     patched = dash.no_update
     if update.trace is not None:
         patched = dash.Patch()

@@ -12,10 +12,11 @@ import flask
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
 from gridwatch.dashboard._context import context, milliseconds
+from gridwatch.dashboard.access import principal, scope_code
 from gridwatch.dashboard.i18n import lang_of, t
 from gridwatch.dashboard.live_map import map_figure, view_of
 from gridwatch.dashboard.wall_data import live_update, slow_update, start_bounds, unit_options
-from gridwatch.dashboard.wall_panels import layer_options, legend
+from gridwatch.dashboard.wall_panels import layer_options, legend, signed_in_as
 from gridwatch.layers.catalog import CATALOG
 
 dash.register_page(__name__, path="/wall", title="gridwatch · wall")
@@ -28,6 +29,7 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
     choice at once); everything else arrives by the callbacks.
     """
     lang = lang_of(lang)
+    unit = scope_code(unit)
     settings = context().settings
     style_url = f"{flask.request.host_url}style.json?lang={lang}"
     # The first live units and banner come with the page: no callback round trip before they show.
@@ -45,12 +47,13 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
         dcc.Store(id="wall-sink-tiles"),
         html.Header(className="wall-header", children=[
             html.H1(t("app_title", lang)),
-            dcc.Dropdown(id="wall-scope", value=unit, options=unit_options(context(), lang=lang),
+            dcc.Dropdown(id="wall-scope", value=unit, options=unit_options(context(), lang=lang, within=scope_code(None)),
                          placeholder=t("scope_all", lang), className="scope", clearable=True, searchable=True),
             html.A(t("other_lang", lang), id="wall-lang-link", href=f"?lang={'en' if lang == 'zh' else 'zh'}",
                    className="lang-link"),
             html.A(t("to_dispatch", lang), href=f"/dispatch?lang={lang}", className="lang-link",
                    style={"marginLeft": 0}),
+            signed_in_as(principal().name, lang),
         ]),
         html.Div(banner_text, id="wall-banner", className=banner_class),
         html.Div(id="wall-kpis", className="kpis"),
@@ -80,7 +83,7 @@ dash.register_page(f"{__name__}.home", path="/", title="gridwatch · wall", layo
 )
 def refresh_live(_tick: int | None, unit: str | None, lang: str):
     """Every live tick: the live units, their trails, and the data banner."""
-    update = live_update(context(), unit, lang=lang)
+    update = live_update(context(), scope_code(unit), lang=lang)
     return update.patch(), *update.banner
 
 
@@ -92,7 +95,7 @@ def refresh_live(_tick: int | None, unit: str | None, lang: str):
 )
 def refresh_slow(_tick: int | None, unit: str | None, lang: str, shown_bounds: list[float] | None):
     """Every slow tick and on drill-down: KPIs, the unit tree, the bounds to fit, the toggles."""
-    update = slow_update(context(), unit, lang=lang)
+    update = slow_update(context(), scope_code(unit), lang=lang, within=scope_code(None))
     if update is None:
         return dash.no_update, dash.no_update, dash.no_update, dash.no_update
     bounds = dash.no_update if update.bounds == shown_bounds else update.bounds

@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "soak": "soak:bench_soak",
     "faults": "faults:bench_faults",
     "fuzz": "fuzz:bench_fuzz",
+    "access": "access:bench_access",
 }
 
 _GOAL = re.compile(r"^(<=|>=|≤|≥|<|>)\s*([-+]?[\d,]*\.?\d+)\s*(x|×)?$")

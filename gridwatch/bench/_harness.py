@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,7 +25,8 @@ from gridwatch.etl.database import engine_for, scratch_database
 from gridwatch.settings import Settings
 from gridwatch.system import CHROMIUM, SetupError, chromium, ensure
 
-__all__ = ["bench_engine", "bench_sample", "serving", "offline_browser", "offline_page", "free_port",
+__all__ = ["bench_engine", "bench_sample", "serving", "offline_browser", "offline_page", "new_account", "sign_in",
+           "free_port",
            "IngestProcess", "SmallDisk", "INTERACTIVE", "CHROMIUM", "CHROMIUM_ARGS"]
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -99,8 +101,28 @@ def offline_browser() -> Iterator[object]:
             browser.close()
 
 
-def offline_page(browser, base_url: str, *, viewport: tuple[int, int] = (1920, 1080)):
-    """A page in a new (cold) context that may only talk to ``base_url``: (context, page, refused URLs)."""
+def new_account(engine: sa.Engine, role: str = "viewer", *, unit: str | None = None) -> tuple[str, str]:
+    """A new account of ``role`` (in the top command unit, or ``unit``) with a random name and password."""
+    from gridwatch.etl.accounts import add_account
+
+    name, password = f"{role}-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
+    with engine.begin() as conn:
+        add_account(conn, name, role, password, unit=unit, actor="bench")
+    return name, password
+
+
+def sign_in(context, base_url: str, account: tuple[str, str]) -> None:
+    """Sign a Playwright browser context in as ``account`` (name, password): its pages then are."""
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(base_url))
+    response = context.request.post(f"{origin}/login", form={"name": account[0], "password": account[1]},
+                                    headers={"Origin": origin}, max_redirects=0)
+    if response.status != 303:
+        raise GridwatchError(f"signing in as {account[0]} answered {response.status}")
+
+
+def offline_page(browser, base_url: str, *, account: tuple[str, str], viewport: tuple[int, int] = (1920, 1080)):
+    """A page in a new (cold) context, signed in as ``account``, that may only talk to ``base_url``:
+    (context, page, refused URLs)."""
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(base_url))
     offsite: list[str] = []
 
@@ -114,6 +136,7 @@ def offline_page(browser, base_url: str, *, viewport: tuple[int, int] = (1920, 1
 
     context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     context.route("**/*", route)
+    sign_in(context, base_url, account)
     return context, context.new_page(), offsite
 
 

@@ -42,6 +42,7 @@ from gridwatch.bench._harness import (
     SmallDisk,
     bench_engine,
     bench_sample,
+    new_account,
     offline_browser,
     offline_page,
     serving,
@@ -172,7 +173,7 @@ def wall_restart(settings: Settings) -> Scenario:
         app = create_app(settings=own)
         engine = database_engine(own)
         with serving(app.server) as base:
-            context, page, refused = offline_page(browser, base)
+            context, page, refused = offline_page(browser, base, account=new_account(engine))
             page.goto(f"{base}/wall")
             with engine.connect() as conn:
                 bounds = list(conn.execute(sa.text(

@@ -141,7 +141,7 @@ def growth(samples: list[PageSample], measure: str) -> float:
 
 def bench_soak(settings: Settings, *, scale: str) -> list[Figure]:
     """The wall's heap, DOM nodes and listeners after a soak of ``SOAK_S`` seconds, against the warmed-up page."""
-    from gridwatch.bench._harness import INTERACTIVE, bench_engine, offline_browser, offline_page, serving
+    from gridwatch.bench._harness import INTERACTIVE, bench_engine, new_account, offline_browser, offline_page, serving
     from gridwatch.dashboard.app import create_app
 
     if scale not in REGIONS:
@@ -151,7 +151,7 @@ def bench_soak(settings: Settings, *, scale: str) -> list[Figure]:
         bounds = list(jurisdiction_bounds(engine))
         app = create_app(engine.url.render_as_string(hide_password=False), settings.model_copy(update=SOAK_REFRESH))
         with offline_browser() as browser, serving(app.server) as base, moving_units(engine):
-            context, page, refused = offline_page(browser, base)
+            context, page, refused = offline_page(browser, base, account=new_account(engine))
             page.goto(f"{base}/wall")
             page.wait_for_function(INTERACTIVE, arg=bounds, timeout=120_000, polling=100)
             page.wait_for_timeout(WARM_UP_S * 1000)

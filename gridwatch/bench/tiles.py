@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from plotly.io.json import to_json_plotly
 
 from gridwatch.bench import Figure
-from gridwatch.bench._harness import INTERACTIVE, bench_engine, offline_browser, offline_page, serving
+from gridwatch.bench._harness import INTERACTIVE, bench_engine, new_account, offline_browser, offline_page, serving
 from gridwatch.dashboard._context import WallContext
 from gridwatch.dashboard.live_map import map_figure
 from gridwatch.dashboard.wall_data import DETAIL_MAX_UNITS, live_update
@@ -125,15 +125,15 @@ def _live_figures(engine: sa.Engine, settings: Settings, targets: dict[str, str]
     ]
 
 
-def _page_load(browser, base: str, bounds: list[float], *, stock_plotly: bytes | None = None
-               ) -> tuple[float, list[str]]:
+def _page_load(browser, base: str, bounds: list[float], *, account: tuple[str, str],
+               stock_plotly: bytes | None = None) -> tuple[float, list[str]]:
     """One cold load of the wall: (milliseconds to interactive, URLs of other origins it asked for).
 
     ``stock_plotly`` answers the page's plotly.js request with that bundle instead of ours.
     """
     from gridwatch.dashboard.app import PLOTLY_PATH
 
-    context, page, refused = offline_page(browser, base)
+    context, page, refused = offline_page(browser, base, account=account)
     if stock_plotly is not None:
         context.route(f"{base}{PLOTLY_PATH}", lambda r: r.fulfill(body=stock_plotly, content_type="text/javascript"))
     try:
@@ -157,11 +157,12 @@ def _page_figures(engine: sa.Engine, target: str) -> list[Figure]:
     bounds = list(jurisdiction_bounds(engine))
     app = create_app(engine.url.render_as_string(hide_password=False))
     stock = get_plotlyjs().encode()
+    account = new_account(engine)
     loads, stock_loads, offsite = [], [], []
     with offline_browser() as browser, serving(app.server) as base:
         for _ in range(PAGE_LOADS):
             for times, bundle in ((loads, None), (stock_loads, stock)):
-                ms, refused = _page_load(browser, base, bounds, stock_plotly=bundle)
+                ms, refused = _page_load(browser, base, bounds, account=account, stock_plotly=bundle)
                 times.append(ms)
                 offsite += refused
     if offsite:
