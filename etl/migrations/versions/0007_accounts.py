@@ -6,13 +6,13 @@ the account is added or signs in). ``kiosk``: a wall's sign-in link, its token s
 bound to the viewer role and one command unit, revocable. ``audit_log`` gains the address a
 change came from, and refuses UPDATE, DELETE and TRUNCATE: rows are only ever added.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 """
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 
 SCHEMA = r"""
 CREATE TABLE account (
