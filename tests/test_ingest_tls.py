@@ -168,11 +168,14 @@ def test_devices_cert_writes_a_data_package_and_a_p12_signed_by_the_ca(live: tup
     assert password not in service.log.read_text()
 
 
-def test_devices_cert_refuses_an_unknown_unit_in_one_line(live: tuple, db_url: str, tmp_path: Path) -> None:
+def test_devices_cert_and_revoke_refuse_an_unknown_callsign_in_one_line(live: tuple, db_url: str, tmp_path: Path) -> None:
     _, _, home = live
     done = gridwatch(home, db_url, "devices", "cert", "NOSUCH", "--out", str(tmp_path), check=False)
     assert done.returncode == 1 and "there is no unit 'NOSUCH'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+    done = gridwatch(home, db_url, "devices", "revoke", "T1", "NOSUCH", check=False)
+    assert done.returncode == 1 and "there is no device 'NOSUCH'" in done.stderr
+    assert rows(db_url, "SELECT revoked_at FROM device WHERE callsign = 'T1'") == [(None,)]  # nothing revoked
 
 
 def test_a_device_snapshot_of_the_older_form_is_read(tmp_path: Path) -> None:
