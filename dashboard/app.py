@@ -139,8 +139,15 @@ def _add_security_headers(app: dash.Dash, basemap_tiles_url: str | None) -> None
     app.server.after_request(add)
 
 
-def run(host: str, port: int) -> None:
-    """Serve the dashboard with waitress (threaded) until interrupted."""
-    from waitress import serve
+def run(host: str, port: int, *, tls_cert: Path | None = None, tls_key: Path | None = None) -> None:
+    """Serve the dashboard in 8 threads until interrupted: over HTTP with waitress, or over HTTPS with
+    ``tls_cert`` and ``tls_key`` (a file of mode 600) with Hypercorn (:mod:`gridwatch.dashboard._https`)."""
+    threads = 8
+    if tls_cert is not None:
+        from gridwatch.dashboard._https import serve_https
 
-    serve(create_app().server, host=host, port=port, threads=8, ident="gridwatch")
+        serve_https(lambda: create_app().server, host=host, port=port, cert=tls_cert, key=tls_key, threads=threads)
+    else:
+        from waitress import serve
+
+        serve(create_app().server, host=host, port=port, threads=threads, ident="gridwatch")

@@ -441,11 +441,19 @@ leak_route = Table(
     _gist("leak_route"),
 )
 
+# A device's credentials: a token (hashed) and/or a certificate (its SHA-256 fingerprint); revoking
+# withdraws both, and a new one of either clears ``revoked_at``.
 device = Table(
     "device", metadata,
     Column("callsign", Text, ForeignKey("unit.callsign", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True),
-    Column("token_hash", Text, nullable=False),
+    Column("token_hash", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now()),
+    Column("cert_fingerprint", Text),
+    Column("cert_expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    CheckConstraint("(cert_fingerprint IS NULL) = (cert_expires_at IS NULL)", name="device_cert_expiry"),
+    CheckConstraint("revoked_at IS NULL OR (token_hash IS NULL AND cert_fingerprint IS NULL)",
+                    name="device_revoked_has_no_credentials"),
 )
 
 # How far each spool is in ``position``, moved in the transaction that writes the rows.

@@ -89,15 +89,34 @@ def db_upgrade() -> None:
 
 
 # -- dashboard -----------------------------------------------------------------
+def _tls_options(command):
+    """``--tls-cert`` and ``--tls-key``, defaulting to GRIDWATCH_TLS_CERT and GRIDWATCH_TLS_KEY."""
+    command = click.option("--tls-key", type=click.Path(path_type=Path), default=None,
+                           help="Its private key (PEM, unencrypted, a file of mode 600); default GRIDWATCH_TLS_KEY.")(command)
+    return click.option("--tls-cert", type=click.Path(path_type=Path), default=None,
+                        help="Serve HTTPS with this certificate (PEM, chain after it); default GRIDWATCH_TLS_CERT.")(command)
+
+
+def _tls_pair(cert: Path | None, key: Path | None) -> tuple[Path | None, Path | None]:
+    """The certificate and key to serve HTTPS with (the options, else the settings), both or neither."""
+    settings = get_settings()
+    cert, key = cert or settings.tls_cert, key or settings.tls_key
+    if (cert is None) != (key is None):
+        raise click.UsageError("give --tls-cert and --tls-key together (or neither, for plain HTTP)")
+    return cert, key
+
+
 @cli.command()
 @click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port (default 8050).")
-def serve(host: str | None, port: int | None) -> None:
-    """Serve the dashboard against the configured database."""
+@_tls_options
+def serve(host: str | None, port: int | None, tls_cert: Path | None, tls_key: Path | None) -> None:
+    """Serve the dashboard against the configured database (HTTPS with --tls-cert and --tls-key)."""
     from gridwatch.dashboard.app import run
 
     settings = get_settings()
-    run(host=host or settings.host, port=port or settings.port)
+    tls_cert, tls_key = _tls_pair(tls_cert, tls_key)
+    run(host=host or settings.host, port=port or settings.port, tls_cert=tls_cert, tls_key=tls_key)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -317,12 +336,26 @@ def etl_defence() -> None:
 # -- live positions --------------------------------------------------------------
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--http-port", default=5055, show_default=True, type=int, help="OsmAnd and JSON batch port.")
-@click.option("--cot-port", default=8087, show_default=True, type=int, help="Cursor-on-Target TCP port.")
+@click.option("--http-port", default=5055, show_default=True, type=int,
+              help="OsmAnd and JSON batch port (HTTPS with --tls-cert and --tls-key).")
+@click.option("--cot-port", default=8087, show_default=True, type=int,
+              help="Plain Cursor-on-Target TCP port (device token in the first event); 0 switches it off.")
+@click.option("--cot-tls-port", default=8089, show_default=True, type=int,
+              help="Cursor-on-Target over TLS with client certificates (gridwatch devices cert); 0 switches it off.")
+@click.option("--server-name", "server_names", multiple=True,
+              help="A name or address TAK clients reach this service by, for its TLS certificate (repeat it; "
+                   "localhost, this machine's names and --host are always in it).")
+@_tls_options
 @click.option("--rate", default=20.0, show_default=True, type=float, help="Fixes per second per device.")
 @click.option("--burst", default=100.0, show_default=True, type=float, help="Burst allowed per device.")
-def ingest(host: str, http_port: int, cot_port: int, rate: float, burst: float) -> None:
-    """Receive live positions (OsmAnd, CoT, JSON) into the spool and the database; SIGTERM stops."""
+def ingest(host: str, http_port: int, cot_port: int, cot_tls_port: int, server_names: tuple[str, ...],
+           tls_cert: Path | None, tls_key: Path | None, rate: float, burst: float) -> None:
+    """Receive live positions (OsmAnd, CoT, JSON) into the spool and the database; SIGTERM stops.
+
+    The CoT TLS port takes the client certificates that `gridwatch devices cert` issues from the
+    installation's CA (<home>/pki, made at the first start if there is none) and serves a certificate
+    of that CA, which the devices trust through their data package.
+    """
     import logging
 
     from gridwatch.errors import DatabaseError
@@ -332,27 +365,38 @@ def ingest(host: str, http_port: int, cot_port: int, rate: float, burst: float) 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("gridwatch.etl.ingest").setLevel(logging.INFO)
     settings = get_settings()
+    tls_cert, tls_key = _tls_pair(tls_cert, tls_key)
+    if settings.tls_server_names or server_names:
+        settings = settings.model_copy(update={"tls_server_names": [*settings.tls_server_names, *server_names]})
     try:
         ensure_database(settings)
     except DatabaseError as exc:
         click.echo(f"gridwatch: warning: {exc}; fixes are kept in the spool until the database answers", err=True)
-    run_ingest(settings, IngestOptions(host=host, http_port=http_port, cot_port=cot_port, rate=rate, burst=burst))
+    run_ingest(settings, IngestOptions(host=host, http_port=http_port, cot_port=cot_port, cot_tls_port=cot_tls_port,
+                                       tls_cert=tls_cert, tls_key=tls_key, rate=rate, burst=burst))
 
 
 @cli.group()
 def devices() -> None:
-    """Devices that report live positions, and their tokens."""
+    """Devices that report live positions: their tokens and certificates. A device token is for the
+    ingest service alone; it never signs a person in to the dashboard."""
 
 
-def _new_tokens(callsigns: list[str], *, create_units: bool = False) -> dict[str, str]:
+def _device_db():
+    """A connection to the migrated database (commits when its block ends without an error)."""
     import psycopg
 
     from gridwatch.etl.database import database_url, ensure_database
-    from gridwatch.etl.ingest.devices import add_devices
 
     settings = get_settings()
     ensure_database(settings)
-    with psycopg.connect(database_url(settings)) as conn:
+    return psycopg.connect(database_url(settings))
+
+
+def _new_tokens(callsigns: list[str], *, create_units: bool = False) -> dict[str, str]:
+    from gridwatch.etl.ingest.devices import add_devices
+
+    with _device_db() as conn:
         return add_devices(conn, callsigns, create_units=create_units)
 
 
@@ -366,6 +410,85 @@ def devices_add(callsigns: tuple[str, ...]) -> None:
     else:
         for callsign, token in tokens.items():
             click.echo(f"{callsign}\t{token}")
+
+
+@devices.command("cert")
+@click.argument("callsign")
+@click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder to write to.")
+@click.option("--format", "fmt", type=click.Choice(["zip", "p12"]), default="zip", show_default=True,
+              help="zip: a TAK data package (ATAK, WinTAK: import it); p12: the device's .p12 and the CA truststore .p12.")
+@click.option("--host", default=None,
+              help="The name or address devices reach the ingest service by (default this machine's name).")
+@click.option("--port", default=8089, show_default=True, type=int, help="The ingest service's CoT TLS port.")
+def devices_cert(callsign: str, out_dir: Path, fmt: str, host: str | None, port: int) -> None:
+    """Issue a unit's device a client certificate from the installation's CA (made on first use), as
+    its one current certificate (an older one no longer connects), and write it password-protected.
+
+    The password is printed once; the data package holds it too, so keep the package as secret as
+    a password. The service takes the certificate within seconds, without a restart.
+    """
+    import secrets
+    import socket
+
+    from gridwatch.etl.ingest.devices import set_certificate
+    from gridwatch.etl.ingest.pki import Authority
+    from gridwatch.etl.ingest.takpackage import TRUSTSTORE_NAME, data_package, device_p12, file_stem, truststore_p12
+    from gridwatch.tls import write_secret
+
+    settings = get_settings()
+    host = host or socket.getfqdn()
+    with _device_db() as conn:
+        authority = Authority.open(settings.pki_dir)
+        issued = authority.issue_device(callsign, days=settings.device_cert_days)
+        set_certificate(conn, callsign, issued.fingerprint, issued.cert.not_valid_after_utc)
+        password = secrets.token_urlsafe(15)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stem = file_stem(callsign)
+        if fmt == "zip":
+            written = [write_secret(out_dir / f"{stem}-gridwatch.zip", data_package(
+                issued, authority.cert, callsign, host=host, port=port, password=password))]
+        else:
+            written = [write_secret(out_dir / f"{stem}.p12", device_p12(issued, authority.cert, callsign, password)),
+                       write_secret(out_dir / TRUSTSTORE_NAME, truststore_p12(authority.cert, password))]
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"certificate {issued.fingerprint} for {callsign}, valid until {issued.cert.not_valid_after_utc:%Y-%m-%d}"
+               f", connects to {host}:{port} over TLS")
+    click.echo(f"password (shown only now): {password}")
+
+
+@devices.command("revoke")
+@click.argument("callsigns", nargs=-1, required=True)
+def devices_revoke(callsigns: tuple[str, ...]) -> None:
+    """Withdraw devices' tokens and certificates: the ingest service refuses them within 10 s and closes
+    their open connections. `devices add` or `devices cert` gives a device new credentials."""
+    from gridwatch.etl.ingest.devices import revoke_devices
+
+    with _device_db() as conn:
+        revoke_devices(conn, list(callsigns))
+    click.echo(f"revoked {', '.join(dict.fromkeys(callsigns))}")
+
+
+@devices.command("list")
+def devices_list() -> None:
+    """Every device: when made, whether it has a token, its certificate and expiry, and revocation."""
+    from gridwatch.etl.ingest.devices import list_devices
+
+    with _device_db() as conn:
+        records = list_devices(conn)
+    zone = ZoneInfo(get_settings().timezone)
+
+    def when(moment: datetime | None, form: str = "%Y-%m-%d %H:%M") -> str:
+        return moment.astimezone(zone).strftime(form) if moment else "-"
+
+    rows = [("callsign", "created", "token", "certificate (SHA-256)", "expires", "revoked")]
+    rows += [(r.callsign, when(r.created_at), "yes" if r.has_token else "no",
+              r.cert_fingerprint or "-", when(r.cert_expires_at, "%Y-%m-%d"),
+              when(r.revoked_at)) for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
 
 
 @cli.command()

@@ -113,13 +113,14 @@ def live_feed(settings: Settings, folder: Path) -> Iterator[str]:
     child processes while the block runs; yields the ingest URL. Logs go to ``<home>/logs``."""
     logs = settings.home_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    http_port, cot_port = _port(5055), _port(8087)
+    http_port, cot_port, cot_tls_port = _port(5055), _port(8087), _port(8089)
     url = f"http://127.0.0.1:{http_port}"
     children: list[subprocess.Popen] = []
     try:
         with open(logs / "ingest.log", "ab") as ingest_log:
             ingest = subprocess.Popen(
-                [*GRIDWATCH, "ingest", "--http-port", str(http_port), "--cot-port", str(cot_port)],
+                [*GRIDWATCH, "ingest", "--http-port", str(http_port), "--cot-port", str(cot_port),
+                 "--cot-tls-port", str(cot_tls_port)],
                 stdout=ingest_log, stderr=subprocess.STDOUT,
             )
         children.append(ingest)
@@ -130,7 +131,8 @@ def live_feed(settings: Settings, folder: Path) -> Iterator[str]:
                  str(settings.home_dir / "demo-tokens.json"), "--url", url, "--speed", "1x"],
                 stdout=simulate_log, stderr=subprocess.STDOUT,
             ))
-        click.echo(f"live feed: ingest on {url} (OsmAnd, JSON) and tcp://127.0.0.1:{cot_port} (CoT); "
+        click.echo(f"live feed: ingest on {url} (OsmAnd, JSON), tcp://127.0.0.1:{cot_port} (CoT) and "
+                   f"tls://127.0.0.1:{cot_tls_port} (CoT with device certificates); "
                    f"the simulator replays the sample's patrols; logs in {logs}")
         yield url
     finally:

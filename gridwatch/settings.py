@@ -133,6 +133,22 @@ class Settings(BaseSettings):
     grid_priority: list[str] = Field(
         default=[], description="Departments in order of authority for grid fusion."
     )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (with its chain) of HTTPS for the dashboard and the ingest HTTP port; "
+                    "``--tls-cert`` overrides it.",
+    )
+    tls_key: Path | None = Field(
+        default=None, description="PEM private key of ``tls_cert``: a file of mode 600; ``--tls-key`` overrides it."
+    )
+    tls_server_names: list[str] = Field(
+        default=[],
+        description="Names and addresses TAK clients reach the ingest service by, for its CoT-over-TLS certificate "
+                    "(besides localhost, this machine's host name and the address it listens on).",
+    )
+    device_cert_days: int = Field(
+        default=365, ge=1, le=3650, description="How long a device certificate (gridwatch devices cert) is valid."
+    )
 
     @field_validator("coverage_limit_h")
     @classmethod
@@ -146,6 +162,11 @@ class Settings(BaseSettings):
     def home_dir(self) -> Path:
         """The home folder as an absolute path."""
         return self.home.expanduser().resolve()
+
+    @property
+    def pki_dir(self) -> Path:
+        """The installation's own certificate authority and the ingest service's certificate."""
+        return self.home_dir / "pki"
 
 
 @lru_cache(maxsize=1)

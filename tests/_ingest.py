@@ -1,12 +1,17 @@
 """Helpers for the live-ingest tests: a tiny region, device tokens, and the service as a subprocess."""
 from __future__ import annotations
 
+import time
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+
 import psycopg
+import pytak
 
 from gridwatch.bench._harness import IngestProcess, SmallDisk, free_port
 from gridwatch.etl.ingest.devices import add_devices
 
-__all__ = ["REGION_SQL", "CENTRE", "IngestProcess", "SmallDisk", "free_port", "seed", "provision", "rows"]
+__all__ = ["REGION_SQL", "CENTRE", "IngestProcess", "SmallDisk", "free_port", "seed", "provision", "rows", "cot_event"]
 
 # lon 100.0-100.2, lat 22.0-22.2; two grids split at lon 100.1; a border strip along lat 22.0, inland beyond.
 REGION_SQL = """
@@ -47,3 +52,17 @@ def provision(url: str, callsigns: list[str], *, create_units: bool = False) -> 
 def rows(url: str, sql: str, params: tuple = ()) -> list[tuple]:
     with psycopg.connect(url) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+def cot_event(uid: str, seconds_ago: int, lon: float, lat: float, *, token: str | None = None,
+              cot_type: str = "a-f-G-U-C") -> bytes:
+    """A CoT event as pytak makes it: ``uid`` as callsign, a track, the token in ``<__auth>`` if given."""
+    children = [ET.Element("track", course="270", speed="2.5")]
+    if token:
+        children.insert(0, ET.Element("__auth", token=token))
+    event = pytak.cot_event(uid=uid, cot_type=cot_type, callsign=uid, detail=pytak.cot_detail(*children),
+                            point=pytak.cot_point(lat=lat, lon=lon, ce=7, hae=100, le=9, precision=7))
+    stamp = datetime.fromtimestamp(time.time() - seconds_ago, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    event.set("time", stamp)
+    event.set("start", stamp)
+    return pytak.serialize_cot(event)

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +30,7 @@ from gridwatch.etl.ingest.osmand import parse_osmand_query
 from gridwatch.etl.server import EmbeddedServer
 from gridwatch.settings import Settings
 
-from _ingest import CENTRE, IngestProcess, rows, seed
+from _ingest import CENTRE, IngestProcess, cot_event, rows, seed
 from _refdata import empty_tables
 
 UNITS = {"V1": "vehicle", "V2": "vehicle", "C1": "vehicle", "J1": "vehicle", "F1": "foot", "R1": "vehicle",
@@ -128,27 +127,14 @@ async def _send_with_pytak(port: int, events: list[bytes]) -> None:
     writer.close()
 
 
-def _cot(uid: str, seconds_ago: int, lon: float, lat: float, *, token: str | None = None,
-         cot_type: str = "a-f-G-U-C") -> bytes:
-    children = [ET.Element("track", course="270", speed="2.5")]
-    if token:
-        children.insert(0, ET.Element("__auth", token=token))
-    event = pytak.cot_event(uid=uid, cot_type=cot_type, callsign=uid, detail=pytak.cot_detail(*children),
-                            point=pytak.cot_point(lat=lat, lon=lon, ce=7, hae=100, le=9, precision=7))
-    stamp = datetime.fromtimestamp(time.time() - seconds_ago, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    event.set("time", stamp)
-    event.set("start", stamp)
-    return pytak.serialize_cot(event)
-
-
 def test_cot_from_a_tak_client_library(live: tuple[IngestProcess, dict], db_url: str) -> None:
     service, tokens = live
     lon, lat = CENTRE
     events = [
-        _cot("C1", 40, lon, lat, token=tokens["C1"]),
-        _cot("C1", 30, lon + 0.0003, lat),
-        _cot("C1", 20, lon + 0.0006, lat, cot_type="b-m-p-s-p-i"),  # a map marker: not a position
-        _cot("V1", 10, lon, lat),  # another unit on C1's connection: refused
+        cot_event("C1", 40, lon, lat, token=tokens["C1"]),
+        cot_event("C1", 30, lon + 0.0003, lat),
+        cot_event("C1", 20, lon + 0.0006, lat, cot_type="b-m-p-s-p-i"),  # a map marker: not a position
+        cot_event("V1", 10, lon, lat),  # another unit on C1's connection: refused
     ]
     asyncio.run(_send_with_pytak(service.cot_port, events))
     deadline = time.monotonic() + 10

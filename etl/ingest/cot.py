@@ -7,7 +7,7 @@ is then dropped. :func:`parse_event` parses with defusedxml and no DTD at all
 (so neither entity expansion nor external entities are possible) and keeps
 only friendly (``a-f-*``) position events.
 
-The first event of a connection authenticates it with
+On the plain CoT port the first event of a connection authenticates it with
 ``<detail><__auth token=".."/></detail>``; the callsign is
 ``<detail><contact callsign=".."/>`` or else the event's ``uid``.
 """

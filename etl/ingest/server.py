@@ -1,7 +1,8 @@
-"""The live ingest service: OsmAnd and JSON over HTTP, Cursor-on-Target over TCP, in one asyncio process.
+"""The live ingest service: OsmAnd and JSON over HTTP(S), Cursor-on-Target over TCP and TLS, in one asyncio process.
 
-Every fix is authenticated (device token), checked (coordinates, time within
-``ingest_max_age_s`` before now and ``future_tolerance_s`` after, accuracy),
+Every fix is authenticated (a device token; on the CoT TLS port, the device's client
+certificate), checked (coordinates, time within ``ingest_max_age_s`` before now and
+``future_tolerance_s`` after, accuracy),
 rate-limited per device, and acknowledged only once it is in the durable
 spool; a full spool disk answers 503 and the service goes on by itself when
 space returns. A :class:`gridwatch.etl.ingest.writer.SpoolWriter` thread
@@ -18,6 +19,14 @@ authenticated within ``ingest_request_timeout_s`` and closed when silent for
 :data:`~gridwatch.etl.ingest._fix.MAX_JSON_DEPTH` (400 or 413, never 500).
 No log line holds a token (:mod:`gridwatch.etl.ingest.redact`).
 
+TLS: the HTTP port speaks HTTPS with the operator's certificate and key (``tls_cert``,
+``tls_key``). The CoT TLS port (8089, as TAK clients expect) requires a client certificate issued by
+the installation's CA (:mod:`gridwatch.etl.ingest.pki`, made at the first start if there is none),
+whose CN is the device and which must be the device's current certificate; plain CoT (8087, token in
+the first event) can be switched off. The device table is read again every ``device_refresh_s``;
+then every open CoT connection whose token or certificate no longer authenticates it (revoked or
+superseded) is closed, so a revoked device is refused within that time plus one read.
+
 ``GET /api/ingest/stats`` shows the counters (kept across restarts, from
 ``since``; :mod:`gridwatch.etl.ingest.counters`), the writer's state and the
 spool's. SIGTERM or SIGINT stops it gracefully: no new requests, the spool
@@ -29,12 +38,15 @@ HTTP routes: ``GET|POST /`` (OsmAnd, Traccar Client), ``POST /api/positions``
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
 import resource
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import psycopg
 from aiohttp import web
@@ -45,14 +57,16 @@ from gridwatch.etl.ingest._fix import MAX_BODY_BYTES, Fix, FixError, check_fix
 from gridwatch.etl.ingest.batch import parse_batch
 from gridwatch.etl.ingest.cot import CotFramer, CotStreamError, parse_event
 from gridwatch.etl.ingest.counters import Counters, CountsFile
-from gridwatch.etl.ingest.devices import DeviceRegistry, RateLimiter, load_devices
+from gridwatch.etl.ingest.devices import Credentials, DeviceRegistry, RateLimiter, load_devices
 from gridwatch.etl.ingest.limits import ConnectionCaps, HttpGuard, peer_of, request_tracking
 from gridwatch.etl.ingest.osmand import OsmandReport, parse_osmand_query, parse_traccar_json
+from gridwatch.etl.ingest.pki import Authority, service_names
 from gridwatch.etl.ingest.redact import install_secret_filter
 from gridwatch.etl.ingest.spool import Spool, now_us, pack_rows
 from gridwatch.etl.ingest.upkeep import Upkeep
 from gridwatch.etl.ingest.writer import SpoolWriter
 from gridwatch.settings import Settings
+from gridwatch.tls import server_context
 
 __all__ = ["IngestOptions", "IngestService", "serve", "run_ingest"]
 
@@ -61,11 +75,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IngestOptions:
-    """Where the service listens and how it limits devices."""
+    """Where the service listens and how it limits devices. A CoT port of 0 is switched off; with
+    ``tls_cert`` and ``tls_key`` the HTTP port speaks HTTPS only."""
 
     host: str = "127.0.0.1"
     http_port: int = 5055
     cot_port: int = 8087
+    cot_tls_port: int = 8089
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     rate: float = 20.0
     burst: float = 100.0
     device_refresh_s: float = 5.0
@@ -113,6 +131,9 @@ class IngestService:
         self._runner: web.AppRunner | None = None
         self._http: asyncio.Server | None = None
         self._cot: asyncio.Server | None = None
+        self._cot_tls: asyncio.Server | None = None
+        # Open, authenticated CoT connections → whether their credential still authenticates them.
+        self._sessions: dict[asyncio.StreamWriter, Callable[[], bool]] = {}
         self._tasks: list[asyncio.Task] = []
         self._refreshed_at = 0.0
         self._refreshing: asyncio.Future | None = None
@@ -120,7 +141,11 @@ class IngestService:
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
-        """Open the spool, start the writer, load devices and counters, and listen."""
+        """Check the TLS material, open the spool, start the writer, load devices and counters, and listen."""
+        options = self.options
+        http_tls = server_context(options.tls_cert, options.tls_key) if options.tls_cert else None
+        cot_tls = (Authority.open(self.settings.pki_dir).service_tls(
+            service_names(options.host, self.settings.tls_server_names)) if options.cot_tls_port else None)
         self.spool.open()
         if self.spool.torn_bytes:
             log.warning("spool: cut off a torn last record (%d bytes, never acknowledged)", self.spool.torn_bytes)
@@ -146,15 +171,21 @@ class IngestService:
         app.router.add_get("/api/ingest/stats", self.handle_stats)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
+        handshake_s = self.settings.ingest_request_timeout_s
         self._http = await asyncio.get_running_loop().create_server(
-            self._http_connection, self.options.host, self.options.http_port, reuse_address=True)
-        self._cot = await asyncio.start_server(self.handle_cot, self.options.host, self.options.cot_port)
+            self._http_connection, options.host, options.http_port, reuse_address=True, ssl=http_tls,
+            ssl_handshake_timeout=handshake_s if http_tls else None)
+        if options.cot_port:
+            self._cot = await asyncio.start_server(self.handle_cot, options.host, options.cot_port)
+        if cot_tls is not None:
+            self._cot_tls = await asyncio.start_server(self.handle_cot_tls, options.host, options.cot_tls_port,
+                                                       ssl=cot_tls, ssl_handshake_timeout=handshake_s)
 
     async def stop(self) -> None:
         """Stop listening, commit the spool, give the writer ``drain_s`` to catch up, save the counters."""
         for task in self._tasks:
             task.cancel()
-        for server in (self._cot, self._http):
+        for server in (self._cot_tls, self._cot, self._http):
             if server is not None:
                 server.close()
         if self._runner is not None:
@@ -184,25 +215,34 @@ class IngestService:
             self.counts.save()
 
     async def _refresh_devices(self) -> None:
-        """Take the device table when the database answers; keep the last copy when it does not."""
+        """Take the device table when the database answers, and close the CoT connections it no longer
+        lets in; keep the last copy when it does not answer."""
         self._refreshed_at = asyncio.get_running_loop().time()
-        def fetch() -> dict[str, str]:
+        def fetch() -> dict[str, Credentials]:
             with psycopg.connect(self.url_of(), connect_timeout=2) as conn:
                 return load_devices(conn)
         try:
             self.devices.replace(await asyncio.to_thread(fetch))
         except (psycopg.Error, GridwatchError) as exc:
             log.debug("device refresh skipped: %s", exc)
+            return
+        for writer, authenticated in list(self._sessions.items()):
+            if not authenticated():
+                del self._sessions[writer]
+                self.counters.cot_dropped["revoked"] += 1
+                writer.transport.abort()
 
     # -- the common path --------------------------------------------------------
     async def _authenticate(self, callsign: str, token: str | None) -> bool:
-        """Check a device's token. On a miss, wait for a read of the device table that began after
+        """Check a device's token (:meth:`_check_fresh`)."""
+        return bool(token) and await self._check_fresh(functools.partial(self.devices.check, callsign, token))
+
+    async def _check_fresh(self, check: Callable[[], bool]) -> bool:
+        """Check a device's credential. On a miss, wait for a read of the device table that began after
         the request came (reads on misses at most every ``device_miss_refresh_s``), so a device
-        added a moment ago is let in, and a flood of bad tokens is slowed down, not served at once."""
-        if self.devices.check(callsign, token):
+        added a moment ago is let in, and a flood of bad credentials is slowed down, not served at once."""
+        if check():
             return True
-        if not token:
-            return False
         loop = asyncio.get_running_loop()
         arrived = loop.time()
         while self._refreshed_at < arrived:
@@ -213,7 +253,7 @@ class IngestService:
                     continue
                 self._refreshing = asyncio.ensure_future(self._refresh_devices())
             await asyncio.shield(self._refreshing)
-        return self.devices.check(callsign, token)
+        return check()
 
     def _refused(self, exc: FixError) -> _Refused:
         """Count a refusal at the door; 413 for a body too large, else 400."""
@@ -349,8 +389,17 @@ class IngestService:
 
     # -- Cursor on Target -------------------------------------------------------
     async def handle_cot(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One TAK connection, inside the caps: authenticated by its first event within
-        ``ingest_request_timeout_s``, closed when silent for ``ingest_cot_idle_s``, dropped on garbage or oversize."""
+        """One plain TAK connection: authenticated by the token of its first event (:meth:`_cot_connection`)."""
+        await self._cot_connection(reader, writer, tls=False)
+
+    async def handle_cot_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One TAK connection over TLS: authenticated by its client certificate (:meth:`_cot_connection`)."""
+        await self._cot_connection(reader, writer, tls=True)
+
+    async def _cot_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool) -> None:
+        """One TAK connection, inside the caps: authenticated by its certificate (``tls``) or else by its
+        first event within ``ingest_request_timeout_s``, closed when silent for ``ingest_cot_idle_s`` or
+        when its credential is revoked, dropped on garbage or oversize."""
         peer = peer_of(writer.transport)
         refusal = self.cot_caps.admit(peer)
         if refusal is not None:
@@ -363,6 +412,8 @@ class IngestService:
         framer = CotFramer()
         device: str | None = None
         try:
+            if tls:
+                device = await self._certified_device(writer)
             while True:
                 wait = self.settings.ingest_cot_idle_s if device else authenticate_by - loop.time()
                 try:
@@ -373,7 +424,7 @@ class IngestService:
                 if not data:
                     break
                 for document in framer.feed(data):
-                    device = await self._cot_event(document, device, now_us())
+                    device = await self._cot_event(document, device, now_us(), writer)
         except CotStreamError as exc:
             self.counters.cot_dropped[exc.key] += 1
         except _Refused:
@@ -381,11 +432,28 @@ class IngestService:
         except ConnectionError:
             pass
         finally:
+            self._sessions.pop(writer, None)
             self.cot_caps.release(peer)
             writer.close()
 
-    async def _cot_event(self, document: bytes, device: str | None, received: int) -> str:
-        """Handle one event; return the connection's device. Raises :class:`_Refused` to drop an unauthenticated one."""
+    async def _certified_device(self, writer: asyncio.StreamWriter) -> str:
+        """The device of a TLS connection: its certificate's CN, when that certificate (verified against
+        the CA in the handshake) is the device's current one; raises :class:`_Refused` otherwise."""
+        ssl_object = writer.get_extra_info("ssl_object")
+        fingerprint = hashlib.sha256(ssl_object.getpeercert(binary_form=True)).hexdigest()
+        names = [value for rdn in ssl_object.getpeercert().get("subject", ()) for key, value in rdn
+                 if key == "commonName"]
+        check = functools.partial(self.devices.check_cert, names[0] if len(names) == 1 else "", fingerprint)
+        if not await self._check_fresh(check):
+            self.counters.unauthorized += 1
+            raise _Refused(403, "the certificate is not the device's current one")
+        self._sessions[writer] = check
+        return names[0]
+
+    async def _cot_event(self, document: bytes, device: str | None, received: int,
+                         writer: asyncio.StreamWriter) -> str:
+        """Handle one event; return the connection's device (the first event of a plain connection
+        authenticates it). Raises :class:`_Refused` to drop an unauthenticated one."""
         try:
             event = parse_event(document)
         except FixError as exc:
@@ -398,6 +466,7 @@ class IngestService:
                 self.counters.unauthorized += 1
                 raise _Refused(401, "first event carries no valid <__auth token>")
             device = event.callsign
+            self._sessions[writer] = functools.partial(self.devices.check, event.callsign, event.token)
         if event.fix is None:
             self.counters.cot_ignored += 1
             return device
@@ -444,8 +513,11 @@ async def serve(settings: Settings, options: IngestOptions = IngestOptions(),
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await service.start()
-    log.info("ingest: OsmAnd/JSON on http://%s:%d, CoT on tcp://%s:%d, spool %s",
-             options.host, options.http_port, options.host, options.cot_port, service.spool.directory)
+    http = f"{'https' if options.tls_cert else 'http'}://{options.host}:{options.http_port}"
+    cot = [f"tcp://{options.host}:{options.cot_port}" if options.cot_port else "plain CoT off",
+           f"tls://{options.host}:{options.cot_tls_port} (client certificates of {settings.pki_dir / 'ca.crt'})"
+           if options.cot_tls_port else "CoT over TLS off"]
+    log.info("ingest: OsmAnd/JSON on %s, CoT on %s, spool %s", http, ", ".join(cot), service.spool.directory)
     if ready is not None:
         ready.set()
     try:

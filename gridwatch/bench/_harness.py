@@ -8,6 +8,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -150,18 +151,20 @@ def free_port() -> int:
 class IngestProcess:
     """``gridwatch ingest`` in a subprocess with its spool under ``home``, against ``url`` (None: the
     embedded server of ``home``), with settings ``env`` (``GRIDWATCH_*``) and its command run by
-    ``wrap`` (e.g. in a mount namespace of its own). Its output goes to ``home/ingest.log``."""
+    ``wrap`` (e.g. in a mount namespace of its own). Its output goes to ``home/ingest.log``. With
+    ``cafile`` (the CA of the certificate given with ``--tls-cert``) it is reached over HTTPS."""
 
     def __init__(self, url: str | None, home: Path, *args: str, env: dict[str, str] | None = None,
-                 wrap: tuple[str, ...] = ()) -> None:
+                 wrap: tuple[str, ...] = (), cafile: Path | None = None) -> None:
         self.url, self.home, self.args, self.env, self.wrap = url, home, args, env or {}, wrap
-        self.http_port, self.cot_port = free_port(), free_port()
+        self.http_port, self.cot_port, self.cot_tls_port = free_port(), free_port(), free_port()
+        self.tls = ssl.create_default_context(cafile=cafile) if cafile else None
         self.proc: subprocess.Popen | None = None
         self.log = home / "ingest.log"
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}"
 
     def start(self, *, timeout_s: float = 30.0) -> IngestProcess:
         """Start the service and wait until it answers."""
@@ -169,7 +172,8 @@ class IngestProcess:
         env.update({"GRIDWATCH_HOME": str(self.home)}, **({"GRIDWATCH_DATABASE_URL": self.url} if self.url else {}),
                    **self.env)
         cmd = [*self.wrap, sys.executable, "-m", "gridwatch.cli", "ingest",
-               "--http-port", str(self.http_port), "--cot-port", str(self.cot_port), *self.args]
+               "--http-port", str(self.http_port), "--cot-port", str(self.cot_port),
+               "--cot-tls-port", str(self.cot_tls_port), *self.args]
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -186,7 +190,7 @@ class IngestProcess:
 
     def stats(self) -> dict:
         """``/api/ingest/stats``."""
-        with urllib.request.urlopen(f"{self.base}/api/ingest/stats", timeout=5) as response:
+        with urllib.request.urlopen(f"{self.base}/api/ingest/stats", timeout=5, context=self.tls) as response:
             return json.loads(response.read())
 
     def wait_drained(self, *, timeout: float = 60.0) -> dict:
