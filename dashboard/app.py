@@ -134,9 +134,18 @@ def _add_security_headers(app: dash.Dash, basemap_tiles_url: str | None) -> None
 
     def add(response: flask.Response) -> flask.Response:
         response.headers.update(headers(tuple(app.csp_hashes())))
+        if flask.request.is_secure:  # served over HTTPS: browsers keep to it for a year
+            response.headers["Strict-Transport-Security"] = "max-age=31536000"
         return response
 
     app.server.after_request(add)
+
+
+def _https_app() -> flask.Flask:
+    """The app served over HTTPS: its session cookie never travels over plain HTTP."""
+    server = create_app().server
+    server.config["SESSION_COOKIE_SECURE"] = True
+    return server
 
 
 def run(host: str, port: int, *, tls_cert: Path | None = None, tls_key: Path | None = None) -> None:
@@ -146,7 +155,7 @@ def run(host: str, port: int, *, tls_cert: Path | None = None, tls_key: Path | N
     if tls_cert is not None:
         from gridwatch.dashboard._https import serve_https
 
-        serve_https(lambda: create_app().server, host=host, port=port, cert=tls_cert, key=tls_key, threads=threads)
+        serve_https(_https_app, host=host, port=port, cert=tls_cert, key=tls_key, threads=threads)
     else:
         from waitress import serve
 

@@ -350,14 +350,16 @@ def test_bad_tls_material_is_refused_in_one_line(db_url: str, tmp_path: Path, tl
         assert done.returncode == 1
 
 
-def https_status(port: int, cafile: Path | None) -> int:
-    """The status of ``GET /style.json`` over HTTPS, trusting ``cafile`` (None: the system's CAs); the
-    connection is closed afterwards, as a client that is done closes it."""
+def https_status(port: int, cafile: Path | None) -> tuple[int, str | None]:
+    """The status and Strict-Transport-Security header of ``GET /style.json`` over HTTPS, trusting
+    ``cafile`` (None: the system's CAs); the connection is closed afterwards, as a client that is
+    done closes it."""
     context = ssl.create_default_context(cafile=cafile)
     connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
     try:
         connection.request("GET", "/style.json")
-        return connection.getresponse().status
+        response = connection.getresponse()
+        return response.status, response.getheader("Strict-Transport-Security")
     finally:
         connection.close()
 
@@ -377,8 +379,7 @@ def test_serve_answers_https_with_a_certificate(db_url: str, tmp_path: Path, tls
                 status = https_status(port, tls_files["cert"])
             except ConnectionRefusedError:
                 time.sleep(0.2)
-        assert status is not None, log.read_text()
-        assert status < 500  # 200, or a sign-in redirect once the dashboard asks for one
+        assert status == (401, "max-age=31536000"), log.read_text()  # data needs a session; HTTPS is kept to
         with pytest.raises(ssl.SSLCertVerificationError):  # only a client that trusts the certificate gets in
             https_status(port, None)
     finally:
