@@ -24,7 +24,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import dash
@@ -38,6 +37,7 @@ from gridwatch.errors import GridwatchError
 from gridwatch.etl.accounts import account_by_id, kiosk_by_id, kiosk_for, sign_in
 from gridwatch.layers.queries import command_unit_tree, subtree
 from gridwatch.settings import ROLES, Settings
+from gridwatch.tls import check_secret_file
 
 __all__ = ["Principal", "Rule", "ROUTES", "PAGES", "CALLBACKS", "install_access", "principal", "may",
            "scope_code", "callback_id", "RECHECK_S"]
@@ -397,28 +397,22 @@ def _guard(app: dash.Dash, settings: Settings) -> flask.Response | None:
 
 
 def _secret_key(settings: Settings) -> str:
-    """The session-signing key: ``GRIDWATCH_SECRET_KEY``, else ``<home>/secret_key`` (made, mode 600)."""
+    """The session-signing key: ``GRIDWATCH_SECRET_KEY``, else ``<home>/secret_key`` (made once, mode 600)."""
     if settings.secret_key:
         return settings.secret_key
     path = settings.home_dir / "secret_key"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the first start makes it, once
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(48))
     except FileExistsError:
         pass
     except OSError as exc:
         raise GridwatchError(f"cannot write the session key {path}: {exc.strerror}") from None
-    return _read_secret(path)
-
-
-def _read_secret(path: Path) -> str:
-    if path.stat().st_mode & 0o077:
-        raise GridwatchError(f"{path} is readable by others: chmod 600 {path}")
-    key = path.read_text().strip()
+    key = check_secret_file(path, "the session key").read_text().strip()
     if len(key) < 32:
-        raise GridwatchError(f"{path} holds no usable key: remove it and a new one is made")
+        raise GridwatchError(f"the session key {path} is too short: remove it and a new one is made")
     return key
 
 

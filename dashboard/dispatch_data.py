@@ -26,7 +26,7 @@ from gridwatch.dashboard.i18n import t
 from gridwatch.dashboard.wall_data import selected_unit
 from gridwatch.dashboard.wall_panels import banner, local_time
 from gridwatch.etl.alerts import AlertNotFound, acknowledge, refresh_alerts
-from gridwatch.layers.alerts import alerts_at
+from gridwatch.layers.alerts import alert_in_scope, alerts_at
 from gridwatch.layers.gaps import gap_list, open_incidents
 from gridwatch.layers.nearest import nearest_units
 from gridwatch.layers.queries import data_status, live_units
@@ -73,14 +73,15 @@ class NearestUpdate:
     traces: list[dict[str, Any]]
 
 
-def nearest_update(ctx: WallContext, target: dict[str, Any] | None, *, lang: str,
+def nearest_update(ctx: WallContext, target: dict[str, Any] | None, *, lang: str, unit: str | None,
                    ranked: list[dict[str, Any]] | None = None, chosen: int = 0) -> NearestUpdate | None:
-    """Rank the units for ``target`` (or re-use ``ranked`` to choose another route); None when the db is down."""
+    """Rank the units of command unit ``unit`` (None: all) for ``target`` (or re-use ``ranked`` to choose
+    another route); None when the db is down."""
     if not target:
         return NearestUpdate(_note(t("nearest_pick", lang)), [], route_traces(None, _empty_ranking(), 0))
     if ranked is None:
         try:
-            frame = nearest_units(ctx.engine, ctx.settings, (target["lon"], target["lat"]))
+            frame = nearest_units(ctx.engine, ctx.settings, (target["lon"], target["lat"]), scope=_scope_id(ctx, unit))
         except DB_ERRORS:
             return None
         ranked = frame[["unit_id", "callsign", "kind", "lon", "lat", "eta_s", "via", "route_m", "route"]].to_dict(
@@ -88,6 +89,12 @@ def nearest_update(ctx: WallContext, target: dict[str, Any] | None, *, lang: str
     frame = pd.DataFrame(ranked) if ranked else _empty_ranking()
     panel = [_note(t("nearest_for", lang, target=target["label"])), nearest_table(frame, chosen=chosen, lang=lang)]
     return NearestUpdate(panel, ranked, route_traces(target, frame, chosen))
+
+
+def _scope_id(ctx: WallContext, code: str | None) -> int | None:
+    """The id of the command unit ``code`` (None: everything)."""
+    chosen = selected_unit(ctx, code)
+    return chosen.id if chosen else None
 
 
 def _empty_ranking() -> pd.DataFrame:
@@ -98,8 +105,10 @@ def _note(text: str) -> html.Div:
     return html.Div(text, className="note")
 
 
-def alerts_update(ctx: WallContext, *, at: datetime | None, lang: str, can_acknowledge: bool) -> list | None:
-    """The alert panel: live (refreshed first) or as open at ``at``; buttons when ``can_acknowledge``."""
+def alerts_update(ctx: WallContext, *, at: datetime | None, lang: str, can_acknowledge: bool, unit: str | None
+                  ) -> list | None:
+    """The alert panel of command unit ``unit`` (None: all): live (refreshed first) or as open at ``at``;
+    buttons when ``can_acknowledge``."""
     note = ""
     try:
         if at is None:
@@ -107,19 +116,22 @@ def alerts_update(ctx: WallContext, *, at: datetime | None, lang: str, can_ackno
                 refresh_alerts(conn, ctx.settings, datetime.now(timezone.utc))
         else:
             note = t("alerts_at", lang, t=local_time(at, ctx.settings.timezone, "%m-%d %H:%M"))
-        alerts = alerts_at(ctx.engine, at=at)
+        alerts = alerts_at(ctx.engine, at=at, scope=_scope_id(ctx, unit))
     except DB_ERRORS:
         return None
     return alert_list(alerts, lang=lang, timezone=ctx.settings.timezone, live=at is None and can_acknowledge,
                       note=note)
 
 
-def acknowledge_alert(ctx: WallContext, alert_id: int, *, who: str, address: str | None) -> bool:
-    """Acknowledge an alert as the signed-in ``who``; False when the database is away.
+def acknowledge_alert(ctx: WallContext, alert_id: int, *, who: str, address: str | None, unit: str | None) -> bool:
+    """Acknowledge an alert of command unit ``unit`` (None: any) as the signed-in ``who``; False when the
+    database is away or the alert is not in ``unit``.
 
     An alert acknowledged meanwhile by another dispatcher is left as it is: the list shows who.
     """
     try:
+        if not alert_in_scope(ctx.engine, alert_id, scope=_scope_id(ctx, unit)):
+            return False
         with ctx.engine.begin() as conn:
             acknowledge(conn, alert_id, who, address=address)
     except AlertNotFound:
@@ -143,8 +155,7 @@ def units_update(ctx: WallContext, *, at: datetime | None, lang: str, unit: str 
     label = t("time_now", lang) if at is None else t("time_at", lang, t=local_time(at, ctx.settings.timezone,
                                                                                       "%m-%d %H:%M"))
     try:
-        chosen = selected_unit(ctx, unit)
-        scope = chosen.id if chosen else None
+        scope = _scope_id(ctx, unit)
         units = (live_units(ctx.engine, ctx.settings, scope=scope) if at is None
                  else positions_at(ctx.engine, ctx.settings, at, scope=scope))
         status = data_status(ctx.engine, ctx.settings)
@@ -159,12 +170,14 @@ def units_update(ctx: WallContext, *, at: datetime | None, lang: str, unit: str 
     return UnitsUpdate(trace, banner(None, lang=lang), label)
 
 
-def track_update(ctx: WallContext, unit_id: int | None, *, hours: float, at: datetime | None
+def track_update(ctx: WallContext, unit_id: int | None, *, hours: float, at: datetime | None, unit: str | None
                  ) -> tuple[dict[str, Any], list[list]] | None:
-    """The replay track line and its frames ([lon, lat, local time]) ending at ``at`` (or now)."""
+    """The replay track line and its frames ([lon, lat, local time]) ending at ``at`` (or now); empty for
+    a unit not of command unit ``unit`` (None: all) or below it."""
     end = at or datetime.now(timezone.utc)
     try:
-        fixes = track(ctx.engine, unit_id, start=end - timedelta(hours=hours), end=end) if unit_id else None
+        fixes = (track(ctx.engine, unit_id, start=end - timedelta(hours=hours), end=end, scope=_scope_id(ctx, unit))
+                 if unit_id else None)
     except DB_ERRORS:
         return None
     if fixes is None:
@@ -174,10 +187,11 @@ def track_update(ctx: WallContext, unit_id: int | None, *, hours: float, at: dat
     return track_trace(fixes), frames
 
 
-def unit_choices(ctx: WallContext) -> list[dict[str, Any]]:
-    """Replay options: every unit by callsign (empty while the database is down)."""
+def unit_choices(ctx: WallContext, *, unit: str | None) -> list[dict[str, Any]]:
+    """Replay options: every unit of command unit ``unit`` (None: all) by callsign (empty while the
+    database is down)."""
     try:
-        roster = unit_roster(ctx.engine)
+        roster = unit_roster(ctx.engine, scope=_scope_id(ctx, unit))
     except DB_ERRORS:
         return []
     return pd.DataFrame({"label": roster["callsign"] + " · " + roster["kind"], "value": roster["unit_id"]}).to_dict(

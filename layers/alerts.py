@@ -1,4 +1,9 @@
-"""Dispatcher alerts as they stand, read from ``alert`` (derived by :mod:`gridwatch.etl.alerts`)."""
+"""Dispatcher alerts as they stand, read from ``alert`` (derived by :mod:`gridwatch.etl.alerts`).
+
+A ``scope`` (a command unit's id) keeps the alerts of that unit's jurisdiction: an alert about a
+unit when the unit is of the command unit or below it, any other when its point lies in the
+command unit's polygon. ``None`` keeps every alert.
+"""
 from __future__ import annotations
 
 from datetime import datetime
@@ -6,24 +11,42 @@ from datetime import datetime
 import pandas as pd
 import sqlalchemy as sa
 
-__all__ = ["alerts_at"]
+from gridwatch.layers.queries import SCOPE, UNIT_IN_SCOPE
+
+__all__ = ["alerts_at", "alert_in_scope"]
+
+_IN_SCOPE = f"""(CAST(:scope AS integer) IS NULL OR CASE
+    WHEN a.kind IN ('unit_silent', 'unit_out_of_area')
+    THEN EXISTS (SELECT 1 FROM unit u WHERE u.id = a.subject::bigint AND {UNIT_IN_SCOPE})
+    ELSE EXISTS (SELECT 1 FROM scope WHERE ST_Intersects(scope.geom, ST_SetSRID(ST_MakePoint(
+        (a.detail->>'lon')::float8, (a.detail->>'lat')::float8), 4326))) END)"""
 
 
-def alerts_at(engine: sa.Engine, *, at: datetime | None = None, limit: int = 100) -> pd.DataFrame:
-    """The alerts open at ``at`` (default: open now), most severe then newest first.
+def alerts_at(engine: sa.Engine, *, at: datetime | None = None, limit: int = 100, scope: int | None = None
+              ) -> pd.DataFrame:
+    """The alerts open at ``at`` (default: open now) in ``scope``, most severe then newest first.
 
     Columns: id, kind, subject, severity, detail (dict), raised_at, cleared_at, acknowledged_by,
     acknowledged_at.
     """
-    sql = """
-    SELECT id, kind, subject, severity, detail, raised_at, cleared_at, acknowledged_by, acknowledged_at
-    FROM alert
-    WHERE CASE WHEN CAST(:at AS timestamptz) IS NULL THEN cleared_at IS NULL
-               ELSE raised_at <= CAST(:at AS timestamptz)
-                    AND (cleared_at IS NULL OR cleared_at > CAST(:at AS timestamptz)) END
-    ORDER BY severity DESC, raised_at DESC, id DESC
+    sql = SCOPE + f"""
+    SELECT a.id, a.kind, a.subject, a.severity, a.detail, a.raised_at, a.cleared_at, a.acknowledged_by,
+           a.acknowledged_at
+    FROM alert a
+    WHERE CASE WHEN CAST(:at AS timestamptz) IS NULL THEN a.cleared_at IS NULL
+               ELSE a.raised_at <= CAST(:at AS timestamptz)
+                    AND (a.cleared_at IS NULL OR a.cleared_at > CAST(:at AS timestamptz)) END
+      AND {_IN_SCOPE}
+    ORDER BY a.severity DESC, a.raised_at DESC, a.id DESC
     LIMIT :limit
     """
     with engine.connect() as conn:
-        result = conn.execute(sa.text(sql), {"at": at, "limit": limit})
+        result = conn.execute(sa.text(sql), {"at": at, "limit": limit, "scope": scope})
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def alert_in_scope(engine: sa.Engine, alert_id: int, *, scope: int | None) -> bool:
+    """Whether the alert exists and lies in ``scope``."""
+    sql = SCOPE + f"SELECT 1 FROM alert a WHERE a.id = :id AND {_IN_SCOPE}"
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql), {"id": alert_id, "scope": scope}).first() is not None

@@ -16,6 +16,7 @@ import shapely
 import sqlalchemy as sa
 
 from gridwatch.geo.routing import RoadGraph, build_road_graph, rank_units
+from gridwatch.layers.queries import SCOPE, UNIT_IN_SCOPE
 from gridwatch.settings import Settings
 
 __all__ = ["road_graph", "available_units", "nearest_units"]
@@ -50,28 +51,29 @@ def road_graph(engine: sa.Engine) -> RoadGraph | None:
             return graph
 
 
-def available_units(engine: sa.Engine, settings: Settings) -> pd.DataFrame:
-    """Units on duty and not silent, at their latest fix: unit_id, callsign, kind, lon, lat, ts."""
-    sql = """
+def available_units(engine: sa.Engine, settings: Settings, *, scope: int | None = None) -> pd.DataFrame:
+    """Units on duty and not silent (of command unit ``scope`` and below; None: all), at their latest
+    fix: unit_id, callsign, kind, lon, lat, ts."""
+    sql = SCOPE + f"""
     SELECT u.id AS unit_id, u.callsign, u.kind, ST_X(l.geom) AS lon, ST_Y(l.geom) AS lat, l.ts
     FROM unit u JOIN unit_latest l ON l.unit_id = u.id
-    WHERE u.status = 'on_duty' AND l.ts >= now() - make_interval(secs => :silent_s)
+    WHERE u.status = 'on_duty' AND l.ts >= now() - make_interval(secs => :silent_s) AND {UNIT_IN_SCOPE}
     ORDER BY u.id
     """
     with engine.connect() as conn:
-        result = conn.execute(sa.text(sql), {"silent_s": settings.unit_silent_after_s})
+        result = conn.execute(sa.text(sql), {"scope": scope, "silent_s": settings.unit_silent_after_s})
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
 def nearest_units(
-    engine: sa.Engine, settings: Settings, target: tuple[float, float], *, k: int = 5
+    engine: sa.Engine, settings: Settings, target: tuple[float, float], *, k: int = 5, scope: int | None = None
 ) -> pd.DataFrame:
     """The ``k`` available units quickest to ``target`` (lon, lat) by road, quickest first.
 
     Columns: unit_id, callsign, kind, lon, lat, ts, eta_s, via, route_m, route (see
     :func:`gridwatch.geo.routing.rank_units`). Empty without roads or available units.
     """
-    units = available_units(engine, settings)
+    units = available_units(engine, settings, scope=scope)
     graph = road_graph(engine)
     if graph is None or units.empty:
         return units.iloc[:0].assign(eta_s=[], via=[], route_m=[], route=[])

@@ -45,26 +45,29 @@ def positions_at(engine: sa.Engine, settings: Settings, at: datetime, *, scope: 
 
 
 def track(engine: sa.Engine, unit_id: int, *, start: datetime, end: datetime,
-          max_points: int = MAX_TRACK_POINTS) -> pd.DataFrame:
-    """The unit's fixes from ``start`` to ``end`` in time order (ts, lon, lat), at most ``max_points``."""
-    sql = """
-    WITH fixes AS (
+          max_points: int = MAX_TRACK_POINTS, scope: int | None = None) -> pd.DataFrame:
+    """The unit's fixes from ``start`` to ``end`` in time order (ts, lon, lat), at most ``max_points``
+    (none when the unit is not of command unit ``scope`` or below it)."""
+    sql = SCOPE + f""", fixes AS (
         SELECT ts, geom, row_number() OVER (ORDER BY ts) - 1 AS n, count(*) OVER () AS total
-        FROM position WHERE unit_id = :unit AND ts BETWEEN :start AND :end
+        FROM position
+        WHERE unit_id = :unit AND ts BETWEEN :start AND :end
+          AND EXISTS (SELECT 1 FROM unit u WHERE u.id = :unit AND {UNIT_IN_SCOPE})
     )
     SELECT ts, round(ST_X(geom)::numeric, 5)::float8 AS lon, round(ST_Y(geom)::numeric, 5)::float8 AS lat
     FROM fixes
     WHERE n % ceil(total::float8 / :max_points)::int = 0 OR n = total - 1
     ORDER BY ts
     """
-    params = {"unit": unit_id, "start": start, "end": end, "max_points": max(2, max_points)}
+    params = {"scope": scope, "unit": unit_id, "start": start, "end": end, "max_points": max(2, max_points)}
     with engine.connect() as conn:
         result = conn.execute(sa.text(sql), params)
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
-def unit_roster(engine: sa.Engine) -> pd.DataFrame:
-    """Every unit (unit_id, callsign, kind), by callsign."""
+def unit_roster(engine: sa.Engine, *, scope: int | None = None) -> pd.DataFrame:
+    """Every unit (unit_id, callsign, kind) of command unit ``scope`` and below (None: all), by callsign."""
     with engine.connect() as conn:
-        result = conn.execute(sa.text("SELECT id AS unit_id, callsign, kind FROM unit ORDER BY callsign"))
+        result = conn.execute(sa.text(SCOPE + f"SELECT u.id AS unit_id, u.callsign, u.kind FROM unit u "
+                                              f"WHERE {UNIT_IN_SCOPE} ORDER BY u.callsign"), {"scope": scope})
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))

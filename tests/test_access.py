@@ -353,7 +353,7 @@ def test_a_session_key_file_readable_by_others_is_refused(region, db_url: str, t
     key = tmp_path / "secret_key"
     assert key.stat().st_mode & 0o777 == 0o600
     key.chmod(0o644)
-    with pytest.raises(GridwatchError, match="readable by others: chmod 600"):
+    with pytest.raises(GridwatchError, match="may be read by group or others .*: chmod 600"):
         create_app(db_url, settings)
 
 
@@ -376,3 +376,20 @@ def test_in_chromium_a_viewer_signs_in_sees_the_wall_and_no_acknowledge_button(a
         page.wait_for_url(f"{base}/login")
         assert page.context.request.get(f"{base}/api/live").status == 401
     assert not watch.console_errors and not watch.csp_violations, (watch.console_errors, watch.csp_violations)
+
+
+def test_a_county_dispatcher_sees_and_acknowledges_the_alerts_of_its_county_only(app, region) -> None:
+    from gridwatch.layers.alerts import alerts_at
+
+    with region.begin() as conn:
+        alert_id = conn.execute(sa.text(
+            "INSERT INTO alert (kind, subject, severity, raised_at, detail) VALUES ('unit_out_of_area', '1', 2, "
+            "now(), '{\"callsign\": \"F1\", \"lon\": 100.05, \"lat\": 22.1}') RETURNING id")).scalar()
+    assert alert_id not in alerts_at(region, scope=5)["id"].tolist()  # C2: F1 is a unit of C
+    assert alert_id in alerts_at(region, scope=2)["id"].tolist()
+    other_county = client_of(app, new_account(region, "dispatcher", unit="C2"))
+    response = other_county.post("/_dash-update-component", json=_acknowledge_body(app, alert_id),
+                                 headers={"Origin": ORIGIN})
+    assert response.status_code == 204  # nothing to update: the alert is not its own
+    with region.connect() as conn:
+        assert conn.execute(sa.text("SELECT acknowledged_by FROM alert WHERE id = :id"), {"id": alert_id}).scalar() is None

@@ -19,7 +19,8 @@ import gridwatch.geo
 import gridwatch.layers
 
 PARTS = {name: Path(getattr(gridwatch, name).__file__).parent for name in ("geo", "etl", "layers", "dashboard", "data")}
-BASE = {"gridwatch.settings", "gridwatch.errors", "gridwatch.system"}
+# Settings, errors, the system set-up and secret files and TLS material, which every part may need.
+BASE = {"gridwatch.settings", "gridwatch.errors", "gridwatch.system", "gridwatch.tls"}
 # What each part may import besides itself and BASE.
 ALLOWED = {
     "geo": set(),

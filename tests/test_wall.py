@@ -225,6 +225,6 @@ def test_banners_and_options_in_both_languages():
     assert banner("stale", lang="en", since="2024-05-01 08:00:00")[0] == "Data stale since 2024-05-01 08:00:00"
     tree = pd.DataFrame({"code": ["P", "C"], "name": ["地区", "县"], "name_en": ["Pref", "County"],
                          "level": ["prefecture", "county"], "depth": [0, 1]})
-    assert scope_options(tree, lang="en", within="C") == [{"label": "\u2003County · County", "value": "C"}]
+    assert scope_options(tree, lang="en", within="C") == [{"label": "\u2003County · county", "value": "C"}]
     assert scope_options(tree, lang="zh", within=None) == [{"label": "地区 · 地区", "value": "P"},
                                               {"label": "\u2003县 · 县", "value": "C"}]

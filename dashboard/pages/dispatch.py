@@ -94,7 +94,7 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
                                marks={m: t("hours_ago", lang, n=-m // 60) if m else t("now_mark", lang)
                                       for m in range(-1440, 1, 180)}, className="slider"),
                     html.Div(className="replay", children=[
-                        dcc.Dropdown(id="dispatch-replay-unit", options=unit_choices(ctx),
+                        dcc.Dropdown(id="dispatch-replay-unit", options=unit_choices(ctx, unit=scope_code(None)),
                                      placeholder=t("replay_unit", lang), className="replay-unit"),
                         dcc.Dropdown(id="dispatch-replay-hours", value=2, clearable=False, className="replay-hours",
                                      options=[{"label": t("replay_hours", lang, n=h), "value": h} for h in HOURS]),
@@ -171,8 +171,8 @@ def nearest(target: dict | None, _clicks, ranked: list[dict] | None, lang: str):
     chosen = dash.ctx.triggered_id["index"] if isinstance(dash.ctx.triggered_id, dict) else None
     if chosen is not None and not _clicked():
         return dash.no_update, dash.no_update, dash.no_update
-    update = nearest_update(context(), target, lang=lang, ranked=ranked if chosen is not None else None,
-                            chosen=chosen or 0)
+    update = nearest_update(context(), target, lang=lang, unit=scope_code(None),
+                            ranked=ranked if chosen is not None else None, chosen=chosen or 0)
     if update is None:
         return dash.no_update, dash.no_update, dash.no_update
     patched = dash.Patch()
@@ -188,7 +188,8 @@ def nearest(target: dict | None, _clicks, ranked: list[dict] | None, lang: str):
 )
 def alerts(_tick, minutes_back: int, _acked, lang: str):
     """Every 10 s and after an acknowledgement: refresh and list the alerts (or those open at the slider's moment)."""
-    panel = alerts_update(context(), at=moment(minutes_back), lang=lang, can_acknowledge=may("dispatcher"))
+    panel = alerts_update(context(), at=moment(minutes_back), lang=lang, can_acknowledge=may("dispatcher"),
+                          unit=scope_code(None))
     return dash.no_update if panel is None else panel
 
 
@@ -201,7 +202,8 @@ def acknowledge(_clicks):
     if not _clicked():
         return dash.no_update
     alert_id = dash.ctx.triggered_id["id"]
-    done = acknowledge_alert(context(), int(alert_id), who=principal().name, address=flask.request.remote_addr)
+    done = acknowledge_alert(context(), int(alert_id), who=principal().name, address=flask.request.remote_addr,
+                             unit=scope_code(None))
     return alert_id if done else dash.no_update
 
 
@@ -228,7 +230,7 @@ def refresh_units(_tick, minutes_back: int, unit: str | None, lang: str):
 )
 def replay_track(unit_id: int | None, hours: int, minutes_back: int):
     """The chosen unit's track over the hours before the slider's moment."""
-    update = track_update(context(), unit_id, hours=hours, at=moment(minutes_back))
+    update = track_update(context(), unit_id, hours=hours, at=moment(minutes_back), unit=scope_code(None))
     if update is None:
         return dash.no_update, dash.no_update
     line, frames = update
