@@ -141,7 +141,7 @@ def test_acknowledge_stores_who_and_when_and_audits_it(quiet):
         row = conn.execute(sa.text("SELECT acknowledged_by, acknowledged_at FROM alert WHERE id = :id"),
                            {"id": alert_id}).one()
         audited = conn.execute(sa.text("SELECT actor, address, at FROM audit_log WHERE action = 'alert_acknowledged' "
-                                       "AND detail->>'alert' = :id"), {"id": str(alert_id)}).one()
+                                       "AND detail->>'alert' = :id AND at = :at"), {"id": str(alert_id), "at": at}).one()
     assert row == ("wang.li", at)
     assert tuple(audited) == ("wang.li", "10.0.0.5", at)
     assert abs((at - datetime.now(timezone.utc)).total_seconds()) < 60

@@ -193,7 +193,8 @@ def test_acknowledging_an_alert_stores_the_signed_in_account_and_when(desk, regi
         row = conn.execute(sa.text(
             "SELECT id, kind, acknowledged_by, acknowledged_at FROM alert WHERE acknowledged_by IS NOT NULL")).one()
         audited = conn.execute(sa.text("SELECT actor, address FROM audit_log WHERE action = 'alert_acknowledged' "
-                                       "AND (detail->>'alert')::bigint = :id"), {"id": row.id}).one()
+                                       "AND (detail->>'alert')::bigint = :id AND actor = :name"),
+                               {"id": row.id, "name": name}).one()
     assert (row.kind, row.acknowledged_by) == (kind, name)
     assert tuple(audited) == (name, "127.0.0.1")
     assert abs((row.acknowledged_at - datetime.now(timezone.utc)).total_seconds()) < 60
