@@ -41,8 +41,9 @@ __all__ = [
 
 # "+08:00", "+0800", "-05", "Z" at the end of an ISO 8601 time.
 _OFFSET = r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
-# What pandas' ISO 8601 parser also reads as an offset ("+5", "+0:00", "+123" as +12:03): no local time.
-_ODD_OFFSET = r"[+-]\d{1,2}(?::?\d{1,2})?$"
+# What pandas' ISO 8601 parser also reads as an offset after a time ("+5", "+0:00", "+123" as +12:03):
+# no local time.
+_ODD_OFFSET = r"[T ].*[+-]\d{1,2}(?::?\d{1,2})?$"
 # Text columns stay Arrow strings: no Python object per field.
 _TEXT = pd.ArrowDtype(pa.string())
 _NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"

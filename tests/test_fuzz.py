@@ -14,6 +14,7 @@ import random
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
@@ -40,6 +41,7 @@ from gridwatch.bench.fuzz import (
     zone_files,
 )
 from gridwatch.errors import InputError
+from gridwatch.etl._feeds import parse_times
 from gridwatch.etl.ingest._fix import MAX_JSON_DEPTH, FixError, load_json
 from gridwatch.etl.ingest.cot import CotStreamError, parse_event
 from gridwatch.etl.manifest import FileEntry
@@ -196,6 +198,9 @@ def test_found_crashes_now_have_their_reasons(folder: Path) -> None:
     assert vector_file_verdict(_TWO_POINT_RING, folder) == ["quarantined"]
     assert position_file_verdict(_ODD_OFFSET_CSV, ".csv", folder) == ["loaded", "quarantined"]
     assert position_file_verdict(_ODD_OFFSET_GEOJSON, ".geojson", folder) == ["quarantined", "quarantined"]
+    times = parse_times(pd.Series(["2026-06-01T08:05+0:00", "20260601T0805+5", "2026-06-01T08:05+08:00", "2026-6-1"]),
+                        "Asia/Shanghai")
+    assert times.isna().tolist() == [True, True, False, False]  # a date alone is still read, at local midnight
     for prolog in (_UTF5, _UTF7):
         with pytest.raises(CotStreamError, match="encoding cannot be read") as dropped:
             parse_event(prolog + _EVENT)
