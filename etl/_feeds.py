@@ -41,6 +41,9 @@ __all__ = [
 
 # "+08:00", "+0800", "-05", "Z" at the end of an ISO 8601 time.
 _OFFSET = r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+# What pandas' ISO 8601 parser also reads as an offset after a time ("+5", "+0:00", "+123" as +12:03):
+# no local time.
+_ODD_OFFSET = r"[T ].*[+-]\d{1,2}(?::?\d{1,2})?$"
 # Text columns stay Arrow strings: no Python object per field.
 _TEXT = pd.ArrowDtype(pa.string())
 _NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
@@ -314,14 +317,16 @@ def require_fields(entry: FileEntry, frame: pd.DataFrame, required: Sequence[str
 def parse_times(text: pd.Series, zone: str) -> pd.Series:
     """ISO 8601 times to UTC; a time with an offset is taken as is, one without is read in ``zone``.
 
-    Unparseable or missing times become NaT.
+    Unparseable or missing times become NaT, and so does a time whose offset is none of ISO 8601's
+    (``+0:00``, ``+5``): read as local, it made the whole column fail ("Already tz-aware").
     """
     text = text.astype(_TEXT).str.strip()
     has_offset = text.str.contains(_OFFSET, regex=True).to_numpy()
     out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
     if has_offset.any():
         out[has_offset] = pd.to_datetime(text[has_offset], format="ISO8601", utc=True, errors="coerce")
-    naive = ~has_offset & (text != "").to_numpy()
+    odd_offset = text.str.contains(_ODD_OFFSET, regex=True).to_numpy()
+    naive = ~has_offset & ~odd_offset & (text != "").to_numpy()
     if naive.any():
         local = pd.to_datetime(text[naive], format="ISO8601", errors="coerce")
         out[naive] = local.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")

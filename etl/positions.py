@@ -28,6 +28,7 @@ import psycopg
 import pyogrio
 import shapely
 import sqlalchemy as sa
+from defusedxml import DefusedXmlException
 
 from gridwatch.errors import InputError
 from gridwatch.etl import _pgbinary as pgb
@@ -105,6 +106,11 @@ def _read_gpx(entry: FileEntry) -> TextRows:
         points = DET.parse(entry.path).getroot().findall(".//{*}trkpt")
     except DET.ParseError as exc:
         raise InputError(f"{entry.path}: not a readable GPX file ({exc}); etl positions reads {FORMATS}") from None
+    except DefusedXmlException as exc:
+        raise InputError(f"{entry.path}: the GPX file declares entities ({type(exc).__name__}), which are not "
+                         "read: export it again without a DTD") from None
+    except (LookupError, ValueError) as exc:  # the XML declaration names an encoding expat cannot read
+        raise InputError(f"{entry.path}: the GPX file's encoding cannot be read ({exc}): save it as UTF-8") from None
     speed = pd.to_numeric(pd.Series([p.findtext(".//{*}speed") for p in points], dtype=object), errors="coerce") * 3.6
     frame = pd.DataFrame(
         {

@@ -91,6 +91,8 @@ def parse_event(document: bytes) -> CotEvent:
         raise CotStreamError("hostile xml", type(exc).__name__) from None
     except ParseError as exc:
         raise CotStreamError("malformed xml", str(exc)) from None
+    except (LookupError, ValueError) as exc:  # the XML declaration names an encoding expat cannot read
+        raise CotStreamError("malformed xml", f"the encoding cannot be read ({exc})") from None
     if root.tag != "event":
         raise CotStreamError("malformed xml", f"root element is <{root.tag}>, not <event>")
     kind = root.get("type", "")
