@@ -13,7 +13,7 @@ changes or the account goes. A kiosk session (a wall opened from its link) has n
 ends when the link is revoked. The account behind a session is re-read at most every
 :data:`RECHECK_S`; while the database is away the signed session is trusted as it stood.
 State-changing requests must come from our own origin (checked ``Origin``), and wrong passwords
-are limited per account and per address (``limits``, the library under Flask-Limiter, used in the
+(and wrong kiosk links) are limited per account and per address (``limits``, the library under Flask-Limiter, used in the
 sign-in view alone so that no other request pays for it).
 """
 from __future__ import annotations
@@ -213,16 +213,29 @@ class _Failures:
         self.limit = parse(limit)
         self.window = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
 
-    def wait_s(self, name: str, address: str | None) -> float:
-        """Seconds until the account and the address may try again (0: now)."""
-        keys = (("account", name.lower()), ("address", address or "-"))
-        blocked = [self.window.get_window_stats(self.limit, *key).reset_time for key in keys
+    def wait_s(self, name: str | None, address: str | None) -> float:
+        """Seconds until the account (None: any) and the address may try again (0: now)."""
+        blocked = [self.window.get_window_stats(self.limit, *key).reset_time for key in self._keys(name, address)
                    if not self.window.test(self.limit, *key)]
         return max(0.0, max(blocked) - time.time()) if blocked else 0.0
 
-    def count(self, name: str, address: str | None) -> None:
-        self.window.hit(self.limit, "account", name.lower())
-        self.window.hit(self.limit, "address", address or "-")
+    def count(self, name: str | None, address: str | None) -> None:
+        """One more failure of the account (None: none named) and the address."""
+        for key in self._keys(name, address):
+            self.window.hit(self.limit, *key)
+
+    @staticmethod
+    def _keys(name: str | None, address: str | None) -> list[tuple[str, str]]:
+        return [("address", address or "-")] + ([("account", name.lower())] if name is not None else [])
+
+
+_TOO_MANY = "Too many wrong tries: wait a few minutes · 错误次数过多，请稍后再试"
+
+
+def _too_many(wait_s: float) -> flask.Response:
+    response = _login_page(_TOO_MANY, 429)
+    response.headers["Retry-After"] = str(int(wait_s) + 1)
+    return response
 
 
 def _login(failures: _Failures) -> flask.Response:
@@ -233,9 +246,7 @@ def _login(failures: _Failures) -> flask.Response:
     password = flask.request.form.get("password", "")[:1024]
     wait = failures.wait_s(name, _address())
     if wait:
-        response = _login_page("Too many wrong passwords: wait a few minutes · 密码错误次数过多，请稍后再试", 429)
-        response.headers["Retry-After"] = str(int(wait) + 1)
-        return response
+        return _too_many(wait)
     try:
         with context().engine.begin() as conn:
             account = sign_in(conn, name, password, address=_address())
@@ -255,14 +266,19 @@ def _logout() -> flask.Response:
     return flask.redirect("/login", 303)
 
 
-def _kiosk(token: str) -> flask.Response:
-    """A wall's link: sign in as its kiosk and go to the wall (the token leaves the address bar)."""
+def _kiosk(token: str, failures: _Failures) -> flask.Response:
+    """A wall's link: sign in as its kiosk and go to the wall (the token leaves the address bar).
+    Wrong links count against the address as wrong passwords do."""
+    wait = failures.wait_s(None, _address())
+    if wait:
+        return _too_many(wait)
     try:
         with context().engine.begin() as conn:
             kiosk = kiosk_for(conn, token, address=_address())
     except DB_ERRORS:
         return _login_page(_DB_DOWN, 503)
     if kiosk is None:
+        failures.count(None, _address())
         return _login_page("This kiosk link is not valid (revoked?) · 此展示链接无效", 401)
     _sign_in_as(Principal(f"kiosk:{kiosk.id}", kiosk.name, "viewer", kiosk.unit, time.time()), permanent=True)
     return flask.redirect(f"/wall?unit={kiosk.unit}", 303)
@@ -432,5 +448,5 @@ def install_access(app: dash.Dash, settings: Settings) -> None:
     failures = _Failures(settings.login_failures)
     server.add_url_rule("/login", "login", lambda: _login(failures), methods=["GET", "POST"])
     server.add_url_rule("/logout", "logout", _logout, methods=["GET", "POST"])
-    server.add_url_rule("/kiosk/<token>", "kiosk", _kiosk)
+    server.add_url_rule("/kiosk/<token>", "kiosk", lambda token: _kiosk(token, failures))
     server.before_request(lambda: _guard(app, settings))

@@ -288,6 +288,9 @@ def test_a_kiosk_link_signs_a_wall_in_for_good_until_revoked(app, region) -> Non
         session["seen"] = time.time() - 90 * 86400
     assert wall.get("/api/live").status_code == 200
     assert app.server.test_client().get("/kiosk/forged-token").status_code == 401
+    prober = client_of(app, None, address="10.6.6.6")  # guessing links: slowed as guessing passwords is
+    assert [prober.get(f"/kiosk/guess-{i}").status_code for i in range(11)] == [401] * 10 + [429]
+    assert prober.get(f"/kiosk/{token}").status_code == 429
     with region.begin() as conn:
         revoke_kiosk(conn, "hall-wall", actor="test")
     assert _refused_within(wall, "/api/live", RECHECK_S * 2)
