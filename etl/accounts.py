@@ -8,6 +8,7 @@ same transaction as the change; the table refuses UPDATE, DELETE and TRUNCATE.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -15,10 +16,10 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy.dialects.postgresql import JSONB
 
 from gridwatch.errors import InputError
 from gridwatch.etl.ingest.devices import hash_token
@@ -62,11 +63,15 @@ class Kiosk:
     revoked_at: datetime | None
 
 
-def audit(conn: sa.Connection, actor: str, action: str, *, address: str | None = None, **detail: object) -> None:
-    """Add one row to the audit log (in the caller's transaction)."""
-    conn.execute(sa.text("INSERT INTO audit_log (actor, action, address, detail) VALUES (:actor, :action, :address, :detail)")
-                 .bindparams(sa.bindparam("detail", type_=JSONB)),
-                 {"actor": actor, "action": action, "address": address, "detail": detail})
+_AUDIT = ("INSERT INTO audit_log (actor, action, address, detail) "
+          "VALUES (%(actor)s, %(action)s, %(address)s, %(detail)s::jsonb)")
+
+
+def audit(conn: sa.Connection | psycopg.Connection, actor: str, action: str, *, address: str | None = None,
+          **detail: object) -> None:
+    """Add one row to the audit log in the caller's transaction (a SQLAlchemy or a psycopg connection)."""
+    params = {"actor": actor, "action": action, "address": address, "detail": json.dumps(detail, default=str)}
+    (conn.exec_driver_sql if isinstance(conn, sa.Connection) else conn.execute)(_AUDIT, params)
 
 
 def _check_name(name: str) -> str:

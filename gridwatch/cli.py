@@ -394,10 +394,13 @@ def _device_db():
 
 
 def _new_tokens(callsigns: list[str], *, create_units: bool = False) -> dict[str, str]:
+    from gridwatch.etl.accounts import audit
     from gridwatch.etl.ingest.devices import add_devices
 
     with _device_db() as conn:
-        return add_devices(conn, callsigns, create_units=create_units)
+        tokens = add_devices(conn, callsigns, create_units=create_units)
+        audit(conn, _actor(), "device_tokens_issued", devices=sorted(tokens))
+        return tokens
 
 
 @devices.command("add")
@@ -431,6 +434,7 @@ def devices_cert(callsign: str, out_dir: Path, fmt: str, host: str | None, port:
     import secrets
     import socket
 
+    from gridwatch.etl.accounts import audit
     from gridwatch.etl.ingest.devices import set_certificate
     from gridwatch.etl.ingest.pki import Authority
     from gridwatch.etl.ingest.takpackage import TRUSTSTORE_NAME, data_package, device_p12, file_stem, truststore_p12
@@ -442,6 +446,7 @@ def devices_cert(callsign: str, out_dir: Path, fmt: str, host: str | None, port:
         authority = Authority.open(settings.pki_dir)
         issued = authority.issue_device(callsign, days=settings.device_cert_days)
         set_certificate(conn, callsign, issued.fingerprint, issued.cert.not_valid_after_utc)
+        audit(conn, _actor(), "device_certificate_issued", device=callsign, fingerprint=issued.fingerprint)
         password = secrets.token_urlsafe(15)
         out_dir.mkdir(parents=True, exist_ok=True)
         stem = file_stem(callsign)
@@ -463,10 +468,12 @@ def devices_cert(callsign: str, out_dir: Path, fmt: str, host: str | None, port:
 def devices_revoke(callsigns: tuple[str, ...]) -> None:
     """Withdraw devices' tokens and certificates: the ingest service refuses them within 10 s and closes
     their open connections. `devices add` or `devices cert` gives a device new credentials."""
+    from gridwatch.etl.accounts import audit
     from gridwatch.etl.ingest.devices import revoke_devices
 
     with _device_db() as conn:
         revoke_devices(conn, list(callsigns))
+        audit(conn, _actor(), "devices_revoked", devices=sorted(set(callsigns)))
     click.echo(f"revoked {', '.join(dict.fromkeys(callsigns))}")
 
 

@@ -346,6 +346,18 @@ def test_users_and_kiosk_commands(region, cli_env: dict[str, str]) -> None:
     assert "lobby\tP\tmade " in _gridwatch(cli_env, "kiosk", "list").stdout
     assert _gridwatch(cli_env, "kiosk", "revoke", "lobby").stdout.strip() == "revoked lobby"
     assert "revoked" in _gridwatch(cli_env, "kiosk", "list").stdout
+    assert _gridwatch(cli_env, "devices", "add", "V2").returncode == 0
+    assert _gridwatch(cli_env, "devices", "revoke", "V2").returncode == 0
+    with region.connect() as conn:
+        logged = conn.execute(sa.text(
+            "SELECT action, detail->>'account', detail->>'kiosk', detail->'devices'->>0 FROM audit_log "
+            "WHERE actor LIKE 'cli:%' AND at > now() - interval '10 minutes' ORDER BY id")).all()
+    assert [tuple(row) for row in logged][-8:] == [
+        ("account_added", "li.ming", None, None), ("role_set", "li.ming", None, None),
+        ("password_set", "li.ming", None, None), ("account_removed", "li.ming", None, None),
+        ("kiosk_added", None, "lobby", None), ("kiosk_revoked", None, "lobby", None),
+        ("device_tokens_issued", None, None, "V2"), ("devices_revoked", None, None, "V2"),
+    ]
 
 
 def test_a_session_key_file_readable_by_others_is_refused(region, db_url: str, tmp_path: Path) -> None:
