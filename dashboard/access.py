@@ -12,9 +12,9 @@ after ``session_idle_s`` without a request, ``session_max_s`` after signing in, 
 changes or the account goes. A kiosk session (a wall opened from its link) has no time limit and
 ends when the link is revoked. The account behind a session is re-read at most every
 :data:`RECHECK_S`; while the database is away the signed session is trusted as it stood.
-State-changing requests must come from our own origin (checked ``Origin``), and wrong passwords
-(and wrong kiosk links) are limited per account and per address (``limits``, the library under Flask-Limiter, used in the
-sign-in view alone so that no other request pays for it).
+State-changing requests must come from our own origin (checked ``Origin``). Wrong passwords (and
+wrong kiosk links) are limited per account and per address with ``limits``, the library under
+Flask-Limiter, used in those two views alone so that no other request pays for it.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import dash
 import flask
@@ -39,11 +39,11 @@ from gridwatch.layers.queries import command_unit_tree, subtree
 from gridwatch.settings import ROLES, Settings
 from gridwatch.tls import check_secret_file
 
-__all__ = ["Principal", "Rule", "ROUTES", "PAGES", "CALLBACKS", "install_access", "principal", "may",
+__all__ = ["Principal", "Rule", "ROUTES", "PAGES", "CALLBACKS", "install_access", "principal", "may", "rank",
            "scope_code", "callback_id", "RECHECK_S"]
 
 RECHECK_S = 5.0
-KIOSK_LIFETIME = timedelta(days=400)  # browsers keep a cookie at most this long; each visit renews it
+KIOSK_LIFETIME = timedelta(days=400)  # browsers keep a cookie at most this long; a wall in use renews it
 _SEEN_EVERY_S = 60.0
 
 
@@ -361,7 +361,7 @@ def _refused(rule: Rule, status: int) -> flask.Response:
     """The answer to a request not allowed: the sign-in page for a page, a JSON error for data."""
     if status == 401 and rule.page:
         target = flask.request.full_path if flask.request.query_string else flask.request.path
-        return flask.redirect(f"/login?next={flask.request.path if target.startswith('/login') else target}", 303)
+        return flask.redirect(f"/login?next={quote(target, safe='/')}", 303)
     message = {401: "sign in first", 403: "not allowed for your role", 400: "no such callback"}[status]
     return flask.Response(flask.json.dumps({"error": message}), status=status, mimetype="application/json")
 
