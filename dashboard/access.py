@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import dash
@@ -38,6 +39,9 @@ from gridwatch.etl.accounts import account_by_id, kiosk_by_id, kiosk_for, sign_i
 from gridwatch.layers.queries import command_unit_tree, subtree
 from gridwatch.settings import ROLES, Settings
 from gridwatch.tls import check_secret_file
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Principal", "Rule", "ROUTES", "PAGES", "CALLBACKS", "install_access", "principal", "may", "rank",
            "scope_code", "callback_id", "RECHECK_S"]
@@ -136,15 +140,22 @@ def callback_id(function: object) -> str:
     return f"{getattr(function, '__module__', '?')}.{getattr(function, '__name__', '?')}"
 
 
+def _tree() -> pd.DataFrame:
+    """The command-unit tree, read once per request (a callback asks for several scopes)."""
+    if "gridwatch_tree" not in flask.g:
+        ctx = context()
+        flask.g.gridwatch_tree = ctx.known.read("tree", lambda: command_unit_tree(ctx.engine)).value
+    return flask.g.gridwatch_tree
+
+
 def scope_code(requested: str | None) -> str | None:
     """The command unit the request may look at: ``requested`` when it lies within the principal's
     unit, else the principal's unit itself (None, everything, when that unit is all there is)."""
     who = principal()
     if who is None:
         raise PermissionError("nobody is signed in")
-    ctx = context()
     try:
-        tree = ctx.known.read("tree", lambda: command_unit_tree(ctx.engine)).value
+        tree = _tree()
     except DB_ERRORS:
         return who.unit
     mine = subtree(tree, who.unit)

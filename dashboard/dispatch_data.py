@@ -23,7 +23,7 @@ from gridwatch.dashboard.dispatch_panels import (
     units_trace,
 )
 from gridwatch.dashboard.i18n import t
-from gridwatch.dashboard.wall_data import selected_unit
+from gridwatch.dashboard.wall_data import scope_id
 from gridwatch.dashboard.wall_panels import banner, local_time
 from gridwatch.etl.alerts import AlertNotFound, acknowledge, refresh_alerts
 from gridwatch.layers.alerts import alert_in_scope, alerts_at
@@ -81,7 +81,7 @@ def nearest_update(ctx: WallContext, target: dict[str, Any] | None, *, lang: str
         return NearestUpdate(_note(t("nearest_pick", lang)), [], route_traces(None, _empty_ranking(), 0))
     if ranked is None:
         try:
-            frame = nearest_units(ctx.engine, ctx.settings, (target["lon"], target["lat"]), scope=_scope_id(ctx, unit))
+            frame = nearest_units(ctx.engine, ctx.settings, (target["lon"], target["lat"]), scope=scope_id(ctx, unit))
         except DB_ERRORS:
             return None
         ranked = frame[["unit_id", "callsign", "kind", "lon", "lat", "eta_s", "via", "route_m", "route"]].to_dict(
@@ -89,12 +89,6 @@ def nearest_update(ctx: WallContext, target: dict[str, Any] | None, *, lang: str
     frame = pd.DataFrame(ranked) if ranked else _empty_ranking()
     panel = [_note(t("nearest_for", lang, target=target["label"])), nearest_table(frame, chosen=chosen, lang=lang)]
     return NearestUpdate(panel, ranked, route_traces(target, frame, chosen))
-
-
-def _scope_id(ctx: WallContext, code: str | None) -> int | None:
-    """The id of the command unit ``code`` (None: everything)."""
-    chosen = selected_unit(ctx, code)
-    return chosen.id if chosen else None
 
 
 def _empty_ranking() -> pd.DataFrame:
@@ -116,7 +110,7 @@ def alerts_update(ctx: WallContext, *, at: datetime | None, lang: str, can_ackno
                 refresh_alerts(conn, ctx.settings, datetime.now(timezone.utc))
         else:
             note = t("alerts_at", lang, t=local_time(at, ctx.settings.timezone, "%m-%d %H:%M"))
-        alerts = alerts_at(ctx.engine, at=at, scope=_scope_id(ctx, unit))
+        alerts = alerts_at(ctx.engine, at=at, scope=scope_id(ctx, unit))
     except DB_ERRORS:
         return None
     return alert_list(alerts, lang=lang, timezone=ctx.settings.timezone, live=at is None and can_acknowledge,
@@ -130,7 +124,7 @@ def acknowledge_alert(ctx: WallContext, alert_id: int, *, who: str, address: str
     An alert acknowledged meanwhile by another dispatcher is left as it is: the list shows who.
     """
     try:
-        if not alert_in_scope(ctx.engine, alert_id, scope=_scope_id(ctx, unit)):
+        if not alert_in_scope(ctx.engine, alert_id, scope=scope_id(ctx, unit)):
             return False
         with ctx.engine.begin() as conn:
             acknowledge(conn, alert_id, who, address=address)
@@ -155,7 +149,7 @@ def units_update(ctx: WallContext, *, at: datetime | None, lang: str, unit: str 
     label = t("time_now", lang) if at is None else t("time_at", lang, t=local_time(at, ctx.settings.timezone,
                                                                                       "%m-%d %H:%M"))
     try:
-        scope = _scope_id(ctx, unit)
+        scope = scope_id(ctx, unit)
         units = (live_units(ctx.engine, ctx.settings, scope=scope) if at is None
                  else positions_at(ctx.engine, ctx.settings, at, scope=scope))
         status = data_status(ctx.engine, ctx.settings)
@@ -176,7 +170,7 @@ def track_update(ctx: WallContext, unit_id: int | None, *, hours: float, at: dat
     a unit not of command unit ``unit`` (None: all) or below it."""
     end = at or datetime.now(timezone.utc)
     try:
-        fixes = (track(ctx.engine, unit_id, start=end - timedelta(hours=hours), end=end, scope=_scope_id(ctx, unit))
+        fixes = (track(ctx.engine, unit_id, start=end - timedelta(hours=hours), end=end, scope=scope_id(ctx, unit))
                  if unit_id else None)
     except DB_ERRORS:
         return None
@@ -191,7 +185,7 @@ def unit_choices(ctx: WallContext, *, unit: str | None) -> list[dict[str, Any]]:
     """Replay options: every unit of command unit ``unit`` (None: all) by callsign (empty while the
     database is down)."""
     try:
-        roster = unit_roster(ctx.engine, scope=_scope_id(ctx, unit))
+        roster = unit_roster(ctx.engine, scope=scope_id(ctx, unit))
     except DB_ERRORS:
         return []
     return pd.DataFrame({"label": roster["callsign"] + " · " + roster["kind"], "value": roster["unit_id"]}).to_dict(

@@ -14,7 +14,7 @@ import flask
 from gridwatch.dashboard._context import DB_ERRORS, Known, context
 from gridwatch.dashboard.access import scope_code
 from gridwatch.dashboard.i18n import lang_of
-from gridwatch.dashboard.wall_data import selected_unit
+from gridwatch.dashboard.wall_data import scope_id
 from gridwatch.layers.catalog import available_layers, get_layer
 from gridwatch.layers.glyphs import FONTSTACK, glyph_range, glyphs_available
 from gridwatch.layers.queries import jurisdiction_bounds, live_units
@@ -125,9 +125,7 @@ def glyphs(fontstack: str, start: int, end: int) -> flask.Response:
 def live() -> flask.Response:
     """The latest fix of every unit the account may see (``?unit=CODE`` narrows it) as JSON records."""
     ctx = context()
-    code = scope_code(flask.request.args.get("unit"))
-    unit = selected_unit(ctx, code)
-    scope = unit.id if unit else None
+    scope = scope_id(ctx, scope_code(flask.request.args.get("unit")))
     known = ctx.known.read(("api-live", scope), lambda: live_units(ctx.engine, ctx.settings, scope=scope))
     return _as_of(flask.Response(known.value.to_json(orient="records", date_format="iso"),
                                  mimetype="application/json"), known)

@@ -28,13 +28,19 @@ from gridwatch.layers.queries import (
     trails,
 )
 
-__all__ = ["TRAIL_MINUTES", "DETAIL_MAX_UNITS", "LiveUpdate", "SlowUpdate", "live_update", "slow_update", "selected_unit",
+__all__ = ["TRAIL_MINUTES", "DETAIL_MAX_UNITS", "LiveUpdate", "SlowUpdate", "live_update", "slow_update", "selected_unit", "scope_id",
            "start_bounds", "unit_options"]
 TRAIL_MINUTES = 10.0
 # Trails and heading ticks only when the scope has at most this many units: past it (a whole province,
 # ~20k units) the map is fitted so far out that a ten-minute trail is a few pixels, and reading and
 # sending them would take most of the refresh (20k units: ~320 ms and ~950 KB of ~1.9 MB).
 DETAIL_MAX_UNITS = 2_000
+
+
+def scope_id(ctx: WallContext, code: str | None) -> int | None:
+    """The id of the command unit ``code``, the ``scope`` of the read queries (None: everything)."""
+    unit = selected_unit(ctx, code)
+    return unit.id if unit else None
 
 
 def selected_unit(ctx: WallContext, code: str | None) -> CommandUnit | None:
@@ -65,8 +71,7 @@ class LiveUpdate:
 
 
 def _live_reads(ctx: WallContext, code: str | None) -> tuple:
-    unit = selected_unit(ctx, code)
-    scope = unit.id if unit else None
+    scope = scope_id(ctx, code)
     units = live_units(ctx.engine, ctx.settings, scope=scope)
     trail = trails(ctx.engine, minutes=TRAIL_MINUTES, scope=scope) if len(units) <= DETAIL_MAX_UNITS else None
     return units, trail, data_status(ctx.engine, ctx.settings), feed_trouble(ctx.engine, ctx.settings)

@@ -2,7 +2,6 @@
 feed (the ingest service with the simulator replaying the sample's patrols)."""
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -58,16 +57,16 @@ def demo_accounts(settings: Settings, *, base_url: str) -> Path:
     run, and a kiosk link for a wall; printed, and kept in ``<home>/demo-accounts.txt`` (mode 600)."""
     import secrets
 
-    import sqlalchemy as sa
-
-    from gridwatch.etl.accounts import add_account, add_kiosk, kiosks, revoke_kiosk, set_password
+    from gridwatch.etl.accounts import accounts, add_account, add_kiosk, kiosks, revoke_kiosk, set_password
     from gridwatch.etl.database import database_engine
+    from gridwatch.tls import write_secret
 
     lines = []
     with database_engine(settings).begin() as conn:
+        existing = {account.name for account in accounts(conn)}
         for role in ROLES:
             name, password = f"demo-{role}", secrets.token_urlsafe(12)
-            if conn.execute(sa.text("SELECT 1 FROM account WHERE name = :name"), {"name": name}).first():
+            if name in existing:
                 set_password(conn, name, password, actor="demo")
             else:
                 add_account(conn, name, role, password, actor="demo")
@@ -75,10 +74,7 @@ def demo_accounts(settings: Settings, *, base_url: str) -> Path:
         if any(k.name == "demo-wall" and k.revoked_at is None for k in kiosks(conn)):
             revoke_kiosk(conn, "demo-wall", actor="demo")
         lines.append(f"kiosk      {base_url}/kiosk/{add_kiosk(conn, 'demo-wall', actor='demo')}")
-    path = settings.home_dir / "demo-accounts.txt"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    path = write_secret(settings.home_dir / "demo-accounts.txt", ("\n".join(lines) + "\n").encode())
     click.echo("sign in with (role, name, password; new on every run):\n  " + "\n  ".join(lines))
     return path
 
