@@ -11,7 +11,7 @@ PORT   ?= 8050
 # Test files run in this many processes side by side (each file whole, in one; one PostGIS for all).
 TEST_WORKERS ?= 2
 
-.PHONY: demo test serve clean plotly-bundle
+.PHONY: demo test serve clean plotly-bundle plan-bundle
 
 $(STAMP): pyproject.toml
 	@$(SYSTEM) venv
@@ -29,12 +29,16 @@ serve: $(STAMP)
 	$(BIN)/gridwatch serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	@$(SYSTEM) postgis browser
+	@$(SYSTEM) postgis browser gis
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Rebuild the map-only plotly.js (committed; needed after a plotly upgrade). Needs node and npm.
 plotly-bundle:
 	cd dashboard/plotly_bundle && npm ci --no-audit --no-fund && node build.js
+
+# Rebuild the grid planner's MapLibre GL JS + terra-draw bundle (committed). Needs node and npm.
+plan-bundle:
+	cd dashboard/plan_bundle && npm ci --no-audit --no-fund && node build.js
 
 clean:
 	-$(BIN)/gridwatch db stop

@@ -48,8 +48,10 @@ WINDOWS_H = (1, 4, 24)
 HEX_ZONE_KINDS = ("border_closed", "port_control")
 
 
-def derive_coverage(engine: sa.Engine, *, settings: Settings, as_of: datetime | None = None) -> None:
-    """Rebuild ``grid_coverage``, ``segment_coverage`` and ``hex_coverage`` as of ``as_of`` (default now)."""
+def derive_coverage(engine: sa.Engine, *, settings: Settings, as_of: datetime | None = None,
+                    grid_ids: list[int] | None = None) -> None:
+    """Rebuild ``grid_coverage``, ``segment_coverage`` and ``hex_coverage`` as of ``as_of`` (default now);
+    with ``grid_ids``, the coverage of those grids only (after a publish changed them)."""
     if as_of is not None and as_of.tzinfo is None:
         raise ValueError("as_of must carry a time zone")
     as_of = as_of or datetime.now(timezone.utc)
@@ -61,6 +63,7 @@ def derive_coverage(engine: sa.Engine, *, settings: Settings, as_of: datetime | 
         "limits": json.dumps(settings.coverage_limit_h),
         "max_radius": max(settings.detection_radius_m.values()),
         "cap": DWELL_CAP_S,
+        "grid_ids": grid_ids,
     }
     with pg_transaction(engine) as conn:
         srid = region_srid(conn)
@@ -68,6 +71,12 @@ def derive_coverage(engine: sa.Engine, *, settings: Settings, as_of: datetime | 
             return
         params["srid"] = srid
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('gridwatch.derive.coverage'))")
+        if grid_ids is not None:
+            for script in (_FIXES.replace("WHERE p.ts", _NEAR_GRIDS + " WHERE p.ts"), _LIMITS, _GRID_PLACES, _HITS,
+                           _VISITS, "DELETE FROM grid_coverage WHERE grid_id = ANY(%(grid_ids)s)",
+                           _WRITE.split(";\n")[0]):
+                _run(conn, script, params)
+            return
         for script in (_FIXES, _LIMITS):
             _run(conn, script, params)
         _stage_hexes(conn, settings)
@@ -140,6 +149,12 @@ FROM (
 CREATE INDEX ON cov_place USING gist (g);
 ANALYZE cov_place;
 """
+
+# The fixes near some grids only (their bounding box grown by ~2 km, past every detection radius).
+_NEAR_GRIDS = """JOIN (SELECT ST_Expand(ST_Extent(geom), 0.02) AS box FROM grid WHERE id = ANY(%(grid_ids)s)) near
+  ON p.geom && near.box"""
+_GRID_PLACES = (_PLACES.split("    UNION ALL")[0].replace("FROM grid", "FROM grid WHERE id = ANY(%(grid_ids)s)")
+                + ") places;\nCREATE INDEX ON cov_place USING gist (g);\nANALYZE cov_place;\n")
 
 # Grids and segments: fixes within their unit's detection radius, driven from the places.
 # Cells: the cell each fix lies in (its fused h3).

@@ -27,7 +27,7 @@ from gridwatch.errors import InputError
 from gridwatch.etl.manifest import TARGETS, FileEntry
 from gridwatch.geo.crs_guess import likely_gauss_kruger, lonlat_bounds, outside_area_of_use
 
-__all__ = ["VECTOR_FORMATS", "VectorRead", "read_vector", "choose_layer", "GEOMETRY_KIND"]
+__all__ = ["VECTOR_FORMATS", "VectorRead", "read_vector", "open_vector", "choose_layer", "GEOMETRY_KIND"]
 
 # What the vector reader reads, for messages about a file it cannot read.
 VECTOR_FORMATS = ("OGR vector formats such as GeoPackage (.gpkg), Shapefile (.shp with .dbf, .shx, .prj), "
@@ -253,16 +253,21 @@ def _rename(entry: FileEntry, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return out
 
 
+def open_vector(entry: FileEntry, *, bbox: tuple[float, float, float, float] | None = None) -> gpd.GeoDataFrame:
+    """A vector file's rows as they are, in EPSG:4326: its encoding and CRS read or given, its
+    coordinates checked against the CRS (and the region ``bbox``)."""
+    raw = _open(entry)
+    crs = _crs(entry, raw)
+    _check_coordinates(entry, raw, crs, bbox)
+    return raw.set_crs(crs, allow_override=True).to_crs(4326)
+
+
 def read_vector(entry: FileEntry, *, bbox: tuple[float, float, float, float] | None = None) -> VectorRead:
     """Read, reproject to EPSG:4326, map columns and check every row of a vector file."""
     kind = GEOMETRY_KIND.get(entry.target)
     if kind is None:
         raise InputError(f"{entry.path}: target {entry.target!r} is not a vector layer")
-    raw = _open(entry)
-    crs = _crs(entry, raw)
-    _check_coordinates(entry, raw, crs, bbox)
-    frame = _rename(entry, raw).set_crs(crs, allow_override=True)
-    frame = frame.to_crs(4326)
+    frame = _rename(entry, open_vector(entry, bbox=bbox))
 
     reasons = pd.Series("", index=frame.index, dtype=object)
     geom = frame.geometry.values

@@ -30,12 +30,13 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import DOUBLE_PRECISION, JSONB, REAL
+from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION, JSONB, REAL
 
 from gridwatch.settings import ROLES, ZONE_KINDS
 
 __all__ = ["metadata", "include_object", "POSITION_PARTITION"] + [
-    "command_unit", "police_area", "grid_source", "grid", "grid_lineage", "grid_version", "audit_log", "account", "kiosk", "zone",
+    "command_unit", "police_area", "grid_source", "grid", "grid_lineage", "grid_version", "plan_face", "plan_face_edge",
+    "plan_assignment", "plan_grid", "plan_draft", "audit_log", "account", "kiosk", "zone",
     "defence_line", "checkpoint", "border_segment", "road", "river", "settlement", "port", "sensor", "unit",
     "position", "unit_latest", "incident", "grid_coverage", "segment_coverage", "hex_coverage", "quarantine",
     "loaded_file", "etl_run", "line_crossing", "leak_route", "device", "ingest_offset", "ingest_status", "alert",
@@ -153,6 +154,64 @@ grid_version = Table(
     Column("author", Text, nullable=False),
     Column("note", Text),
     Column("source_digest", Text),
+    Column("base_version", Integer),
+    Column("townships", ARRAY(Text)),
+    Column("published_at", DateTime(timezone=True)),
+)
+
+# The planner's building blocks (see migration 0008): faces, their shared edges, each version's
+# assignment of faces to grids and its grids' attributes, and unsaved drafts.
+plan_face = Table(
+    "plan_face", metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("township_code", Text, nullable=False),
+    Column("police_area_code", Text),
+    Column("source_id", Integer),
+    *(Column(name, DOUBLE_PRECISION, nullable=False, server_default=text("0"))
+      for name in ("households", "population", "workload")),
+    Column("area_m2", DOUBLE_PRECISION, nullable=False),
+    Column("perimeter_m", DOUBLE_PRECISION, nullable=False),
+    _geom("MULTIPOLYGON"),
+    _gist("plan_face"),
+    Index("plan_face_township", "township_code"),
+)
+
+plan_face_edge = Table(
+    "plan_face_edge", metadata,
+    Column("a", BigInteger, ForeignKey("plan_face.id", ondelete="CASCADE"), nullable=False),
+    Column("b", BigInteger, ForeignKey("plan_face.id", ondelete="CASCADE"), nullable=False),
+    Column("length_m", DOUBLE_PRECISION, nullable=False),
+    PrimaryKeyConstraint("a", "b"),
+)
+
+plan_assignment = Table(
+    "plan_assignment", metadata,
+    Column("version", Integer, ForeignKey("grid_version.version", ondelete="CASCADE"), nullable=False),
+    Column("face_id", BigInteger, ForeignKey("plan_face.id"), nullable=False),
+    Column("grid_code", Text),
+    PrimaryKeyConstraint("version", "face_id"),
+)
+
+plan_grid = Table(
+    "plan_grid", metadata,
+    Column("version", Integer, ForeignKey("grid_version.version", ondelete="CASCADE"), nullable=False),
+    Column("code", Text, nullable=False),
+    Column("name", Text),
+    Column("township_code", Text, nullable=False),
+    Column("police_area_code", Text),
+    Column("workers", Integer, CheckConstraint("workers >= 0"), nullable=False, server_default=text("0")),
+    Column("locked", Boolean, nullable=False, server_default=text("false")),
+    PrimaryKeyConstraint("version", "code"),
+)
+
+plan_draft = Table(
+    "plan_draft", metadata,
+    Column("account_id", Integer, ForeignKey("account.id", ondelete="CASCADE"), nullable=False),
+    Column("township_code", Text, nullable=False),
+    Column("base_version", Integer, nullable=False),
+    Column("state", JSONB, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now()),
+    PrimaryKeyConstraint("account_id", "township_code"),
 )
 
 audit_log = Table(

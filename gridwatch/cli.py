@@ -282,6 +282,87 @@ def etl_fuse_grids(force: bool) -> None:
         click.echo(f"{key:>22}: {value}")
 
 
+@cli.group()
+def grids() -> None:
+    """The grid plan: versions, publishing, export and import."""
+
+
+@grids.command("versions")
+def grids_versions() -> None:
+    """Saved versions, newest first; the current one (the grid layer) is marked *."""
+    from gridwatch.layers.plan import versions
+
+    frame = versions(_engine())
+    for r in frame.itertuples():
+        towns = ",".join(r.townships) if r.townships is not None else "all"
+        click.echo(f"{'*' if r.current else ' '} v{r.version}\t{r.created_at:%Y-%m-%d %H:%M}\t{r.author}\t{towns}\t"
+                   f"{' '.join(str(r.note or '').split())[:70]}")
+    if frame.empty:
+        click.echo("no versions yet (fuse or load grids first)")
+
+
+@grids.command("publish")
+@click.argument("version", type=int)
+def grids_publish(version: int) -> None:
+    """Make VERSION the grid layer (an earlier one rolls back); coverage follows the changed grids."""
+    from gridwatch.etl.plan import publish
+
+    report = publish(_engine(), version, author=_actor(), settings=get_settings())
+    click.echo(f"published v{report.version}: {report.added} grid(s) added, {report.removed} removed, "
+               f"{report.changed} changed, {report.unchanged} unchanged")
+
+
+@grids.command("export")
+@click.option("--version", "version", type=int, default=None, help="The version (default: the current one).")
+@click.option("--format", "fmt", type=click.Choice(["gpkg", "geojson", "shp"]), default="gpkg", show_default=True)
+@click.option("--crs", type=click.Choice(["cgcs2000", "wgs84"]), default="cgcs2000", show_default=True)
+@click.option("--encoding", type=click.Choice(["utf-8", "gbk"]), default="utf-8", show_default=True,
+              help="Text encoding of a Shapefile's attributes (GeoPackage and GeoJSON are always UTF-8).")
+@click.option("--township", default=None, help="Only this township's grids.")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def grids_export(version: int | None, fmt: str, crs: str, encoding: str, township: str | None, out: Path) -> None:
+    """Write a version's grids to a file GIS software reads."""
+    from gridwatch.etl.plan import build_faces
+    from gridwatch.layers.plan import published
+    from gridwatch.layers.plan_export import export_version
+
+    engine = _engine()
+    build_faces(engine, settings=get_settings(), progress=True)  # a fusion's grids have no faces yet
+    version = version if version is not None else published(engine)
+    if version is None:
+        raise GridwatchError("there is no published grid version to export: fuse or load grids first")
+    count = export_version(engine, version, out, fmt=fmt, crs=crs, encoding=encoding, township=township)
+    click.echo(f"wrote {count} grid(s) of v{version} to {out}")
+
+
+@grids.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--as", "account", required=True, help="The planner whose drafts the file becomes.")
+@click.option("--crs", default=None, help="The file's CRS when it declares none (e.g. EPSG:4490).")
+@click.option("--encoding", default=None, help="A Shapefile's text encoding when it has no .cpg (e.g. gbk).")
+def grids_import(path: Path, account: str, crs: str | None, encoding: str | None) -> None:
+    """Read an edited export back as a planner's drafts (one per township it covers)."""
+    import sqlalchemy as sa
+
+    from gridwatch.etl.plan_import import import_drafts
+
+    engine = _engine()
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT id, role FROM account WHERE name = :n"), {"n": account}).fetchone()
+    if row is None or row[1] not in ("planner", "admin"):
+        raise GridwatchError(f"{account!r} is not a planner's account (see gridwatch users list)")
+    report = import_drafts(engine, path, account_id=row[0], encoding=encoding, crs=crs)
+    click.echo(f"drafts of {len(report.townships)} township(s) for {account}: {', '.join(report.townships) or '-'}; "
+               f"{report.grids} grid(s)")
+    for line in report.rejected:
+        click.echo(f"  skipped {line}")
+    if report.faces_unclaimed:
+        click.echo(f"  {report.faces_unclaimed} face(s) lie in no polygon of the file: gaps in the drafts")
+    if report.polygons_without_faces:
+        click.echo(f"  {len(report.polygons_without_faces)} polygon(s) hold no face: "
+                   f"{', '.join(report.polygons_without_faces[:10])}")
+
+
 def _feed_command(kind: str) -> None:
     @etl.command(kind)
     @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))

@@ -16,6 +16,7 @@ import click
 
 from gridwatch.etl.database import ensure_database
 from gridwatch.etl.manifest import read_manifest
+from gridwatch.etl.plan import build_faces
 from gridwatch.etl.runner import format_summary, run_manifest
 from gridwatch.settings import ROLES, Settings
 
@@ -49,6 +50,7 @@ def prepare_demo(settings: Settings, *, seed: int = 1, scale: str = "prefecture"
     click.echo(f"loading {folder} ...")
     results = run_manifest(engine, read_manifest(folder), settings=settings, progress=True)
     click.echo(format_summary(results))
+    build_faces(engine, settings=settings, progress=True)  # the grid planner's building blocks
     return folder
 
 

@@ -112,6 +112,26 @@ class Settings(BaseSettings):
     sliver_area_m2: float = Field(
         default=2000.0, ge=0, description="Fused-grid pieces below this area are absorbed."
     )
+    plan_balance_tolerance: float = Field(
+        default=0.25, gt=0, lt=1,
+        description="Grid planner: households, population and workload of a grid may differ this much "
+                    "(a fraction) from its township's mean per grid.",
+    )
+    plan_workers_per_10k: float = Field(
+        default=18.0, ge=0, description="Grid planner: the least grid workers per 10,000 residents of a grid."
+    )
+    plan_min_compactness: float = Field(
+        default=0.2, ge=0, le=1, description="Grid planner: the least Polsby-Popper compactness of a grid."
+    )
+    plan_sliver_width_m: float = Field(
+        default=5.0, ge=0, description="Grid planner: a grid thinner than this on average is a sliver."
+    )
+    plan_proposal_s: float = Field(
+        default=15.0, gt=0, description="Grid planner: the longest a rebalancing proposal may search."
+    )
+    plan_workload_days: int = Field(
+        default=90, gt=0, description="Grid planner: a face's workload is its incidents over this many days."
+    )
     basemap_tiles_url: str | None = Field(
         default=None,
         description="An on-site XYZ raster tile URL template ({z}/{x}/{y}) drawn under the map layers.",

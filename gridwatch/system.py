@@ -34,7 +34,7 @@ from pathlib import Path
 
 __all__ = [
     "Need", "SetupError", "ensure", "ensure_postgres", "find_pg_bindir", "pg_major", "pg_sharedir",
-    "postgres_server", "postgis", "chromium", "playwright_runtime", "cjk_font", "venv_module", "CHROMIUM", "NEEDS",
+    "postgres_server", "postgis", "chromium", "playwright_runtime", "cjk_font", "gdal_tools", "venv_module", "CHROMIUM", "NEEDS",
 ]
 
 # The browser the tests and page benchmarks drive: Debian's, unless GRIDWATCH_CHROMIUM names another.
@@ -137,6 +137,11 @@ def cjk_font() -> Need:
     return Need(f"the font {CJK_FONT_QUERY!r}", "fonts-noto-cjk", present, also=("fontconfig",))
 
 
+def gdal_tools() -> Need:
+    """GDAL's command-line tools: the tests check that ``ogrinfo`` reads every grid export."""
+    return Need("GDAL's ogrinfo", "gdal-bin", lambda: shutil.which("ogrinfo") is not None)
+
+
 def venv_module() -> Need:
     """Python's venv module with ensurepip, which makes the virtualenv."""
     minor = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -174,6 +179,7 @@ NEEDS: dict[str, Callable[[], object]] = {
     "postgis": _postgis_unless_external,
     "browser": lambda: ensure([chromium(), playwright_runtime(), cjk_font()]),
     "fonts": lambda: ensure([cjk_font()]),
+    "gis": lambda: ensure([gdal_tools()]),
 }
 
 
