@@ -83,10 +83,12 @@ ROUTES: dict[str, Rule] = {
     "/tiles/group/<group>/<z>/<x>/<y>.pbf": SIGNED_IN,
     "/glyphs/<fontstack>/<int:start>-<int:end>.pbf": SIGNED_IN,
     "/api/live": SIGNED_IN,
+    "/plan/static/<name>": Rule("planner"),
+    "/plan/faces.geojson": Rule("planner"),
 }
 
 # Every page by its path: the least role that may open it (an unknown path shows Dash's 404 page).
-PAGES: dict[str, str] = {"/": "viewer", "/wall": "viewer", "/dispatch": "viewer"}
+PAGES: dict[str, str] = {"/": "viewer", "/wall": "viewer", "/dispatch": "viewer", "/plan": "planner"}
 
 # Every server-side Dash callback, by :func:`callback_id`: the least role that may run it.
 CALLBACKS: dict[str, str] = {
@@ -100,6 +102,11 @@ CALLBACKS: dict[str, str] = {
     "pages.dispatch.acknowledge": "dispatcher",
     "pages.dispatch.refresh_units": "viewer",
     "pages.dispatch.replay_track": "viewer",
+    "pages.plan.act": "planner",
+    "pages.plan.versions_panel": "planner",
+    "pages.plan.rebalance": "planner",
+    "pages.plan.compare": "planner",
+    "pages.plan.export": "planner",
 }
 
 

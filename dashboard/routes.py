@@ -8,15 +8,17 @@ is 503. Neither is ever a 500.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import flask
 
 from gridwatch.dashboard._context import DB_ERRORS, Known, context
-from gridwatch.dashboard.access import scope_code
+from gridwatch.dashboard.access import principal, scope_code
 from gridwatch.dashboard.i18n import lang_of
 from gridwatch.dashboard.wall_data import scope_id
 from gridwatch.layers.catalog import available_layers, get_layer
 from gridwatch.layers.glyphs import FONTSTACK, glyph_range, glyphs_available
+from gridwatch.layers.plan import townships
 from gridwatch.layers.queries import jurisdiction_bounds, live_units
 from gridwatch.layers.style import build_style
 from gridwatch.layers.tiles import group_tile, tile
@@ -129,3 +131,29 @@ def live() -> flask.Response:
     known = ctx.known.read(("api-live", scope), lambda: live_units(ctx.engine, ctx.settings, scope=scope))
     return _as_of(flask.Response(known.value.to_json(orient="records", date_format="iso"),
                                  mimetype="application/json"), known)
+
+
+PLAN_BUNDLE = Path(__file__).resolve().parent / "plan_bundle"
+PLAN_FILES = {"plan-map.min.js": "text/javascript", "plan-map-worker.js": "text/javascript",
+              "plan-map.css": "text/css"}
+
+
+@routes.get("/plan/static/<name>")
+def plan_static(name: str) -> flask.Response:
+    """The planner map's bundle (MapLibre GL JS and terra-draw), served from our origin."""
+    if name not in PLAN_FILES:
+        raise LookupError(f"no planner file {name!r}")
+    return flask.send_file(PLAN_BUNDLE / name, mimetype=PLAN_FILES[name], max_age=STATIC_MAX_AGE)
+
+
+@routes.get("/plan/faces.geojson")
+def plan_faces() -> flask.Response:
+    """The faces of the signed-in planner's draft of ``?township=CODE``."""
+    from gridwatch.dashboard.plan_data import draft_for, faces_geojson
+
+    township = flask.request.args.get("township", "")
+    if township not in set(townships(context().engine)["code"]):
+        raise LookupError(f"no township {township!r} with grids")
+    draft = draft_for(context(), principal().id, township)
+    return flask.Response(faces_geojson(draft), mimetype="application/geo+json",
+                          headers={"Cache-Control": "no-store"})

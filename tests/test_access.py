@@ -45,6 +45,8 @@ SAMPLES: dict[str, str] = {
     "/tiles/group/<group>/<z>/<x>/<y>.pbf": "/tiles/group/static/10/796/447.pbf",
     "/glyphs/<fontstack>/<int:start>-<int:end>.pbf": "/glyphs/gridwatch-sans/0-255.pbf",
     "/api/live": "/api/live",
+    "/plan/static/<name>": "/plan/static/plan-map.css",
+    "/plan/faces.geojson": "/plan/faces.geojson?township=T",
     "/logout": "/logout",  # last: it signs the client out
 }
 SECOND_COUNTY = """
@@ -119,6 +121,8 @@ def test_each_route_answers_as_the_table_says(app, accounts, role: str | None) -
             assert status < 500, (rule, role, status)
         elif role is not None and rank(role) >= rank(entry.least):
             assert status not in (401, 403) and status < 500, (rule, role, status)
+        elif role is not None:  # signed in, below the route's role
+            assert status == 403, (rule, role, status)
         elif entry.page:
             assert status == 303 and response.headers["Location"].startswith("/login?next="), (rule, status)
         else:

@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "faults": "faults:bench_faults",
     "fuzz": "fuzz:bench_fuzz",
     "access": "access:bench_access",
+    "plan": "plan:bench_plan",
 }
 
 _GOAL = re.compile(r"^(<=|>=|≤|≥|<|>)\s*([-+]?[\d,]*\.?\d+)\s*(x|×)?$")

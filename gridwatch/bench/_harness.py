@@ -245,3 +245,68 @@ class SmallDisk:
     def _inside(self, service: IngestProcess, script: str) -> None:
         subprocess.run(["nsenter", "-t", str(service.proc.pid), "-m", "-r", "--", "sh", "-ec", script, "sh",
                         str(self.folder)], check=True, timeout=30, capture_output=True)
+
+
+def seed_plan_region(engine: sa.Engine, plan) -> None:
+    """Fill the (empty) map tables with the townships, police areas and grids of a synthetic plan
+    (:func:`gridwatch.data.plan_township.plan_township`), its faces as one department's source grids,
+    so that the planner's own set-up (:func:`gridwatch.etl.plan.build_faces`) cuts the same faces."""
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    from gridwatch.etl._copy import copy_rows
+    from gridwatch.etl._feeds import pg_transaction
+    from gridwatch.geo.plan import grid_geometries
+
+    faces = plan.faces
+
+    def union_by(column: str) -> gpd.GeoSeries:
+        return faces.dissolve(column).geometry
+
+    towns, areas, grids = union_by("township"), union_by("police_area"), grid_geometries(plan)
+    whole = shapely.union_all(towns.to_numpy())
+    attrs = plan.grids.loc[grids.index]
+    table = pd.DataFrame({"code": grids.index, "township": attrs["township"].to_numpy(),
+                          "workers": attrs["workers"].to_numpy(),
+                          "households": pd.Series(plan.faces["households"].to_numpy()).groupby(plan.grid).sum()
+                          .reindex(grids.index).round().astype(int).to_numpy(),
+                          "population": pd.Series(plan.faces["population"].to_numpy()).groupby(plan.grid).sum()
+                          .reindex(grids.index).round().astype(int).to_numpy(),
+                          "wkb": shapely.to_wkb(grids.to_numpy())})
+    with pg_transaction(engine) as conn:
+        top = conn.execute("INSERT INTO command_unit (level, parent_id, code, name, geom) VALUES "
+                           "('prefecture', NULL, 'P', 'Prefecture', ST_Multi(ST_GeomFromWKB(%(g)s, 4326))) RETURNING id",
+                           {"g": shapely.to_wkb(whole)}).fetchone()[0]
+        county = conn.execute("INSERT INTO command_unit (level, parent_id, code, name, geom) VALUES "
+                              "('county', %(p)s, 'C', 'County', ST_Multi(ST_GeomFromWKB(%(g)s, 4326))) RETURNING id",
+                              {"p": top, "g": shapely.to_wkb(whole)}).fetchone()[0]
+        for code, geom in towns.items():  # a few townships
+            conn.execute("INSERT INTO command_unit (level, parent_id, code, name, geom) VALUES "
+                         "('township', %(p)s, %(c)s, %(c)s, ST_Multi(ST_GeomFromWKB(%(g)s, 4326)))",
+                         {"p": county, "c": code, "g": shapely.to_wkb(geom)})
+            conn.execute("INSERT INTO command_unit (level, parent_id, code, name, geom) SELECT 'station', id, "
+                         "%(s)s, %(s)s, geom FROM command_unit WHERE code = %(c)s", {"c": code, "s": f"{code}-S"})
+        conn.execute("CREATE TEMP TABLE seed (code text, geom bytea) ON COMMIT DROP")
+        copy_rows(conn, "seed", pd.DataFrame({"code": areas.index, "geom": shapely.to_wkb(areas.to_numpy())}))
+        conn.execute("INSERT INTO police_area (code, station_id, geom) SELECT s.code, st.id, "
+                     "ST_Multi(ST_GeomFromWKB(s.geom, 4326)) FROM seed s JOIN command_unit st "
+                     "ON st.code = split_part(s.code, '-', 1) || '-S'")
+        conn.execute("CREATE TEMP TABLE seed_grid (code text, township text, workers int, households int, "
+                     "population int, wkb bytea) ON COMMIT DROP")
+        copy_rows(conn, "seed_grid", table)
+        conn.execute("INSERT INTO grid (code, township_id, households, population, workers, geom) "
+                     "SELECT s.code, t.id, s.households, s.population, s.workers, "
+                     "ST_Multi(ST_GeomFromWKB(s.wkb, 4326)) FROM seed_grid s JOIN command_unit t ON t.code = s.township")
+        conn.execute("UPDATE grid g SET police_area_id = (SELECT p.id FROM police_area p "
+                     "WHERE ST_Contains(p.geom, ST_PointOnSurface(g.geom)) LIMIT 1)")
+        conn.execute("CREATE TEMP TABLE seed_source (code text, households int, population int, wkb bytea) "
+                     "ON COMMIT DROP")
+        copy_rows(conn, "seed_source", pd.DataFrame({
+            "code": faces["face_id"].astype(str).to_numpy(),
+            "households": faces["households"].round().astype(int).to_numpy(),
+            "population": faces["population"].round().astype(int).to_numpy(),
+            "wkb": shapely.to_wkb(faces.geometry.to_numpy())}))
+        conn.execute("INSERT INTO grid_source (department, source_code, households, population, geom) "
+                     "SELECT 'civil affairs', code, households, population, ST_Multi(ST_GeomFromWKB(wkb, 4326)) "
+                     "FROM seed_source")
