@@ -8,10 +8,15 @@ the signed-in account.
 """
 from __future__ import annotations
 
+import base64
+import io
 import itertools
+import tempfile
 import threading
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import geopandas as gpd
 import networkx as nx
@@ -19,15 +24,18 @@ import pandas as pd
 import sqlalchemy as sa
 
 from gridwatch.dashboard._context import WallContext
+from gridwatch.errors import InputError
 from gridwatch.etl.plan import build_faces, draft_state, rules_of, save_draft, store_faces
 from gridwatch.etl.plan import drop_draft as forget_draft
+from gridwatch.etl.plan_import import import_drafts
 from gridwatch.geo import plan as edits
 from gridwatch.geo.plan import Plan, grid_geometries
 from gridwatch.geo.plan_rules import MEASURES, Problem, Rules, check_plan, diff, grid_table, score
 from gridwatch.layers.plan import draft_of, head_version, township_plan, townships, version_grids
+from gridwatch.layers.plan_export import export_version
 
 __all__ = ["Draft", "Job", "account_id", "draft_for", "draft_grids", "keep_draft", "forget", "drop_draft", "start_proposal", "job_of", "state_of", "faces_geojson", "score_rows", "selected_summary",
-           "township_choices", "PALETTE", "COLOUR_BY"]
+           "township_choices", "import_upload", "export_file", "PALETTE", "COLOUR_BY"]
 
 HISTORY = 50
 #: Categorical colours for grids: neighbours never share one (greedy colouring of the grid graph).
@@ -53,6 +61,7 @@ class Draft:
     message: str | None = None
     problems: list[Problem] = field(default_factory=list)
     base_score: dict = field(default_factory=dict)
+    base_hard: frozenset = frozenset()  # the hard problems the version it started from already had
 
     _base: gpd.GeoDataFrame | None = None
 
@@ -66,6 +75,10 @@ class Draft:
     def bounds(self) -> list[float]:
         """West, south, east, north of the draft's faces."""
         return [float(v) for v in self.plan.faces.total_bounds]
+
+    def new_hard(self) -> list[Problem]:
+        """Hard problems the draft has and the version it started from had not (an import can bring some)."""
+        return [p for p in self.problems if p.hard and (p.kind, p.codes) not in self.base_hard]
 
     def check(self, plan: Plan) -> list[Problem]:
         return check_plan(plan, self.rules)
@@ -125,16 +138,19 @@ def draft_for(ctx: WallContext, account: str, township: str, *, reload: bool = F
         draft = _DRAFTS.get(key)
     if draft is not None and not reload:
         return draft
+    rules = rules_of(ctx.settings)
     kept = draft_of(ctx.engine, account_id(account), township)
-    if kept is not None:
-        version, plan = kept
-    else:
+    if kept is None:
         build_faces(ctx.engine, settings=ctx.settings)  # the townships not cut into faces yet
         version = head_version(ctx.engine)
-        plan = township_plan(ctx.engine, version, township)
-    rules = rules_of(ctx.settings)
+        plan = base = township_plan(ctx.engine, version, township)
+    else:
+        version, plan = kept
+        base = township_plan(ctx.engine, version, township)
     problems = check_plan(plan, rules)
-    draft = Draft(township, version, plan, rules, problems=problems, base_score=score(plan, problems, rules),
+    stood = problems if base is plan else check_plan(base, rules)
+    draft = Draft(township, version, plan, rules, problems=problems, base_score=score(base, stood, rules),
+                  base_hard=frozenset((p.kind, p.codes) for p in stood if p.hard),
                   face_set=(draft.face_set + 1) if draft else 0)
     with _LOCK:
         _DRAFTS[key] = draft
@@ -313,3 +329,34 @@ def selected_summary(draft: Draft) -> pd.DataFrame:
     table = grid_table(draft.plan)
     return table.loc[[c for c in draft.selected if c in table.index],
                      ["faces", "area_m2", *MEASURES, "workers", "compactness", "police_area", "locked"]]
+
+
+def import_upload(ctx: WallContext, account: str, contents: str, filename: str) -> str:
+    """Read an uploaded grid file (a ``dcc.Upload`` data URL) into the account's drafts; what it made."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in (".gpkg", ".geojson", ".json"):
+        raise InputError(f"{filename}: upload a GeoPackage or GeoJSON (a Shapefile goes by `gridwatch grids import`)")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"upload{suffix}"
+        path.write_bytes(base64.b64decode(contents.split(",", 1)[-1]))
+        report = import_drafts(ctx.engine, path, account_id=account_id(account))
+    for township in report.townships:
+        forget(ctx, account, township)
+    return (f"{filename}: drafts of {', '.join(report.townships) or 'no township'} ({report.grids} grids)"
+            + (f"; {report.faces_unclaimed} face(s) in no polygon" if report.faces_unclaimed else "")
+            + (f"; skipped {len(report.rejected)} feature(s)" if report.rejected else ""))
+
+
+def export_file(ctx: WallContext, version: int, *, fmt: str, crs: str, township: str) -> tuple[bytes, str]:
+    """A version's grids of a township as a file's bytes and name (a Shapefile zipped with its parts)."""
+    with tempfile.TemporaryDirectory() as folder:
+        name = f"grids-{township}-v{version}"
+        path = Path(folder) / f"{name}.{fmt}"
+        export_version(ctx.engine, version, path, fmt=fmt, crs=crs, township=township)
+        if fmt != "shp":
+            return path.read_bytes(), path.name
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as bundle:
+            for part in sorted(Path(folder).glob(f"{name}.*")):
+                bundle.write(part, part.name)
+        return archive.getvalue(), f"{name}.zip"

@@ -126,7 +126,8 @@ def _build_township(engine: sa.Engine, version: int, code: str, township: shapel
         sources = gpd.read_postgis(sa.text(
             "SELECT s.id AS source_id, s.households, s.population, s.geom FROM grid_source s, command_unit t "
             "WHERE t.code = :code AND ST_Intersects(s.geom, t.geom)"), conn, geom_col="geom", params=params)
-    faces, (i, j, length) = township_faces(township, grids, areas, sources, township_code=code)
+    faces, (i, j, length) = township_faces(township, grids, areas, sources, township_code=code,
+                                           sliver_area_m2=settings.sliver_area_m2)
     with pg_transaction(engine) as conn:
         conn.execute(PLAN_LOCK)
         ids = _insert_faces(conn, faces)

@@ -57,6 +57,7 @@ def township_faces(
     sources: gpd.GeoDataFrame | None = None,
     *,
     township_code: str,
+    sliver_area_m2: float = 2_000.0,
 ) -> tuple[gpd.GeoDataFrame, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The faces of one township (EPSG:4326 in and out) and their shared edges.
 
@@ -72,6 +73,10 @@ def township_faces(
         Columns ``source_id``, ``households``; departmental source grids touching it.
     township_code : str
         The township's code, written to every face.
+    sliver_area_m2 : float
+        A face in no grid smaller than this (a sliver left where a grid's edge and the township's
+        nearly meet) joins the neighbouring grid it shares the longest edge with; larger ones stay
+        ground in no grid (a gap).
 
     Returns
     -------
@@ -114,6 +119,8 @@ def township_faces(
         return out
 
     gi, pi, si = first_holder(g), first_holder(p), first_holder(s, smallest=True)
+    i, j, length, perimeter = _face_edges(metric)  # shared vertices are identical after the transform too
+    gi = _absorbed(gi, area, (i, j, length), sliver_area_m2)
     codes = grids["code"].astype(str).to_numpy(dtype=object)
     frame = pd.DataFrame({
         "grid": np.where(gi >= 0, codes[np.maximum(gi, 0)], None),
@@ -145,10 +152,27 @@ def township_faces(
                           area * np.divide(total, by_area, out=np.zeros_like(total), where=by_area > 0)[np.maximum(gi, 0)],
                           spread)
         frame[column] = spread
-    i, j, length, perimeter = _face_edges(metric)  # shared vertices are identical after the transform too
     frame["perimeter_m"] = perimeter
     out = gpd.GeoDataFrame(frame, geometry=faces, crs=WGS84)
     return out, (i, j, length)
+
+
+def _absorbed(grid: np.ndarray, area: np.ndarray, edges: tuple[np.ndarray, np.ndarray, np.ndarray],
+              sliver_area_m2: float) -> np.ndarray:
+    """``grid`` (holder index per face, -1 none) with small ungridded faces given to the neighbour
+    grid of the longest shared edge, pass by pass (a sliver may touch a grid only through another)."""
+    grid = grid.copy()
+    i, j, length = edges
+    a, b, w = np.r_[i, j], np.r_[j, i], np.r_[length, length]
+    for _ in range(20):
+        free = (grid[a] < 0) & (area[a] < sliver_area_m2) & (grid[b] >= 0)
+        if not free.any():
+            break
+        cand = pd.DataFrame({"face": a[free], "grid": grid[b[free]], "length": w[free]})
+        cand = cand.groupby(["face", "grid"], as_index=False)["length"].sum()
+        best = cand.loc[cand.groupby("face")["length"].idxmax()]
+        grid[best["face"].to_numpy()] = best["grid"].to_numpy()
+    return grid
 
 
 def touching_edges(

@@ -169,3 +169,16 @@ def test_checking_counts_work_not_geometry(plan):
     finally:
         shapely.union_all = original
     assert calls == [] and time.perf_counter() - start >= 0
+
+
+def test_slivers_of_ground_in_no_grid_join_a_neighbour_and_real_gaps_stay(plan):
+    grids = gpd.GeoDataFrame({"code": ["T-001"], "households": [100], "population": [250]}, crs=4326,
+                             geometry=[shapely.box(100, 22, 100.02, 22.02)])
+    areas = gpd.GeoDataFrame({"code": ["PA1"]}, geometry=[shapely.box(100, 22, 100.03, 22.03)], crs=4326)
+    sliver = shapely.box(100, 22, 100.02 + 3e-6, 22.02)  # a strip about 0.3 m wide beside the grid
+    faces, _ = township_faces(sliver, grids, areas, township_code="T")
+    assert len(faces) == 2 and faces["grid"].tolist() == ["T-001", "T-001"]
+    gap = shapely.box(100, 22, 100.03, 22.02)  # a kilometre of ground no grid covers
+    faces, _ = township_faces(gap, grids, areas, township_code="T")
+    assert sorted(faces["grid"].fillna("-")) == ["-", "T-001"]
+    assert faces["households"].sum() == pytest.approx(100)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyogrio
 import pytest
 import sqlalchemy as sa
 from _accounts import ORIGIN, client_of
@@ -195,7 +196,7 @@ def test_a_proposal_balances_the_township_and_becomes_the_draft(desk):
 
 
 @pytest.mark.browser
-def test_save_compare_and_publish_from_the_page(desk, region, township):
+def test_save_compare_export_publish_and_import_from_the_page(desk, region, township, tmp_path):
     page, _ = desk
     a, b = neighbours(township)
     use(page, "select")
@@ -217,6 +218,12 @@ def test_save_compare_and_publish_from_the_page(desk, region, township):
     page.get_by_role("option", name=f"v{version}", exact=True).click()
     page.wait_for_function("(b) => document.querySelector('#plan-diff').innerText.includes(b)", arg=b)
     assert "gone" in page.inner_text("#plan-diff")
+    with page.expect_download() as download:
+        page.click("#plan-export")  # version A (v1), GeoPackage in CGCS2000
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    exported = pyogrio.read_dataframe(path)
+    assert path.name == "grids-T0-v1.gpkg" and len(exported) == 16 and exported.crs.to_epsg() == 4490
     page.click("#plan-versions button >> nth=0")
     page.wait_for_function("() => document.querySelector('#plan-saved').innerText.startsWith('published')")
     with region.connect() as conn:
@@ -224,3 +231,7 @@ def test_save_compare_and_publish_from_the_page(desk, region, township):
         actions = conn.execute(sa.text("SELECT action FROM audit_log WHERE action LIKE 'plan.%' ORDER BY id")).scalars()
         assert list(actions)[-2:] == ["plan.save", "plan.publish"]
     assert b not in codes and a in codes
+
+    page.set_input_files("#plan-upload input[type=file]", str(path))  # v1 back, as the draft
+    page.wait_for_function("() => document.querySelector('#plan-saved').innerText.includes('drafts of T0')")
+    wait_state(page, "s.grids.some(g => g.code === arg)", b)

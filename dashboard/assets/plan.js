@@ -14,7 +14,7 @@
   "use strict";
 
   var STATIC = "/plan/static/";
-  var STYLE_URL = "/style.json";
+  var STYLE_URL = "/style.json";   // unless the map's element names one (data-style)
   var FACES = "plan-faces";        // the faces (fetched from faces_url)
   var EDGES = "plan-edges";        // one feature per pair of neighbouring faces (or face and outside)
   var FILL = "plan-face-fill";     // the layer clicks and the brush query
@@ -97,7 +97,7 @@
     var maplibregl = lib.maplibregl;
     container = el;
     var options = {
-      container: el, style: STYLE_URL, attributionControl: false, dragRotate: false,
+      container: el, style: el.dataset.style || STYLE_URL, attributionControl: false, dragRotate: false,
       pitchWithRotate: false, touchPitch: false, center: [0, 0], zoom: 1,
       doubleClickZoom: false,  // a double click ends nothing here, and must not zoom while drawing
       boxZoom: false           // it takes shift-drags, and swallows the shift-click that adds a grid

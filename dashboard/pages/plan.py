@@ -14,6 +14,7 @@ import time
 import dash
 import flask
 import pandas as pd
+import psycopg
 from dash import ALL, ClientsideFunction, Input, Output, State, callback, clientside_callback, ctx, dcc, html
 
 from gridwatch.dashboard._context import DB_ERRORS, context
@@ -21,11 +22,11 @@ from gridwatch.dashboard.access import principal
 from gridwatch.dashboard.plan_data import (
     COLOUR_BY,
     Draft,
-    account_id,
     draft_for,
     draft_grids,
     drop_draft,
-    forget,
+    export_file,
+    import_upload,
     job_of,
     keep_draft,
     score_rows,
@@ -37,13 +38,19 @@ from gridwatch.dashboard.plan_data import (
 from gridwatch.dashboard.wall_panels import signed_in_as
 from gridwatch.errors import InputError
 from gridwatch.etl.plan import publish, save_version
-from gridwatch.etl.plan_import import import_drafts
 from gridwatch.geo import plan as edits
 from gridwatch.geo.plan_rules import diff
 from gridwatch.layers.plan import version_grids, versions
-from gridwatch.layers.plan_export import export_version
 
 dash.register_page(__name__, path="/plan", title="gridwatch · plan")
+
+# The database is away: the draft in hand is kept, and the page says so until it is back.
+DATABASE_DOWN = (*DB_ERRORS, psycopg.OperationalError)
+DOWN_MESSAGE = "the database cannot be reached: your draft is kept here; try again in a moment"
+
+# The planner's map: the boundaries, departments' grids and base layers; not the coverage and force ones.
+PLAN_STYLE = "/style.json?hide=" + ",".join(("grids", "hexes", "sensors", "incidents", "leak_routes", "checkpoints",
+                                             "segments", "lines", "zones"))
 
 TOOLS = (("select", "Select"), ("paint", "Paint"), ("paint-source", "Paint source polygon"), ("split", "Split by line"),
          ("reshape", "Reshape by polygon"))
@@ -80,7 +87,7 @@ def layout(township: str | None = None, **_: str) -> html.Div:
                                                   clearable=False)], className="plan-colour"),
         ], className="plan-toolbar"),
         html.Div([
-            html.Div(id="plan-map", className="plan-map"),
+            html.Div(id="plan-map", className="plan-map", **{"data-style": PLAN_STYLE}),
             html.Aside([
                 html.Div(id="plan-message", className="plan-message", role="status"),
                 html.H2("Selected"), html.Div(id="plan-selected"),
@@ -173,6 +180,15 @@ def act(township, edit, pick, _merge, _lock, _unlock, _undo, _redo, _reassign, c
     """Every change to the draft: a map edit or pick, a toolbar button, another township or colouring."""
     if not township:
         return (dash.no_update,) * 9
+    try:
+        return _act(township, edit, pick, colour_by, proposal, police_area)
+    except DATABASE_DOWN:
+        out = [dash.no_update] * 9
+        out[4] = DOWN_MESSAGE
+        return tuple(out)
+
+
+def _act(township, edit, pick, colour_by, proposal, police_area) -> tuple:
     draft = draft_for(context(), _account(), township, reload=ctx.triggered_id == "plan-refresh")
     trigger = ctx.triggered_id
     chosen = list(draft.selected)
@@ -263,6 +279,13 @@ def _map_edit(edit: dict):
 )
 def versions_panel(_save, _publish, township, upload, _discard, note, filename):
     """Save the draft as a version, publish a version, and list the versions."""
+    try:
+        return _versions_panel(township, upload, note, filename)
+    except DATABASE_DOWN:
+        return DOWN_MESSAGE, dash.no_update, dash.no_update, dash.no_update, dash.no_update
+
+
+def _versions_panel(township, upload, note, filename) -> tuple:
     ctx_ = context()
     who = principal()
     message, refresh = "", dash.no_update
@@ -270,8 +293,10 @@ def versions_panel(_save, _publish, township, upload, _discard, note, filename):
     try:
         if trigger == "plan-save" and township:
             draft = draft_for(ctx_, _account(), township)
-            if any(p.hard for p in draft.problems):
-                raise InputError("the draft breaks a hard rule: fix it before saving")
+            broken = draft.new_hard()
+            if broken:
+                raise InputError(f"fix what the draft breaks before saving: {broken[0].text()}"
+                                 + (f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""))
             version = save_version(ctx_.engine, draft.plan, township=township, base_version=draft.base_version,
                                    author=who.name, message=note or "", address=_address())
             drop_draft(ctx_, _account(), township)
@@ -285,7 +310,7 @@ def versions_panel(_save, _publish, township, upload, _discard, note, filename):
             drop_draft(ctx_, _account(), township)
             message, refresh = "draft discarded: the township is as in the latest version", time.time()
         elif trigger == "plan-upload" and upload:
-            message, refresh = imported(ctx_, upload, filename or "upload"), time.time()
+            message, refresh = import_upload(ctx_, _account(), upload, filename or "upload"), time.time()
     except InputError as refusal:
         message = str(refusal)
     frame = versions(ctx_.engine, limit=20)
@@ -298,26 +323,6 @@ def versions_panel(_save, _publish, township, upload, _discard, note, filename):
     choices = [{"label": f"v{r.version}", "value": int(r.version)} for r in frame.itertuples() if r.plan]
     return message, html.Table(rows, className="plan-versions"), refresh, choices, \
         [{"label": "the draft", "value": "draft"}, *choices]
-
-
-def imported(ctx_, contents: str, filename: str) -> str:
-    """Read an uploaded grid file into the account's drafts; what it made, in one line."""
-    import base64
-    import tempfile
-    from pathlib import Path
-
-    suffix = Path(filename).suffix.lower()
-    if suffix not in (".gpkg", ".geojson", ".json"):
-        raise InputError(f"{filename}: upload a GeoPackage or GeoJSON (a Shapefile goes by `gridwatch grids import`)")
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"upload{suffix}"
-        path.write_bytes(base64.b64decode(contents.split(",", 1)[1]))
-        report = import_drafts(ctx_.engine, path, account_id=account_id(_account()))
-    for township in report.townships:
-        forget(ctx_, _account(), township)
-    return (f"{filename}: drafts of {', '.join(report.townships) or 'no township'} ({report.grids} grids)"
-            + (f"; {report.faces_unclaimed} face(s) in no polygon" if report.faces_unclaimed else "")
-            + (f"; skipped {len(report.rejected)} feature(s)" if report.rejected else ""))
 
 
 @callback(
@@ -351,24 +356,10 @@ def compare(a, b, township):
 )
 def export(_clicks, version, fmt, crs, township):
     """Version A of the township as a file (a Shapefile zipped with its parts)."""
-    import tempfile
-    import zipfile
-    from pathlib import Path
-
     if version is None:
         return dash.no_update
-    with tempfile.TemporaryDirectory() as folder:
-        name = f"grids-{township}-v{version}"
-        path = Path(folder) / f"{name}.{fmt}"
-        export_version(context().engine, int(version), path, fmt=fmt, crs=crs, township=township)
-        if fmt == "shp":
-            archive = Path(folder) / f"{name}.zip"
-            with zipfile.ZipFile(archive, "w") as bundle:
-                for part in sorted(Path(folder).glob(f"{name}.*")):
-                    if part != archive:
-                        bundle.write(part, part.name)
-            path = archive
-        return dcc.send_bytes(path.read_bytes(), path.name)
+    data, name = export_file(context(), int(version), fmt=fmt, crs=crs, township=township)
+    return dcc.send_bytes(data, name)
 
 
 clientside_callback(ClientsideFunction(namespace="plan", function_name="render"),
