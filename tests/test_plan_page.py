@@ -84,6 +84,18 @@ def use(page, tool: str) -> None:
     page.wait_for_function("(t) => window.gridwatchPlan.tool === t", arg=tool, timeout=10_000)
 
 
+def select(page, township, *codes: str) -> None:
+    """Click the first grid, shift-click the others, and wait until the server has them selected."""
+    use(page, "select")
+    for n, code in enumerate(codes):
+        if n:
+            page.keyboard.down("Shift")
+        page.mouse.click(*at(page, *inside(township, code)))
+        if n:
+            page.keyboard.up("Shift")
+        wait_state(page, "JSON.stringify(s.selected) === arg", json.dumps(list(codes[:n + 1]), separators=(",", ":")))
+
+
 def wait_state(page, condition: str, arg=None) -> None:
     page.wait_for_function(f"(arg) => {{ const s = window.gridwatchPlan.lastState; return !!s && ({condition}); }}",
                            arg=arg, timeout=30_000)
@@ -93,13 +105,7 @@ def wait_state(page, condition: str, arg=None) -> None:
 def test_select_merge_undo_a_problem_appears_and_goes_away(desk, township):
     page, _ = desk
     a, b = neighbours(township)
-    use(page, "select")
-    page.mouse.click(*at(page, *inside(township, a)))
-    wait_state(page, "s.selected.length === 1 && s.selected[0] === arg", a)
-    page.keyboard.down("Shift")
-    page.mouse.click(*at(page, *inside(township, b)))
-    page.keyboard.up("Shift")
-    wait_state(page, "s.selected.length === 2", None)
+    select(page, township, a, b)
     assert f"households above {a}" not in problems(page)
     page.click("#plan-merge")
     wait_state(page, "!s.grids.some(g => g.code === arg)", b)
@@ -113,9 +119,7 @@ def test_select_merge_undo_a_problem_appears_and_goes_away(desk, township):
 def test_paint_gives_faces_to_the_chosen_grid(desk, township):
     page, _ = desk
     a, b = neighbours(township)
-    use(page, "select")
-    page.mouse.click(*at(page, *inside(township, a)))  # the selected grid is the one a brush gives to
-    wait_state(page, "s.selected.length === 1 && s.selected[0] === arg", a)
+    select(page, township, a)  # the selected grid is the one a brush gives to
     page.wait_for_function("(a) => document.querySelector('#plan-target').innerText.includes(a)", arg=a)
     before = page.evaluate(STATE)["assign"]
     use(page, "paint")
@@ -142,9 +146,7 @@ def test_split_by_a_drawn_line_makes_a_new_grid_and_undo_takes_it_back(desk, tow
     shape = grid_geometries(township, [a]).iloc[0]
     west, south, east, north = shape.bounds
     middle = shape.representative_point().y
-    use(page, "select")
-    page.mouse.click(*at(page, *inside(township, a)))
-    wait_state(page, "s.selected.length === 1 && s.selected[0] === arg", a)
+    select(page, township, a)
     count = len(grids_listed(page))
     use(page, "split")
     start, end = at(page, west - 0.002, middle), at(page, east + 0.002, middle)
@@ -199,13 +201,7 @@ def test_a_proposal_balances_the_township_and_becomes_the_draft(desk):
 def test_save_compare_export_publish_and_import_from_the_page(desk, region, township, tmp_path):
     page, _ = desk
     a, b = neighbours(township)
-    use(page, "select")
-    page.mouse.click(*at(page, *inside(township, a)))
-    wait_state(page, "s.selected.length === 1", None)
-    page.keyboard.down("Shift")
-    page.mouse.click(*at(page, *inside(township, b)))
-    page.keyboard.up("Shift")
-    wait_state(page, "s.selected.length === 2", None)
+    select(page, township, a, b)
     page.click("#plan-merge")
     wait_state(page, "!s.grids.some(g => g.code === arg)", b)
     page.fill("#plan-note", "merge two grids")

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import sqlalchemy as sa
 
 from gridwatch.errors import GridwatchError
@@ -139,6 +140,21 @@ def offline_page(browser, base_url: str, *, account: tuple[str, str], viewport: 
     context.route("**/*", route)
     sign_in(context, base_url, account)
     return context, context.new_page(), offsite
+
+
+def p95_ms(samples: list[float]) -> float:
+    """The 95th percentile of times in seconds, in milliseconds."""
+    return float(np.percentile(samples, 95)) * 1000
+
+
+def timed(call, n: int) -> list[float]:
+    """The seconds each of ``n`` calls of ``call`` took."""
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def free_port() -> int:

@@ -15,9 +15,8 @@ import time
 import urllib.parse
 import urllib.request
 
-import numpy as np
-
 from gridwatch.bench import Figure
+from gridwatch.bench._harness import p95_ms, timed
 from gridwatch.settings import Settings
 
 __all__ = ["bench_access"]
@@ -27,19 +26,6 @@ WARM_UP = 5
 CHECKS = 2000
 REQUESTS = 200
 TILE = "/tiles/group/static/10/796/447.pbf"
-
-
-def _p95_ms(samples: list[float]) -> float:
-    return float(np.percentile(samples, 95)) * 1000
-
-
-def _timed(call, n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def bench_access(settings: Settings, *, scale: str) -> list[Figure]:
@@ -68,8 +54,8 @@ def bench_access(settings: Settings, *, scale: str) -> list[Figure]:
                 sign_in()
             logins, verify = [], []
             for _ in range(SIGN_INS):
-                logins += _timed(sign_in, 1)
-                verify += _timed(lambda: HASHER.verify(stored, password), 1)
+                logins += timed(sign_in, 1)
+                verify += timed(lambda: HASHER.verify(stored, password), 1)
 
         client = app.server.test_client()
         client.post("/login", data={"name": name, "password": password}, headers={"Origin": "http://localhost"})
@@ -89,16 +75,16 @@ def bench_access(settings: Settings, *, scale: str) -> list[Figure]:
 
         tile_checks = checks(TILE)
         callback_checks = checks("/_dash-update-component", method="POST", json=callback)
-        tiles = _timed(lambda: client.get(TILE), REQUESTS)
-        callbacks = _timed(lambda: client.post("/_dash-update-component", json=callback,
+        tiles = timed(lambda: client.get(TILE), REQUESTS)
+        callbacks = timed(lambda: client.post("/_dash-update-component", json=callback,
                                                headers={"Origin": "http://localhost"}), REQUESTS)
     return [
-        Figure(f"sign-in p95 ({SIGN_INS} over HTTP)", _p95_ms(logins), "ms", "<= 300", _p95_ms(verify),
+        Figure(f"sign-in p95 ({SIGN_INS} over HTTP)", p95_ms(logins), "ms", "<= 300", p95_ms(verify),
                "argon2 verify alone"),
-        Figure(f"authorization of a tile request p95 ({CHECKS})", _p95_ms(tile_checks), "ms", "<= 2",
-               _p95_ms(tiles), "whole tile request"),
-        Figure(f"authorization of a callback p95 ({CHECKS})", _p95_ms(callback_checks), "ms", "<= 5",
-               _p95_ms(callbacks), "whole callback request"),
+        Figure(f"authorization of a tile request p95 ({CHECKS})", p95_ms(tile_checks), "ms", "<= 2",
+               p95_ms(tiles), "whole tile request"),
+        Figure(f"authorization of a callback p95 ({CHECKS})", p95_ms(callback_checks), "ms", "<= 5",
+               p95_ms(callbacks), "whole callback request"),
     ]
 
 

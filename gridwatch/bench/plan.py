@@ -20,6 +20,7 @@ import geopandas as gpd
 import numpy as np
 
 from gridwatch.bench import Figure
+from gridwatch.bench._harness import p95_ms, timed
 from gridwatch.settings import Settings
 
 __all__ = ["bench_plan"]
@@ -27,19 +28,6 @@ __all__ = ["bench_plan"]
 EDITS = 100
 RUNS = 10
 STROKES = 6
-
-
-def _p95_ms(samples: list[float]) -> float:
-    return float(np.percentile(samples, 95)) * 1000
-
-
-def _timed(call, n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def _tiling(plan) -> None:
@@ -73,14 +61,14 @@ def _validation(township, prefecture) -> list[Figure]:
         start = time.perf_counter()
         edits.apply(township, lambda p, f=face, g=grid: edits.paint(p, [f], g), check=check_plan, before=before)
         times.append(time.perf_counter() - start)
-    tiling = _timed(lambda: _tiling(township), 5)
-    whole = _timed(lambda: check_plan(prefecture), RUNS)
-    whole_tiling = _timed(lambda: _tiling(prefecture), 1)
+    tiling = timed(lambda: _tiling(township), 5)
+    whole = timed(lambda: check_plan(prefecture), RUNS)
+    whole_tiling = timed(lambda: _tiling(prefecture), 1)
     return [
         Figure(f"validation after one edit p95 ({EDITS} paint edits, 200 grids, {len(township.faces):,} faces)",
-               _p95_ms(times), "ms", "<= 100", _p95_ms(tiling), "full check_tiling of the township"),
+               p95_ms(times), "ms", "<= 100", p95_ms(tiling), "full check_tiling of the township"),
         Figure(f"full prefecture validation p95 ({len(prefecture.grids):,} grids, {len(prefecture.faces):,} faces)",
-               _p95_ms(whole), "ms", "<= 1000", _p95_ms(whole_tiling), "check_tiling of the prefecture"),
+               p95_ms(whole), "ms", "<= 1000", p95_ms(whole_tiling), "check_tiling of the prefecture"),
     ]
 
 
@@ -96,7 +84,7 @@ def _proposal(township) -> Figure:
     met = proposal.met and not kinds & {"multipart", "compactness", *(f"{m}_{s}" for m in ("households", "population",
                                                                                          "workload")
                                                                     for s in ("below", "above"))}
-    checks = _timed(lambda: check_plan(proposed), 5)
+    checks = timed(lambda: check_plan(proposed), 5)
     return Figure(f"rebalancing proposal, 200 grids ({proposal.steps} steps; rules {'met' if met else 'NOT met'})",
                   seconds * 1000 if met else float("inf"), "ms", "<= 20000", float(np.median(checks)) * 1000,
                   "checking the proposal")
@@ -148,7 +136,7 @@ def _feedback(settings: Settings, township) -> Figure:
             browser.close()
     return Figure(f"paint-stroke feedback p95 ({len(feedback)} brush moves, {STROKES} strokes)",
                   float(np.percentile(feedback, 95)) if feedback else float("nan"), "ms", "<= 150",
-                  _p95_ms(answers), "the server's answer to a stroke")
+                  p95_ms(answers), "the server's answer to a stroke")
 
 
 def bench_plan(settings: Settings, *, scale: str) -> list[Figure]:
