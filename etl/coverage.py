@@ -72,12 +72,11 @@ def derive_coverage(engine: sa.Engine, *, settings: Settings, as_of: datetime | 
         params["srid"] = srid
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('gridwatch.derive.coverage'))")
         if grid_ids is not None:
-            for script in (_FIXES.replace("WHERE p.ts", _NEAR_GRIDS + " WHERE p.ts"), _LIMITS, _GRID_PLACES, _HITS,
-                           _VISITS, "DELETE FROM grid_coverage WHERE grid_id = ANY(%(grid_ids)s)",
-                           _WRITE.split(";\n")[0]):
+            for script in (_fixes(_NEAR_GRIDS), _LIMITS, _CHANGED_GRIDS, _HITS, _VISITS,
+                           "DELETE FROM grid_coverage WHERE grid_id = ANY(%(grid_ids)s)", _WRITE_GRIDS):
                 _run(conn, script, params)
             return
-        for script in (_FIXES, _LIMITS):
+        for script in (_fixes(), _LIMITS):
             _run(conn, script, params)
         _stage_hexes(conn, settings)
         for script in (_PLACES, _HITS, _VISITS, "TRUNCATE grid_coverage, segment_coverage, hex_coverage", _WRITE):
@@ -108,12 +107,18 @@ def _stage_hexes(conn: psycopg.Connection, settings: Settings) -> None:
     copy_rows(conn, "cov_hex", frame)
 
 
+def _fixes(near: str = "") -> str:
+    """SQL staging the look-back window's fixes in metres (``near``: a JOIN narrowing them)."""
+    return _FIXES.format(near=near)
+
+
 _FIXES = """
 CREATE TEMP TABLE cov_fix ON COMMIT DROP AS
 SELECT p.unit_id, p.ts, p.h3, ST_Transform(p.geom, %(srid)s::int) AS g, r.radius_m
 FROM position p
 JOIN unit u ON u.id = p.unit_id
 JOIN (SELECT key AS kind, value::float8 AS radius_m FROM jsonb_each_text(%(radius)s::jsonb)) r ON r.kind = u.kind
+{near}
 WHERE p.ts > %(as_of)s::timestamptz - make_interval(hours => %(lookback_h)s::int)
   AND p.ts <= %(as_of)s::timestamptz;
 CREATE INDEX ON cov_fix USING gist (g);
@@ -131,30 +136,38 @@ SELECT key AS kind, value::float8 AS limit_h FROM jsonb_each_text(%(limits)s::js
 """
 
 # Places in metres with their limit: the strictest zone at the representative point.
-_PLACES = """
+_PLACE_ROWS = {
+    "grid": """SELECT 'grid' AS kind, id::bigint AS id, ST_Transform(geom, %(srid)s::int) AS g,
+           ST_Transform(ST_PointOnSurface(geom), %(srid)s::int) AS pt, 'social_surface' AS fallback FROM grid""",
+    "segment": """SELECT 'segment', id, ST_Transform(geom, %(srid)s::int),
+           ST_Transform(ST_LineInterpolatePoint(geom, 0.5), %(srid)s::int), 'border_closed' FROM border_segment""",
+    "hex": """SELECT 'hex', h3, ST_Transform(geom, %(srid)s::int), ST_Transform(ST_PointOnSurface(geom), %(srid)s::int),
+           'social_surface' FROM cov_hex""",
+}
+
+
+def _places(rows: list[str]) -> str:
+    """SQL staging the places ``rows`` (SELECTs of :data:`_PLACE_ROWS`) with their limits."""
+    union = "\n    UNION ALL\n    ".join(rows)
+    return f"""
 CREATE TEMP TABLE cov_place ON COMMIT DROP AS
 SELECT kind, id, g, coalesce(
          (SELECT min(z.limit_h) FROM cov_zone z WHERE ST_DWithin(z.g, pt, 1.0)),
          (SELECT limit_h FROM cov_limit WHERE cov_limit.kind = fallback)) AS limit_h
 FROM (
-    SELECT 'grid' AS kind, id::bigint AS id, ST_Transform(geom, %(srid)s::int) AS g,
-           ST_Transform(ST_PointOnSurface(geom), %(srid)s::int) AS pt, 'social_surface' AS fallback FROM grid
-    UNION ALL
-    SELECT 'segment', id, ST_Transform(geom, %(srid)s::int), ST_Transform(ST_LineInterpolatePoint(geom, 0.5), %(srid)s::int),
-           'border_closed' FROM border_segment
-    UNION ALL
-    SELECT 'hex', h3, ST_Transform(geom, %(srid)s::int), ST_Transform(ST_PointOnSurface(geom), %(srid)s::int),
-           'social_surface' FROM cov_hex
+    {union}
 ) places;
 CREATE INDEX ON cov_place USING gist (g);
 ANALYZE cov_place;
 """
 
-# The fixes near some grids only (their bounding box grown by ~2 km, past every detection radius).
+
+_PLACES = _places(list(_PLACE_ROWS.values()))
+# After a publish: the changed grids only, and the fixes near them (their bounding box grown by
+# ~2 km, past every detection radius).
+_CHANGED_GRIDS = _places([_PLACE_ROWS["grid"] + " WHERE id = ANY(%(grid_ids)s)"])
 _NEAR_GRIDS = """JOIN (SELECT ST_Expand(ST_Extent(geom), 0.02) AS box FROM grid WHERE id = ANY(%(grid_ids)s)) near
   ON p.geom && near.box"""
-_GRID_PLACES = (_PLACES.split("    UNION ALL")[0].replace("FROM grid", "FROM grid WHERE id = ANY(%(grid_ids)s)")
-                + ") places;\nCREATE INDEX ON cov_place USING gist (g);\nANALYZE cov_place;\n")
 
 # Grids and segments: fixes within their unit's detection radius, driven from the places.
 # Cells: the cell each fix lies in (its fused h3).
@@ -210,9 +223,11 @@ SELECT pl.id, v.last_visit, coalesce(v.visits_1h, 0), coalesce(v.visits_4h, 0), 
        {_place_status("v.last_visit", "pl.limit_h", "%(as_of)s")}
 FROM cov_place pl LEFT JOIN cov_visit v ON v.kind = pl.kind AND v.id = pl.id
 """
-_WRITE = f"""
+_WRITE_GRIDS = f"""
 INSERT INTO grid_coverage (grid_id, {_COLUMNS}, status)
-{_SELECT} WHERE pl.kind = 'grid';
+{_SELECT} WHERE pl.kind = 'grid'
+"""
+_WRITE = _WRITE_GRIDS + f""";
 
 INSERT INTO hex_coverage (h3, {_COLUMNS}, status, geom)
 SELECT s.*, h.geom FROM ({_SELECT} WHERE pl.kind = 'hex') s JOIN cov_hex h ON h.h3 = s.id;

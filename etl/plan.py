@@ -36,7 +36,7 @@ from gridwatch.geo.plan_faces import Blocks, township_faces
 from gridwatch.geo.plan_rules import Rules
 from gridwatch.settings import Settings
 
-__all__ = ["PlanConflict", "PublishReport", "rules_of", "build_faces", "store_faces", "save_version", "publish",
+__all__ = ["PlanConflict", "PublishReport", "rules_of", "published_version", "build_faces", "store_faces", "save_version", "publish",
            "save_draft", "drop_draft", "draft_state", "grid_records", "PLAN_LOCK"]
 
 PLAN_LOCK = "SELECT pg_advisory_xact_lock(hashtext('gridwatch.plan'))"
@@ -106,7 +106,7 @@ def build_faces(engine: sa.Engine, *, settings: Settings, progress: bool = False
             version = last
     with engine.connect() as conn:
         todo = conn.exec_driver_sql(_TOWNSHIPS_TO_BUILD, {"version": version}).fetchall()
-    for code, wkb in tqdm(todo, desc="cutting townships into faces", unit="township", disable=not progress):
+    for code, wkb in tqdm(todo, desc="cutting townships into faces", unit="township", disable=not (progress and todo)):
         _build_township(engine, version, code, shapely.from_wkb(wkb), settings)
     return len(todo)
 
@@ -130,6 +130,10 @@ def _build_township(engine: sa.Engine, version: int, code: str, township: shapel
                                            sliver_area_m2=settings.sliver_area_m2)
     with pg_transaction(engine) as conn:
         conn.execute(PLAN_LOCK)
+        built = conn.execute("SELECT EXISTS (SELECT 1 FROM plan_assignment a JOIN plan_face f ON f.id = a.face_id "
+                             "WHERE a.version = %s AND f.township_code = %s)", (version, code)).fetchone()[0]
+        if built:  # by another planner's first visit, meanwhile
+            return
         ids = _insert_faces(conn, faces)
         copy_rows(conn, "plan_face_edge", pd.DataFrame({"a": ids[i], "b": ids[j], "length_m": length}))
         copy_rows(conn, "plan_assignment", pd.DataFrame({"version": version, "face_id": ids, "grid_code": faces["grid"]}))

@@ -322,13 +322,14 @@ def grids_publish(version: int) -> None:
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def grids_export(version: int | None, fmt: str, crs: str, encoding: str, township: str | None, out: Path) -> None:
     """Write a version's grids to a file GIS software reads."""
-    from gridwatch.etl.plan import build_faces
-    from gridwatch.layers.plan import published
+    from gridwatch.etl.plan import build_faces, published_version
     from gridwatch.layers.plan_export import export_version
 
     engine = _engine()
     build_faces(engine, settings=get_settings(), progress=True)  # a fusion's grids have no faces yet
-    version = version if version is not None else published(engine)
+    if version is None:
+        with engine.connect() as conn:
+            version = published_version(conn)
     if version is None:
         raise GridwatchError("there is no published grid version to export: fuse or load grids first")
     count = export_version(engine, version, out, fmt=fmt, crs=crs, encoding=encoding, township=township)

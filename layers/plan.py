@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from gridwatch.geo.plan import Plan
 from gridwatch.geo.plan_faces import Blocks
 
-__all__ = ["versions", "head_version", "published", "township_plan", "version_grids", "townships", "draft_of",
+__all__ = ["versions", "head_version", "township_plan", "version_grids", "townships", "draft_of",
            "plan_of"]
 
 
@@ -31,14 +31,6 @@ def head_version(engine: sa.Engine) -> int | None:
     """The latest version with a plan (faces assigned)."""
     with engine.connect() as conn:
         return conn.execute(sa.text("SELECT max(version) FROM plan_assignment")).scalar()
-
-
-def published(engine: sa.Engine) -> int | None:
-    """The version the grid layer shows."""
-    with engine.connect() as conn:
-        return conn.execute(sa.text(
-            "SELECT version FROM grid_version WHERE published_at IS NOT NULL "
-            "ORDER BY published_at DESC, version DESC LIMIT 1")).scalar()
 
 
 def townships(engine: sa.Engine) -> pd.DataFrame:

@@ -3,6 +3,7 @@ ogrinfo, and an edited export imported back as a planner's draft."""
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import geopandas as gpd
 import pyogrio
@@ -88,3 +89,25 @@ def test_bad_files_get_clear_errors(region, tmp_path):
     assert report.rejected == ["feature 3: no code or no geometry", "feature 1: code A appears more than once",
                                "feature 2: code A appears more than once"]
     assert report.townships == []
+
+
+def gridwatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gridwatch.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_grids_commands_export_import_list_and_publish(region, cli_env, tmp_path):
+    out = tmp_path / "grids.shp"
+    done = gridwatch(cli_env, "grids", "export", "--format", "shp", "--encoding", "gbk", "-o", str(out))
+    assert done.returncode == 0 and "wrote 2 grid(s) of v1" in done.stdout, done.stderr
+    imported = gridwatch(cli_env, "grids", "import", str(out), "--as", "ann")
+    assert imported.returncode == 0 and "drafts of 1 township(s) for ann: T; 2 grid(s)" in imported.stdout
+    listed = gridwatch(cli_env, "grids", "versions")
+    assert listed.stdout.startswith("* v1\t") and "grid table" in listed.stdout
+    for args, says in ((("grids", "publish", "99"), "version 99 is not a saved plan"),
+                       (("grids", "import", str(out), "--as", "nobody"), "'nobody' is not a planner's account"),
+                       (("grids", "export", "--encoding", "gbk", "-o", str(tmp_path / "x.gpkg")),
+                        "GBK text is for Shapefiles only")):
+        failed = gridwatch(cli_env, *args)
+        assert failed.returncode == 1 and says in failed.stderr and len(failed.stderr.strip().splitlines()) == 1, \
+            failed.stderr
