@@ -77,10 +77,6 @@ _STATEMENTS = (
                                        ST_XMin(t.geom) + (a + 1) * :cell, ST_YMin(t.geom) + (b + 1) * :cell, 4326))
        FROM command_unit t, generate_series(0, :k - 1) a, generate_series(0, :k - 1) b
        WHERE t.level = 'township'""",
-    # the civil-affairs grids the full-element grid was fused from: the same squares
-    """INSERT INTO grid_source (department, source_code, name, township_code, households, population, geom)
-       SELECT 'civil affairs', g.code, g.name, t.code, g.households, g.population, g.geom
-       FROM grid g JOIN command_unit t ON t.id = g.township_id""",
     """INSERT INTO grid_coverage (grid_id, last_visit, visits_24h, limit_h, status)
        SELECT id, now() - make_interval(hours => id % 30), id % 5, 24,
               (ARRAY['fresh', 'fresh', 'fresh', 'due', 'due', 'overdue'])[id % 6 + 1]

@@ -145,15 +145,6 @@ CATALOG: tuple[Layer, ...] = (
         popup=("code", "name", "status", "last_visit", "households"),
     ),
     Layer(
-        id="grid_sources", title={"en": "Departments' grids", "zh": "部门网格"},
-        source="SELECT id, department, source_code, name, geom FROM grid_source",
-        # The inputs of the fusion, drawn on the grid planner's map (hidden on the others).
-        kind="polygon", group="boundaries", minzoom=11, visible=False,
-        styles=({"part": "line", "type": "line", "paint": {
-            "line-color": "#cbd5e1", "line-width": 0.8, "line-opacity": 0.7, "line-dasharray": [2, 2]}},),
-        popup=("department", "source_code", "name"),
-    ),
-    Layer(
         id="hexes", title={"en": "H3 coverage", "zh": "H3 覆盖"},
         source=(
             "SELECT h3 AS id, status, to_char(last_visit AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"') "

@@ -133,6 +133,10 @@
       "fill-pattern": "plan-hatch", "fill-opacity": ["case", state_("locked"), 1, 0] } });
     map.addLayer({ id: "plan-face-edge", type: "line", source: FACES, minzoom: 14, paint: {
       "line-color": "#ffffff", "line-opacity": 0.7, "line-width": 0.5 } });
+    // The departments' source grids the faces were cut from: thin dashes where two sources meet.
+    map.addLayer({ id: "plan-source-border", type: "line", source: EDGES, minzoom: 12, paint: {
+      "line-color": "#e2e8f0", "line-width": 1, "line-dasharray": [2, 2],
+      "line-opacity": ["case", state_("source"), 0.8, 0] } });
     // A selected grid: a white casing under a thicker border (any grid colour may sit beside it).
     map.addLayer({ id: "plan-selected-border", type: "line", source: EDGES,
       layout: { "line-cap": "round", "line-join": "round" }, paint: {
@@ -331,9 +335,10 @@
   function setEdge(e) {
     var pair = edges[e], ga = gridOf[pair.a], gb = pair.b === null ? undefined : gridOf[pair.b];
     var border = pair.b === null || ga !== gb;
-    var want = { border: border, selected: border && (!!selected[ga] || !!selected[gb]) };
+    var want = { border: border, selected: border && (!!selected[ga] || !!selected[gb]),
+      source: pair.b !== null && faces[pair.a].source !== faces[pair.b].source };  // a department's grid edge
     var was = edgeShown[e];
-    if (was && was.border === want.border && was.selected === want.selected) { return; }
+    if (was && was.border === want.border && was.selected === want.selected && was.source === want.source) { return; }
     edgeShown[e] = want;
     map.setFeatureState({ source: EDGES, id: e }, want);
   }

@@ -48,7 +48,7 @@ dash.register_page(__name__, path="/plan", title="gridwatch · plan")
 DATABASE_DOWN = (*DB_ERRORS, psycopg.OperationalError)
 DOWN_MESSAGE = "the database cannot be reached: your draft is kept here; try again in a moment"
 
-# The planner's map: the boundaries, departments' grids and base layers; not the coverage and force ones.
+# The planner's map: the command units' boundaries and the base layers; not the coverage and force ones.
 PLAN_STYLE = "/style.json?hide=" + ",".join(("grids", "hexes", "sensors", "incidents", "leak_routes", "checkpoints",
                                              "segments", "lines", "zones"))
 
