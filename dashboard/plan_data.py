@@ -216,7 +216,7 @@ def start_proposal(ctx: WallContext, account: str, draft: Draft) -> Job:
             job.progress = fraction
 
         try:
-            proposed, proposal = rebalance_plan(plan, tolerance=rules.balance_tolerance,
+            proposed, proposal, notes = rebalance_plan(plan, tolerance=rules.balance_tolerance,
                                                 min_compactness=rules.min_compactness,
                                                 time_limit_s=ctx.settings.plan_proposal_s, progress=progress,
                                                 cancel=job.cancel.is_set)
@@ -229,7 +229,7 @@ def start_proposal(ctx: WallContext, account: str, draft: Draft) -> Job:
                 job.result = proposed
                 job.summary = (f"proposal {'meets' if proposal.met else 'does not meet'} the balance, contiguity and "
                                f"compactness rules after {proposal.steps} steps in {proposal.seconds:.1f} s: "
-                               "it is now the draft (undo discards it)")
+                               "it is now the draft (undo discards it)" + "".join(f"; {n}" for n in notes[:3]))
         finally:
             job.progress, job.done = 1.0, True
 

@@ -678,11 +678,14 @@ def propose(
 def rebalance_plan(plan, *, tolerance: float = 0.25, min_compactness: float = 0.2, time_limit_s: float = 15.0,
                    seed: int = 0, progress: Callable[[float], None] | None = None,
                    cancel: Callable[[], bool] | None = None):
-    """:func:`propose` for a :class:`gridwatch.geo.plan.Plan` of one township: (the proposed plan, the proposal).
+    """:func:`propose` for a :class:`gridwatch.geo.plan.Plan` of one township: (the proposed plan, the
+    proposal, and why the balance cannot be met where it cannot).
 
     Faces move only between grids of one police area: edges across a police-area boundary are left out
-    of the adjacency graph, so no grid is ever cut across one. Faces in no grid keep none; the proposed
-    plan shares the plan's faces and grid attributes.
+    of the adjacency graph, so no grid is cut across one (a grid that was is split along it, and each
+    grid then belongs to the police area its faces lie in). So a police area whose grids hold on average
+    more or less than the band around the township's mean cannot be balanced without changing its
+    number of grids; those are named. Faces in no grid keep none; the proposed plan shares the plan's faces.
     """
     from gridwatch.geo.plan import Plan
 
@@ -709,7 +712,27 @@ def rebalance_plan(plan, *, tolerance: float = 0.25, min_compactness: float = 0.
     grid[assigned] = proposal.grid
     grids = plan.grids.copy()
     grids["workers"] = _workers_by_population(plan, grid, locked)
-    return Plan(plan.blocks, grid, grids), proposal
+    lies = pd.DataFrame({"grid": grid[assigned].astype(str), "area": area[assigned]}).dropna()
+    one = lies.groupby("grid")["area"].agg(["nunique", "first"])
+    one = one[one["nunique"] == 1]["first"]
+    grids.loc[one.index.intersection(grids.index), "police_area"] = one
+    return Plan(plan.blocks, grid, grids), proposal, _unreachable(frame, area[assigned], measures, tolerance)
+
+
+def _unreachable(frame: pd.DataFrame, area: np.ndarray, measures: Sequence[str], tolerance: float) -> list[str]:
+    """The police areas whose mean per grid lies outside the band of the township's mean, per measure."""
+    notes = []
+    grids = frame["grid"].nunique()
+    by_area = pd.DataFrame({"area": pd.Series(area).fillna("(none)").to_numpy(), "grid": frame["grid"].to_numpy(),
+                            **{m: frame[m].to_numpy() for m in measures}}).groupby("area")
+    count = by_area["grid"].nunique()
+    for m in measures:
+        mean = frame[m].sum() / max(grids, 1)
+        ratio = by_area[m].sum() / count / mean - 1 if mean > 0 else count * 0.0
+        for name in ratio.index[ratio.abs() > tolerance]:
+            notes.append(f"police area {name}: its {count[name]} grid(s) hold {ratio[name]:+.0%} {m} against the "
+                         f"township's mean; change its number of grids (merge or split) to balance it")
+    return notes
 
 
 def _workers_by_population(plan, grid: np.ndarray, locked: set[str]) -> np.ndarray:

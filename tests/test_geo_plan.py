@@ -182,3 +182,32 @@ def test_slivers_of_ground_in_no_grid_join_a_neighbour_and_real_gaps_stay(plan):
     faces, _ = township_faces(gap, grids, areas, township_code="T")
     assert sorted(faces["grid"].fillna("-")) == ["-", "T-001"]
     assert faces["households"].sum() == pytest.approx(100)
+
+
+def test_a_rebalancing_proposal_meets_the_rules_within_police_areas():
+    from gridwatch.data.plan_township import plan_township
+    from gridwatch.geo.rebalance import rebalance_plan
+
+    township = plan_township(grids=60, faces_per_grid=10, seed=5)
+    problems = check_plan(township)
+    assert any(p.kind.startswith("households") for p in problems)
+    keep = next(c for c in township.grids.index if all(c not in p.codes for p in problems))  # a grid in the band
+    locked = edits.lock(township, [keep])[0]
+    proposed, proposal, notes = rebalance_plan(locked, time_limit_s=30)
+    assert proposal.met and notes == []
+    assert check_plan(proposed) == []  # balance, contiguity, compactness, police areas, staffing
+    mine = locked.faces_of([keep])
+    assert (proposed.grid[mine] == keep).all() and (proposed.grid == keep).sum() == len(mine)  # kept exactly
+    assert proposed.grids["workers"].sum() == township.grids["workers"].sum()
+
+
+def test_a_proposal_names_the_police_areas_it_cannot_balance():
+    from gridwatch.data.plan_township import plan_township
+    from gridwatch.geo.rebalance import rebalance_plan
+
+    township = plan_township(grids=40, faces_per_grid=8, seed=6)
+    east = township.faces["police_area"].to_numpy() == "T0-E"
+    township.faces.loc[east, "households"] *= 3  # the east holds most households in as many grids
+    _, proposal, notes = rebalance_plan(township, time_limit_s=2)
+    assert not proposal.met
+    assert any(n.startswith("police area T0-E:") and "households" in n for n in notes)

@@ -78,7 +78,7 @@ def _proposal(township) -> Figure:
     from gridwatch.geo.rebalance import rebalance_plan
 
     start = time.perf_counter()
-    proposed, proposal = rebalance_plan(township, time_limit_s=60.0)
+    proposed, proposal, _ = rebalance_plan(township, time_limit_s=60.0)
     seconds = time.perf_counter() - start
     kinds = {p.kind for p in check_plan(proposed)}
     met = proposal.met and not kinds & {"multipart", "compactness", *(f"{m}_{s}" for m in ("households", "population",
