@@ -116,6 +116,20 @@ def test_select_merge_undo_a_problem_appears_and_goes_away(desk, township):
 
 
 @pytest.mark.browser
+def test_grid_workers_are_set_and_staffing_is_checked(desk, township):
+    page, _ = desk
+    a, _ = neighbours(township)
+    select(page, township, a)
+    page.fill("#plan-workers", "0")
+    page.click("#plan-set-workers")
+    page.wait_for_function("(a) => document.querySelector('#plan-problems').innerText.includes('workers below ' + a)",
+                           arg=a)
+    page.click("#plan-undo")
+    page.wait_for_function("(a) => !document.querySelector('#plan-problems').innerText.includes('workers below ' + a)",
+                           arg=a)
+
+
+@pytest.mark.browser
 def test_paint_gives_faces_to_the_chosen_grid(desk, township):
     page, _ = desk
     a, b = neighbours(township)

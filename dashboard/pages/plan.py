@@ -83,6 +83,8 @@ def layout(township: str | None = None, **_: str) -> html.Div:
             html.Button("Redo", id="plan-redo"),
             html.Label(["Police area", dcc.Dropdown(id="plan-police-area")], className="plan-police-area"),
             html.Button("Reassign", id="plan-reassign"),
+            html.Label(["Workers", dcc.Input(id="plan-workers", type="number", min=0, step=1)], className="plan-workers"),
+            html.Button("Set workers", id="plan-set-workers"),
             html.Label(["Colour by", dcc.Dropdown(id="plan-colour", options=list(COLOUR_BY), value="grid",
                                                   clearable=False)], className="plan-colour"),
         ], className="plan-toolbar"),
@@ -173,22 +175,23 @@ def _num(value: object) -> str:
     Input("plan-merge", "n_clicks"), Input("plan-lock", "n_clicks"), Input("plan-unlock", "n_clicks"),
     Input("plan-undo", "n_clicks"), Input("plan-redo", "n_clicks"), Input("plan-reassign", "n_clicks"),
     Input("plan-colour", "value"), Input("plan-refresh", "data"), Input("plan-proposal", "data"),
-    State("plan-police-area", "value"),
+    Input("plan-set-workers", "n_clicks"),
+    State("plan-police-area", "value"), State("plan-workers", "value"),
 )
 def act(township, edit, pick, _merge, _lock, _unlock, _undo, _redo, _reassign, colour_by, refresh, proposal,
-        police_area):
+        _set_workers, police_area, workers):
     """Every change to the draft: a map edit or pick, a toolbar button, another township or colouring."""
     if not township:
         return (dash.no_update,) * 9
     try:
-        return _act(township, edit, pick, colour_by, proposal, police_area)
+        return _act(township, edit, pick, colour_by, proposal, police_area, workers)
     except DATABASE_DOWN:
         out = [dash.no_update] * 9
         out[4] = DOWN_MESSAGE
         return tuple(out)
 
 
-def _act(township, edit, pick, colour_by, proposal, police_area) -> tuple:
+def _act(township, edit, pick, colour_by, proposal, police_area, workers) -> tuple:
     draft = draft_for(context(), _account(), township, reload=ctx.triggered_id == "plan-refresh")
     trigger = ctx.triggered_id
     chosen = list(draft.selected)
@@ -214,8 +217,10 @@ def _act(township, edit, pick, colour_by, proposal, police_area) -> tuple:
         if job is not None and job.result is not None:
             proposed, job.result = job.result, None
             draft.run(lambda p: edits.adopt(p, proposed), describe="proposal")
+    elif trigger == "plan-set-workers":
+        draft.run(lambda p: edits.set_workers(p, _one(chosen), _whole(workers)), describe="workers")
     elif trigger == "plan-reassign":
-        draft.run(lambda p: edits.reassign(p, chosen[0] if chosen else "", police_area=police_area),
+        draft.run(lambda p: edits.reassign(p, _one(chosen), police_area=police_area),
                   describe="reassign")
     if trigger not in (None, "plan-township", "plan-pick", "plan-colour", "plan-refresh") and draft.message is None:
         keep_draft(context(), _account(), draft)
@@ -242,6 +247,24 @@ def rebalance(_propose, _cancel, _tick, township):
     if not job.done:
         return job.progress, f"searching… {job.progress:.0%} of the time allowed", False, dash.no_update
     return 1, job.summary, True, ({"at": time.time()} if job.result is not None else dash.no_update)
+
+
+def _one(chosen: list[str]) -> str:
+    """The one selected grid an edit is for."""
+    if len(chosen) != 1:
+        raise edits.EditRefused("select one grid first")
+    return chosen[0]
+
+
+def _whole(value: object) -> int:
+    """A typed number of workers as a whole number (the edit refuses anything else)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise edits.EditRefused("type the number of grid workers first") from None
+    if not number.is_integer():
+        raise edits.EditRefused(f"workers was {value!r} but must be a whole number, 0 or more")
+    return int(number)
 
 
 def _map_edit(edit: dict):
