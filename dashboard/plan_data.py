@@ -71,6 +71,14 @@ class Draft:
             self._base = version_grids(engine, self.base_version, township=self.township)
         return self._base
 
+    _table: tuple[Plan, pd.DataFrame] | None = None
+
+    def table(self) -> pd.DataFrame:
+        """The grids' figures of the plan in hand (:func:`grid_table`), computed once per plan."""
+        if self._table is None or self._table[0] is not self.plan:
+            self._table = (self.plan, grid_table(self.plan))
+        return self._table[1]
+
     @property
     def bounds(self) -> list[float]:
         """West, south, east, north of the draft's faces."""
@@ -172,7 +180,7 @@ def forget(ctx: WallContext, account: str, township: str) -> None:
 def draft_grids(draft: Draft) -> gpd.GeoDataFrame:
     """The draft's grids as polygons with their households and population (for comparing)."""
     shapes = grid_geometries(draft.plan)
-    table = grid_table(draft.plan).reindex(shapes.index)
+    table = draft.table().reindex(shapes.index)
     return gpd.GeoDataFrame({"code": shapes.index, "households": table["households"].round().to_numpy(),
                              "population": table["population"].round().to_numpy()},
                             geometry=shapes.values, crs=shapes.crs)
@@ -288,7 +296,7 @@ def state_of(draft: Draft, engine: sa.Engine, *, colour_by: str = "grid") -> dic
     """What the planner map and panels are sent (see the page's contract in ``assets/plan.js``)."""
     plan = draft.plan
     colours = _grid_colours(plan)
-    table = grid_table(plan)
+    table = draft.table()
     ids = plan.faces["face_id"].to_numpy()
     assigned = pd.notna(plan.grid)
     return {
@@ -317,7 +325,7 @@ def faces_geojson(draft: Draft) -> str:
 
 def score_rows(draft: Draft) -> pd.DataFrame:
     """The draft's score beside the version it started from."""
-    now = score(draft.plan, draft.problems, draft.rules)
+    now = score(draft.plan, draft.problems, draft.rules, table=draft.table())
     keys = ["grids", "hard", "soft", *[f"{m}_max_dev" for m in MEASURES], *[f"{m}_cv" for m in MEASURES],
             "compactness_mean", "compactness_min"]
     return pd.DataFrame({"measure": keys, "base": [draft.base_score.get(k) for k in keys],
@@ -326,7 +334,7 @@ def score_rows(draft: Draft) -> pd.DataFrame:
 
 def selected_summary(draft: Draft) -> pd.DataFrame:
     """The selected grids' figures."""
-    table = grid_table(draft.plan)
+    table = draft.table()
     return table.loc[[c for c in draft.selected if c in table.index],
                      ["faces", "area_m2", *MEASURES, "workers", "compactness", "police_area", "locked"]]
 

@@ -15,6 +15,7 @@ import flask
 from gridwatch.dashboard._context import DB_ERRORS, Known, context
 from gridwatch.dashboard.access import principal, scope_code
 from gridwatch.dashboard.i18n import lang_of
+from gridwatch.dashboard.plan_data import draft_for, faces_geojson
 from gridwatch.dashboard.wall_data import scope_id
 from gridwatch.layers.catalog import available_layers, get_layer
 from gridwatch.layers.glyphs import FONTSTACK, glyph_range, glyphs_available
@@ -149,8 +150,6 @@ def plan_static(name: str) -> flask.Response:
 @routes.get("/plan/faces.geojson")
 def plan_faces() -> flask.Response:
     """The faces of the signed-in planner's draft of ``?township=CODE``."""
-    from gridwatch.dashboard.plan_data import draft_for, faces_geojson
-
     township = flask.request.args.get("township", "")
     if township not in set(townships(context().engine)["code"]):
         raise LookupError(f"no township {township!r} with grids")

@@ -186,9 +186,9 @@ def check_plan(plan: Plan, rules: Rules = Rules()) -> list[Problem]:
     return sorted(out, key=lambda p: (order[p.kind], p.codes))
 
 
-def score(plan: Plan, problems: list[Problem], rules: Rules = Rules()) -> dict:
+def score(plan: Plan, problems: list[Problem], rules: Rules = Rules(), *, table: pd.DataFrame | None = None) -> dict:
     """The plan summed up: grids, problems by kind, each measure's spread, compactness."""
-    table = grid_table(plan)
+    table = grid_table(plan) if table is None else table
     out: dict = {"grids": int(len(table)), "hard": sum(p.hard for p in problems),
                  "soft": sum(not p.hard for p in problems),
                  "by_kind": pd.Series([p.kind for p in problems], dtype=object).value_counts().to_dict()}
