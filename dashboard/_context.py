@@ -3,8 +3,6 @@ known answer of each read, which the pages keep showing while the database is aw
 from __future__ import annotations
 
 import sys
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,6 +12,8 @@ import flask
 import pandas as pd
 import sqlalchemy as sa
 
+from gridwatch._lru import BytesLru
+from gridwatch.layers.tiles import TileCache
 from gridwatch.settings import Settings
 
 __all__ = ["WallContext", "Known", "LastKnown", "context", "milliseconds", "DB_ERRORS"]
@@ -41,31 +41,19 @@ class LastKnown:
     """
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[Hashable, tuple[object, datetime, int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
+        self._items: BytesLru[tuple[object, datetime]] = BytesLru(max_bytes)
 
     def read(self, key: Hashable, fetch: Callable[[], T]) -> Known[T]:
         """The answer of ``fetch`` (remembered), else the last one remembered under ``key``."""
         try:
             value = fetch()
         except DB_ERRORS:
-            with self._lock:
-                if key not in self._items:
-                    raise
-                self._items.move_to_end(key)
-                kept, at, _ = self._items[key]
-            return Known(kept, at, fresh=False)  # type: ignore[arg-type]
+            kept = self._items.get(key)
+            if kept is None:
+                raise
+            return Known(kept[0], kept[1], fresh=False)  # type: ignore[arg-type]
         at = datetime.now(timezone.utc)
-        size = _size(value)
-        with self._lock:
-            if key in self._items:
-                self._bytes -= self._items.pop(key)[2]
-            self._items[key] = (value, at, size)
-            self._bytes += size
-            while self._bytes > self.max_bytes and len(self._items) > 1:
-                self._bytes -= self._items.popitem(last=False)[1][2]
+        self._items.put(key, (value, at), _size(value))
         return Known(value, at, fresh=True)
 
 
@@ -82,14 +70,16 @@ def _size(value: object) -> int:
 
 @dataclass(frozen=True)
 class WallContext:
-    """The database engine and settings of one dashboard app, and what it last read."""
+    """The database engine and settings of one dashboard app, what it last read and the tiles it made."""
 
     engine: sa.Engine
     settings: Settings
     known: LastKnown = field(init=False)
+    tiles: TileCache = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "known", LastKnown(int(self.settings.last_known_mb * 2**20)))
+        object.__setattr__(self, "tiles", TileCache(int(self.settings.tile_cache_mb * 2**20)))
 
 
 def context() -> WallContext:

@@ -102,16 +102,18 @@ def _tile_address(z: str, x: str, y: str) -> tuple[int, int, int]:
 def vector_tile(layer_id: str, z: str, x: str, y: str) -> flask.Response:
     """One vector tile of a catalogued layer."""
     address = _tile_address(z, x, y)
-    known = context().known.read(("tile", layer_id, *address), lambda: tile(context().engine, layer_id, *address))
+    ctx = context()
+    known = ctx.known.read(("tile", layer_id, *address), lambda: tile(ctx.engine, layer_id, *address, cache=ctx.tiles))
     return _as_of(_cached(known.value, "application/vnd.mapbox-vector-tile",
                           max_age=0 if get_layer(layer_id).live else STATIC_MAX_AGE), known)
 
 
 @routes.get("/tiles/group/<group>/<z>/<x>/<y>.pbf")
 def vector_tile_group(group: str, z: str, x: str, y: str) -> flask.Response:
-    """One tile of every static (or every live) layer: what the map fetches."""
+    """One tile of every static (or every live) layer: what the map fetches, made anew only when its data changed."""
     address = _tile_address(z, x, y)
-    known = context().known.read(("group", group, *address), lambda: group_tile(context().engine, group, *address))
+    ctx = context()
+    known = ctx.known.read(("group", group, *address), lambda: group_tile(ctx.engine, group, *address, cache=ctx.tiles))
     return _as_of(_cached(known.value, "application/vnd.mapbox-vector-tile",
                           max_age=0 if group == "live" else STATIC_MAX_AGE), known)
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Computed,
     DateTime,
     ForeignKey,
     Index,
@@ -39,7 +40,7 @@ __all__ = ["metadata", "include_object", "POSITION_PARTITION"] + [
     "plan_assignment", "plan_grid", "plan_draft", "audit_log", "account", "kiosk", "zone",
     "defence_line", "checkpoint", "border_segment", "road", "river", "settlement", "port", "sensor", "unit",
     "position", "unit_latest", "incident", "grid_coverage", "segment_coverage", "hex_coverage", "quarantine",
-    "loaded_file", "etl_run", "line_crossing", "leak_route", "device", "ingest_offset", "ingest_status", "alert",
+    "loaded_file", "etl_run", "line_crossing", "leak_route", "device", "ingest_offset", "ingest_status", "alert", "table_change",
 ]
 
 metadata = MetaData()
@@ -56,9 +57,11 @@ def include_object(obj: object, name: str | None, kind: str, reflected: bool, co
     return alembic_helpers.include_object(obj, name, kind, reflected, compare_to)
 
 
-def _geom(kind: str, *, nullable: bool = False, name: str = "geom") -> Column:
-    """A geometry column of ``kind`` in EPSG:4326 (its GiST index is declared with the table)."""
-    return Column(name, Geometry(kind, srid=4326, spatial_index=False), nullable=nullable)
+def _geom(kind: str, *, nullable: bool = False, name: str = "geom", computed: str | None = None) -> Column:
+    """A geometry column of ``kind`` in EPSG:4326 (its GiST index is declared with the table);
+    ``computed``: the expression of a stored generated column."""
+    extra = (Computed(computed, persisted=True),) if computed else ()
+    return Column(name, Geometry(kind, srid=4326, spatial_index=False), *extra, nullable=nullable)
 
 
 def _gist(table: str, column: str = "geom", name: str | None = None) -> Index:
@@ -92,9 +95,11 @@ command_unit = Table(
     Column("name", Text, nullable=False),
     Column("name_en", Text),
     _geom("MULTIPOLYGON"),
+    _geom("POINT", nullable=True, name="label_point", computed="ST_PointOnSurface(geom)"),
     CheckConstraint("level IN ('prefecture', 'county', 'township', 'station')"),
     CheckConstraint("(level = 'prefecture') = (parent_id IS NULL)"),
     _gist("command_unit"),
+    _gist("command_unit", "label_point"),
     Index("command_unit_parent", "parent_id"),
 )
 
@@ -136,7 +141,11 @@ grid = Table(
     Column("workers", Integer, CheckConstraint("workers >= 0")),
     Column("version", Integer, nullable=False, server_default=text("1")),
     _geom("MULTIPOLYGON"),
+    _geom("POINT", nullable=True, name="label_point", computed="ST_PointOnSurface(geom)"),
     _gist("grid"),
+    _gist("grid", "label_point"),
+    Index("grid_township", "township_id"),
+    Index("grid_police_area", "police_area_id"),
 )
 
 grid_lineage = Table(
@@ -145,6 +154,7 @@ grid_lineage = Table(
     Column("source_id", Integer, ForeignKey("grid_source.id", ondelete="CASCADE"), nullable=False),
     Column("share", DOUBLE_PRECISION, CheckConstraint("share > 0 AND share <= 1.000001"), nullable=False),
     PrimaryKeyConstraint("grid_id", "source_id"),
+    Index("grid_lineage_source", "source_id"),
 )
 
 grid_version = Table(
@@ -339,7 +349,11 @@ sensor = Table(
     Column("azimuth_deg", DOUBLE_PRECISION, CheckConstraint("azimuth_deg >= 0 AND azimuth_deg < 360")),
     Column("up", Boolean, nullable=False, server_default=text("true")),
     _geom("POINT"),
+    # its ground coverage: a disc of its range, or a camera's sector (function of migration 0009)
+    _geom("POLYGON", nullable=True, name="coverage",
+          computed="sensor_coverage(geom, kind, range_m, fov_deg, azimuth_deg)"),
     _gist("sensor"),
+    _gist("sensor", "coverage"),
 )
 
 unit = Table(
@@ -355,6 +369,7 @@ unit = Table(
     Column("shift_end", Time),
     _geom("MULTIPOLYGON", nullable=True, name="area_geom"),
     _gist("unit", "area_geom", name="unit_area_gist"),
+    Index("unit_command_unit", "command_unit_id"),
 )
 
 # unit_id has no foreign key: every loader resolves callsigns to units and quarantines unknown
@@ -405,6 +420,8 @@ incident = Table(
     *_fused_columns(),
     CheckConstraint("closed_at IS NULL OR closed_at >= reported_at"),
     _gist("incident"),
+    Index("incident_open", "severity", "reported_at", postgresql_where=text("status <> 'closed'")),
+    Index("incident_closed_at", "closed_at", postgresql_where=text("closed_at IS NOT NULL")),
 )
 
 grid_coverage = Table(
@@ -554,4 +571,15 @@ alert = Table(
     CheckConstraint("(acknowledged_by IS NULL) = (acknowledged_at IS NULL)"),
     Index("alert_open_key", "kind", "subject", unique=True, postgresql_where=text("cleared_at IS NULL")),
     Index("alert_raised", "raised_at"),
+    Index("alert_open", text("severity DESC"), text("raised_at DESC"), text("id DESC"),
+          postgresql_where=text("cleared_at IS NULL")),
+)
+
+# How often each table a map layer or the road graph reads has changed (statement-level triggers
+# of migration 0009 count every write): the tile cache and the road graph are keyed by it.
+table_change = Table(
+    "table_change", metadata,
+    Column("name", Text, primary_key=True),
+    Column("generation", BigInteger, nullable=False, server_default=text("0")),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=_now()),
 )

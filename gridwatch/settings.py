@@ -109,6 +109,10 @@ class Settings(BaseSettings):
         description="How much of the last picture (tiles, units, figures) the dashboard keeps to show "
                     "while the database is away.",
     )
+    tile_cache_mb: float = Field(
+        default=64.0, gt=0,
+        description="How many vector tiles the dashboard keeps made, each until the data under it changes.",
+    )
     sliver_area_m2: float = Field(
         default=2000.0, ge=0, description="Fused-grid pieces below this area are absorbed."
     )

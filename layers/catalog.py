@@ -10,6 +10,7 @@ missing (a later migration) is left out by :func:`available_layers`.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +30,9 @@ SEGMENT_COLOURS = {"patrolled": "#22c55e", "watched": "#38bdf8", "overdue": "#ef
 LINE_COLOURS = {1: "#f43f5e", 2: "#fb923c", 3: "#facc15"}
 SEVERITY_COLOURS = {1: "#a3e635", 2: "#facc15", 3: "#fb923c", 4: "#ef4444"}  # 4 is the most severe
 ZONE_COLOURS = {"border_closed": "#a855f7", "port_control": "#0ea5e9"}  # other kinds: outline only
+
+
+_TABLE_NAME = re.compile(r"\b(?:FROM|JOIN)\s+([a-z_]+)\b(?!\s*\()")
 
 
 class UnknownLayerError(LookupError):
@@ -60,7 +64,9 @@ class Layer:
 
     ``styles`` are MapLibre style-layer specs without ``id``/``source``; each has
     an ``"id"`` suffix under the key ``"part"``. ``popup`` names the properties
-    the hover panel shows. ``live`` layers are refetched every refresh.
+    the hover panel shows. ``live`` layers are refetched every refresh. The source's rows
+    change only with a write to its :attr:`tables`, and, when ``time_key`` (an SQL
+    expression) is given, when its value changes: rows that leave the source by time alone.
     """
 
     id: str
@@ -76,6 +82,12 @@ class Layer:
     visible: bool = True
     requires: tuple[str, ...] = ()
     label: dict[str, Any] | None = None
+    time_key: str | None = None
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables the source reads."""
+        return tuple(sorted(set(_TABLE_NAME.findall(self.source))))
 
 
 def _level(level: str, colour: str, width: float, minzoom: int, dash: list | None = None) -> Layer:
@@ -101,18 +113,7 @@ def _level(level: str, colour: str, width: float, minzoom: int, dash: list | Non
     )
 
 
-_SENSOR_RANGE = """
-SELECT s.id, s.code, s.kind, s.up, s.range_m, s.fov_deg,
-       CASE WHEN s.kind = 'camera' AND s.fov_deg < 360 AND s.azimuth_deg IS NOT NULL THEN (
-                SELECT ST_MakePolygon(ST_MakeLine(
-                    ARRAY[s.geom] || array_agg(ST_Project(s.geom::geography, s.range_m,
-                        radians(s.azimuth_deg - s.fov_deg / 2 + s.fov_deg * i / 16))::geometry ORDER BY i)
-                    || ARRAY[s.geom]))
-                FROM generate_series(0, 16) AS i)
-            ELSE ST_Buffer(s.geom::geography, s.range_m, 'quad_segs=16')::geometry
-       END AS geom
-FROM sensor s
-"""
+_INCIDENT_KEPT = "interval '24 hours'"  # how long a closed incident stays on the map
 
 CATALOG: tuple[Layer, ...] = (
     Layer(
@@ -160,7 +161,7 @@ CATALOG: tuple[Layer, ...] = (
     ),
     Layer(
         id="sensors", title={"en": "Sensor range", "zh": "传感器范围"},
-        source=_SENSOR_RANGE, kind="polygon", group="defence", minzoom=8,
+        source="SELECT id, code, kind, up, range_m, fov_deg, coverage AS geom FROM sensor", kind="polygon", group="defence", minzoom=8,
         styles=(
             {"part": "fill", "type": "fill", "paint": {
                 "fill-color": ["case", ["!", ["get", "up"]], "#64748b",
@@ -231,7 +232,7 @@ CATALOG: tuple[Layer, ...] = (
     Layer(
         id="unit_names", title={"en": "Unit names", "zh": "单位名称"},
         source=(
-            "SELECT id, code, name, coalesce(name_en, name) AS name_en, level, ST_PointOnSurface(geom) AS geom "
+            "SELECT id, code, name, coalesce(name_en, name) AS name_en, level, label_point AS geom "
             "FROM command_unit"
         ),
         kind="point", group="boundaries", styles=(),
@@ -272,8 +273,10 @@ CATALOG: tuple[Layer, ...] = (
         id="incidents", title={"en": "Incidents", "zh": "警情"},
         source="SELECT id, source_id, kind, severity, status, "
                "to_char(reported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"') AS reported_at, geom "
-               "FROM incident WHERE status <> 'closed' OR closed_at > now() - interval '24 hours'",
+               f"FROM incident WHERE status <> 'closed' OR closed_at > now() - {_INCIDENT_KEPT}",
         kind="point", group="events", live=True,
+        # the oldest closed incident still shown: it leaves the layer when its 24 hours are up
+        time_key=f"(SELECT min(closed_at) FROM incident WHERE closed_at > now() - {_INCIDENT_KEPT})",
         styles=({"part": "dot", "type": "circle", "paint": {
             "circle-radius": ["interpolate", ["linear"], ["zoom"], 6, ["+", 3, ["get", "severity"]],
                               13, ["+", 6, ["*", 2, ["get", "severity"]]]],

@@ -2,7 +2,10 @@
 
 Rows are found with ``geom && envelope`` (GiST), simplified to about one screen
 pixel of the zoom, clipped with a small buffer and encoded in the database;
-Python only passes the bytes on.
+Python only passes the bytes on. A tile of several layers (a group, as the map
+fetches it) is one statement. Made tiles are kept in a :data:`TileCache` under the
+version of the data beneath them (the tables' change counts, see ``table_change``),
+so a tile is built again exactly when a write to a table it reads has committed.
 """
 from __future__ import annotations
 
@@ -11,15 +14,20 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 
-from gridwatch.layers.catalog import Layer, UnknownLayerError, available_layers, get_layer
+from gridwatch._lru import BytesLru
+from gridwatch.layers.catalog import CATALOG, Layer, UnknownLayerError, get_layer
 
 __all__ = ["tile", "group_tile", "group_of", "TILE_GROUPS", "tiles_covering", "TileNotFound", "check_tile_address",
-           "MAX_ZOOM", "EXTENT"]
+           "TileCache", "MAX_ZOOM", "EXTENT"]
 
 MAX_ZOOM = 22
 EXTENT = 4096
 BUFFER = 64
 TILE_PX = 512  # MapLibre draws a vector tile over 512 CSS pixels
+CACHE_ENTRY_BYTES = 300  # what a kept tile costs beside its bytes: its key and version
+
+# Tiles kept in the process: (layer ids, z, x, y) -> (the version of the data under it, its bytes).
+TileCache = BytesLru[tuple[tuple, bytes]]
 
 
 class TileNotFound(UnknownLayerError):
@@ -48,23 +56,45 @@ def _properties(conn: sa.Connection, layer: Layer) -> tuple[str, ...]:
     return _PROPERTIES[layer.id]
 
 
+def _text_array(values: tuple[str, ...]) -> str:
+    """A text[] literal of catalogued names (lower-case identifiers: nothing to quote)."""
+    return "ARRAY[" + ", ".join(f"'{value}'" for value in values) + "]::text[]"
+
+
 @lru_cache(maxsize=None)
-def _tile_sql(layer_id: str, properties: tuple[str, ...]) -> sa.TextClause:
-    layer = get_layer(layer_id)
-    geom = "src.geom" if layer.kind == "point" else "ST_Simplify(src.geom, :tolerance, false)"
-    columns = "".join(f', src."{name}"' for name in properties)
-    return sa.text(f"""
-        WITH src AS (
-            SELECT * FROM ({layer.source}) AS s
-            WHERE s.geom && ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => :margin), 4326)
-        ), features AS (
-            SELECT src.id{columns},
-                   ST_AsMVTGeom(ST_Transform({geom}, 3857), ST_TileEnvelope(:z, :x, :y),
-                                {EXTENT}, {BUFFER}, true) AS geom
-            FROM src
-        )
-        SELECT ST_AsMVT(features, :name, {EXTENT}, 'geom', 'id') FROM features WHERE geom IS NOT NULL
-    """)
+def _version_columns(candidates: tuple[str, ...]) -> str:
+    """What the tiles of these layers depend on: the change count of every table they read, which
+    of the tables they require exist, and their time keys (see :class:`~gridwatch.layers.catalog.Layer`)."""
+    layers = [get_layer(layer_id) for layer_id in candidates]
+    tables = tuple(sorted({table for layer in layers for table in layer.tables}))
+    required = tuple(sorted({table for layer in layers for table in layer.requires}))
+    columns = [
+        "ARRAY(SELECT format('%s %s %s', name, generation, changed_at) FROM table_change "
+        f"WHERE name = ANY({_text_array(tables)}) ORDER BY name) AS generations",
+        f"ARRAY(SELECT t FROM unnest({_text_array(required)}) AS t WHERE to_regclass(t) IS NOT NULL) AS present",
+    ]
+    columns += [f"CAST({layer.time_key} AS text) AS time_{i}" for i, layer in enumerate(layers) if layer.time_key]
+    return ", ".join(columns)
+
+
+def _layer_mvt(layer: Layer, properties: tuple[str, ...]) -> str:
+    """One layer's part of a tile: a scalar subquery giving its ST_AsMVT bytes (NULL when empty)."""
+    geom = "s.geom" if layer.kind == "point" else "ST_Simplify(s.geom, :tolerance, false)"
+    columns = "".join(f', s."{name}"' for name in properties)
+    return f"""(SELECT ST_AsMVT(f, '{layer.id}', {EXTENT}, 'geom', 'id') FROM (
+        SELECT s.id{columns},
+               ST_AsMVTGeom(ST_Transform({geom}, 3857), ST_TileEnvelope(:z, :x, :y), {EXTENT}, {BUFFER}, true) AS geom
+        FROM ({layer.source}) AS s
+        WHERE s.geom && ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => :margin), 4326)
+    ) AS f WHERE f.geom IS NOT NULL)"""
+
+
+@lru_cache(maxsize=None)
+def _tile_sql(members: tuple[tuple[str, tuple[str, ...]], ...]) -> sa.TextClause:
+    """One statement making the tile of ``members`` (layer id, property columns): their parts concatenated."""
+    parts = " || ".join(f"coalesce({_layer_mvt(get_layer(layer_id), properties)}, ''::bytea)"
+                        for layer_id, properties in members) or "''::bytea"
+    return sa.text(f"SELECT {parts}")
 
 
 def pixel_degrees(z: int) -> float:
@@ -72,7 +102,31 @@ def pixel_degrees(z: int) -> float:
     return 360.0 / (TILE_PX * 2**z)
 
 
-def tile(engine: sa.Engine, layer_id: str, z: int, x: int, y: int) -> bytes:
+def _tile_of(engine: sa.Engine, candidates: tuple[Layer, ...], z: int, x: int, y: int,
+             cache: TileCache | None) -> tuple[bytes, tuple[Layer, ...]]:
+    """The tile of the ``candidates`` whose required tables exist, and those layers.
+
+    One small statement reads the version of the data under the tile; a tile the ``cache``
+    keeps under that version is answered as is, else one statement builds every layer's part.
+    The version is read before the rows, so a tile is never kept under a version newer than
+    its rows: a change committed before a request always makes it build the tile anew.
+    """
+    ids = tuple(layer.id for layer in candidates)
+    with engine.connect() as conn:
+        version = tuple(conn.execute(sa.text(f"SELECT {_version_columns(ids)}")).one())
+        members = tuple(layer for layer in candidates if set(layer.requires) <= set(version[1]))
+        kept = cache.get((ids, z, x, y)) if cache is not None else None
+        if kept is not None and kept[0] == version:
+            return kept[1], members
+        sql = _tile_sql(tuple((layer.id, _properties(conn, layer)) for layer in members))
+        data = bytes(conn.execute(sql, {"z": z, "x": x, "y": y, "tolerance": pixel_degrees(z),
+                                        "margin": BUFFER / EXTENT}).scalar())
+    if cache is not None:
+        cache.put((ids, z, x, y), (version, data), len(data) + CACHE_ENTRY_BYTES)
+    return data, members
+
+
+def tile(engine: sa.Engine, layer_id: str, z: int, x: int, y: int, *, cache: TileCache | None = None) -> bytes:
     """The MVT bytes of one tile of a catalogued layer (empty bytes when nothing is there).
 
     Raises :class:`TileNotFound` (a ``LookupError``) for an unknown layer, a
@@ -80,13 +134,10 @@ def tile(engine: sa.Engine, layer_id: str, z: int, x: int, y: int) -> bytes:
     """
     layer = get_layer(layer_id)
     check_tile_address(layer, z, x, y)
-    if layer.requires and layer not in available_layers(engine):
+    data, members = _tile_of(engine, (layer,), z, x, y, cache)
+    if not members:
         raise TileNotFound(f"layer {layer_id!r} needs tables {list(layer.requires)} that do not exist yet")
-    params = {"z": z, "x": x, "y": y, "name": layer.id, "tolerance": pixel_degrees(z),
-              "margin": BUFFER / EXTENT}
-    with engine.connect() as conn:
-        data = conn.execute(_tile_sql(layer.id, _properties(conn, layer)), params).scalar()
-    return bytes(data or b"")
+    return data
 
 
 # The map fetches two tiles per address, not one per layer: the static layers and
@@ -99,19 +150,14 @@ def group_of(layer: Layer) -> str:
     return "live" if layer.live else "static"
 
 
-def group_tile(engine: sa.Engine, group: str, z: int, x: int, y: int) -> bytes:
-    """One tile holding every available layer of ``group`` that serves zoom ``z``."""
+def group_tile(engine: sa.Engine, group: str, z: int, x: int, y: int, *, cache: TileCache | None = None) -> bytes:
+    """One tile holding every available layer of ``group`` that serves zoom ``z``, made by one statement."""
     if group not in TILE_GROUPS:
         raise TileNotFound(f"tile group {group!r} is not one of {list(TILE_GROUPS)}")
     if not (0 <= z <= MAX_ZOOM and 0 <= x < 2**z and 0 <= y < 2**z):
         raise TileNotFound(f"tile {z}/{x}/{y} does not exist")
-    members = [layer for layer in available_layers(engine)
-               if group_of(layer) == group and layer.minzoom <= z <= layer.maxzoom]
-    params = {"z": z, "x": x, "y": y, "tolerance": pixel_degrees(z), "margin": BUFFER / EXTENT}
-    with engine.connect() as conn:
-        parts = [conn.execute(_tile_sql(layer.id, _properties(conn, layer)), {**params, "name": layer.id}).scalar()
-                 for layer in members]
-    return b"".join(bytes(part) for part in parts if part)
+    candidates = tuple(layer for layer in CATALOG if group_of(layer) == group and layer.minzoom <= z <= layer.maxzoom)
+    return _tile_of(engine, candidates, z, x, y, cache)[0]
 
 
 def tiles_covering(bounds: tuple[float, float, float, float], z: int) -> list[tuple[int, int, int]]:

@@ -1,15 +1,18 @@
 """Vector tiles: decoded with mapbox_vector_tile, and the tile route's 404s, ETag and cache headers."""
 from __future__ import annotations
 
+import time
+
 import mapbox_vector_tile
 import pytest
+import sqlalchemy as sa
 from _accounts import ORIGIN, client_of
 
 from gridwatch.bench._harness import new_account
 from gridwatch.dashboard.app import PLOTLY_PATH, create_app
 from gridwatch.data.synthetic import REGIONS, make_region
 from gridwatch.layers.catalog import CATALOG, UnknownLayerError
-from gridwatch.layers.tiles import TileNotFound, tile, tiles_covering
+from gridwatch.layers.tiles import TileCache, TileNotFound, group_of, group_tile, tile, tiles_covering
 
 from _refdata import empty_tables
 
@@ -242,3 +245,135 @@ def test_the_policy_hashes_every_inline_script_of_a_page(client):
     for script in inline:
         digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
         assert f"'sha256-{digest}'" in script_src, script[:120]
+
+
+# -- one statement per composite tile, and the cache of made tiles -----------------------------
+
+@pytest.fixture
+def statements(region):
+    """The SQL statements the region's engine runs while the test does (a list filled as they run)."""
+    seen: list[str] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    sa.event.listen(region, "before_cursor_execute", note)
+    yield seen
+    sa.event.remove(region, "before_cursor_execute", note)
+
+
+def grid_address(engine, z: int = 10) -> tuple[int, int, int]:
+    """The z-tile holding the first grid's point on surface."""
+    with engine.connect() as conn:
+        lon, lat = conn.execute(sa.text("SELECT ST_X(label_point), ST_Y(label_point) FROM grid ORDER BY id LIMIT 1")).one()
+    return tiles_covering((lon, lat, lon, lat), z)[0]
+
+
+@pytest.mark.parametrize("group", ["static", "live"])
+def test_a_group_tile_is_one_statement_for_all_its_layers(region, statements, group):
+    address = grid_address(region)
+    group_tile(region, group, *address)  # learns the layers' property columns once per process
+    statements.clear()
+    decoded = decode(group_tile(region, group, *address))
+    made = [sql for sql in statements if "ST_AsMVT(" in sql]
+    assert len(made) == 1 and len(statements) == 2, statements  # the version of its data, then the tile
+    members = [layer.id for layer in CATALOG if group_of(layer) == group and layer.minzoom <= address[0] <= layer.maxzoom]
+    assert made[0].count("ST_AsMVT(") == len(members) > 1 and all(f"'{name}'" in made[0] for name in members)
+    assert decoded and set(decoded) <= set(members)
+
+
+def test_a_static_tile_is_made_once_while_its_data_stays(region, statements):
+    cache = TileCache(2**20)
+    address = grid_address(region)
+    first = group_tile(region, "static", *address, cache=cache)
+    statements.clear()
+    assert group_tile(region, "static", *address, cache=cache) == first
+    assert len(statements) == 1 and "ST_AsMVT(" not in statements[0]  # only the version was read
+
+
+def test_a_live_tile_is_made_anew_after_a_coverage_write(region, statements):
+    cache = TileCache(2**20)
+    address = grid_address(region)
+    with region.connect() as conn:
+        grid_id, status = conn.execute(sa.text(
+            "SELECT g.id, c.status FROM grid g JOIN grid_coverage c ON c.grid_id = g.id ORDER BY g.id LIMIT 1")).one()
+
+    def status_shown() -> str:
+        grids = decode(group_tile(region, "live", *address, cache=cache))["grids"]["features"]
+        return next(f["properties"]["status"] for f in grids if f["id"] == grid_id)
+
+    assert status_shown() == status
+    changed = "fresh" if status != "fresh" else "overdue"
+    try:
+        with region.begin() as conn:
+            conn.execute(sa.text("UPDATE grid_coverage SET status = :s WHERE grid_id = :g"), {"s": changed, "g": grid_id})
+        statements.clear()
+        assert status_shown() == changed
+        assert sum("ST_AsMVT(" in sql for sql in statements) == 1
+    finally:
+        with region.begin() as conn:
+            conn.execute(sa.text("UPDATE grid_coverage SET status = :s WHERE grid_id = :g"), {"s": status, "g": grid_id})
+    assert status_shown() == status
+
+
+def test_a_write_shows_from_the_first_request_after_its_commit_never_before(region):
+    """A checkpoint added in a transaction: not in the tiles while it is open, in the next tile once committed."""
+    cache = TileCache(2**20)
+    z, x, y = address = grid_address(region, 12)
+    with region.connect() as conn:
+        lon, lat = conn.execute(sa.text(
+            "SELECT ST_X(c), ST_Y(c) FROM ST_Centroid(ST_Transform(ST_TileEnvelope(:z, :x, :y), 4326)) AS c"),
+            {"z": z, "x": x, "y": y}).one()
+
+    def codes() -> set[str]:
+        found = decode(group_tile(region, "static", *address, cache=cache)).get("checkpoints", {"features": []})
+        return {f["properties"]["code"] for f in found["features"]}
+
+    before = codes()
+    writer = region.connect()
+    try:
+        writer.execute(sa.text("INSERT INTO checkpoint (code, line_no, name, kind, staffed, geom) VALUES "
+                               "('CP-NEW', 2, 'new', 'road_checkpoint', true, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326))"),
+                       {"lon": lon, "lat": lat})
+        assert codes() == before  # not committed yet: the tile made now is kept under the old version
+        writer.commit()
+        assert codes() == before | {"CP-NEW"}
+    finally:
+        writer.rollback()
+        writer.execute(sa.text("DELETE FROM checkpoint WHERE code = 'CP-NEW'"))
+        writer.commit()
+        writer.close()
+    assert codes() == before
+
+
+def test_a_closed_incident_leaves_its_cached_tile_when_its_day_is_up(region):
+    cache = TileCache(2**20)
+    z, x, y = address = grid_address(region, 12)
+    with region.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO incident (source_id, kind, severity, status, reported_at, closed_at, geom) "
+            "SELECT 'INC-AGEING', 'dispute', 2, 'closed', now() - interval '25 hours', "
+            "now() - interval '24 hours' + interval '2 seconds', "
+            "ST_Centroid(ST_Transform(ST_TileEnvelope(:z, :x, :y), 4326))"), {"z": z, "x": x, "y": y})
+
+    def shown() -> bool:
+        found = decode(group_tile(region, "live", *address, cache=cache)).get("incidents", {"features": []})
+        return any(f["properties"]["source_id"] == "INC-AGEING" for f in found["features"])
+
+    try:
+        assert shown()
+        time.sleep(2.5)  # no write: only time passes
+        assert not shown()
+    finally:
+        with region.begin() as conn:
+            conn.execute(sa.text("DELETE FROM incident WHERE source_id = 'INC-AGEING'"))
+
+
+def test_every_table_a_layer_reads_counts_its_changes(region):
+    """Each catalogued source's tables (and the road graph's) carry the trigger the tile cache relies on."""
+    read = sorted({table for layer in CATALOG for table in layer.tables} | {"road"})
+    with region.connect() as conn:
+        counted = set(conn.execute(sa.text(
+            "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE t.tgname = c.relname || '_changed' AND NOT t.tgisinternal")).scalars())
+    assert set(read) <= counted, set(read) - counted
