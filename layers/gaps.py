@@ -8,7 +8,7 @@ by a working sensor (``watched``) are no gap. Gaps are sorted by how long they
 are overdue (now − last visit − limit), never-visited first.
 
 Each row carries a ``key`` (``kind:id``), a point to route to (a segment's
-midpoint, a grid's point on surface, a cell's centroid) and its bounds. Filters:
+midpoint, a grid's stored point on surface, a cell's centroid) and its bounds. Filters:
 a command unit (by code; places whose point lies in its polygon) and the kind
 of zone at the point (the strictest zone there, as in :mod:`gridwatch.etl.coverage`).
 """
@@ -25,7 +25,6 @@ from gridwatch.settings import ZONE_KINDS, Settings
 __all__ = ["gap_list", "open_incidents"]
 
 
-
 def _point_and_bounds(pt: str, geom: str) -> str:
     return (f"ST_X({pt}) AS lon, ST_Y({pt}) AS lat, ST_XMin({geom}) AS west, ST_YMin({geom}) AS south, "
             f"ST_XMax({geom}) AS east, ST_YMax({geom}) AS north")
@@ -39,7 +38,7 @@ coverage AS (
            c.last_visit, c.limit_h, ST_LineInterpolatePoint(s.geom, 0.5) AS pt, s.geom
     FROM border_segment s LEFT JOIN segment_coverage c ON c.segment_id = s.id WHERE NOT coalesce(c.watched, false)
     UNION ALL
-    SELECT 'grid', g.id::text, NULL, NULL, g.code, g.name, c.last_visit, c.limit_h, ST_PointOnSurface(g.geom), g.geom
+    SELECT 'grid', g.id::text, NULL, NULL, g.code, g.name, c.last_visit, c.limit_h, g.label_point, g.geom
     FROM grid g LEFT JOIN grid_coverage c ON c.grid_id = g.id
     UNION ALL
     SELECT 'hex', to_hex(h3), NULL, NULL, NULL, NULL, last_visit, limit_h, ST_Centroid(geom), geom

@@ -239,7 +239,7 @@ _KPI_SQL = SCOPE + f"""
     FROM checkpoint WHERE {_in_scope("checkpoint.geom")} GROUP BY line_no
 ), grids AS (
     SELECT c.status, c.last_visit FROM grid g LEFT JOIN grid_coverage c ON c.grid_id = g.id
-    WHERE {_in_scope("ST_PointOnSurface(g.geom)")}
+    WHERE {_in_scope("g.label_point")}
 ), incidents AS (
     SELECT severity, count(*) AS n FROM incident
     WHERE status <> 'closed' AND {_in_scope("incident.geom")} GROUP BY severity
