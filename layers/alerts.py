@@ -22,6 +22,11 @@ _IN_SCOPE = f"""(CAST(:scope AS integer) IS NULL OR CASE
         (a.detail->>'lon')::float8, (a.detail->>'lat')::float8), 4326))) END)"""
 
 
+# Open now: read from the partial index of open alerts, in its order; open at a past time: by raised_at.
+_OPEN_NOW = "a.cleared_at IS NULL"
+_OPEN_AT = "a.raised_at <= CAST(:at AS timestamptz) AND (a.cleared_at IS NULL OR a.cleared_at > CAST(:at AS timestamptz))"
+
+
 def alerts_at(engine: sa.Engine, *, at: datetime | None = None, limit: int = 100, scope: int | None = None
               ) -> pd.DataFrame:
     """The alerts open at ``at`` (default: open now) in ``scope``, most severe then newest first.
@@ -33,10 +38,7 @@ def alerts_at(engine: sa.Engine, *, at: datetime | None = None, limit: int = 100
     SELECT a.id, a.kind, a.subject, a.severity, a.detail, a.raised_at, a.cleared_at, a.acknowledged_by,
            a.acknowledged_at
     FROM alert a
-    WHERE CASE WHEN CAST(:at AS timestamptz) IS NULL THEN a.cleared_at IS NULL
-               ELSE a.raised_at <= CAST(:at AS timestamptz)
-                    AND (a.cleared_at IS NULL OR a.cleared_at > CAST(:at AS timestamptz)) END
-      AND {_IN_SCOPE}
+    WHERE {_OPEN_NOW if at is None else _OPEN_AT} AND {_IN_SCOPE}
     ORDER BY a.severity DESC, a.raised_at DESC, a.id DESC
     LIMIT :limit
     """
