@@ -1,9 +1,9 @@
 """Nearest available units to a target by road travel time, over a cached road graph.
 
 The graph (:func:`gridwatch.geo.routing.build_road_graph`) is built once per version of
-the ``road`` table, the version being its row count, largest id and a checksum
-of every id, class and geometry; a change to any road makes the next call
-rebuild it. Available units: status ``on_duty`` with a fix newer than
+the ``road`` table: its change count in ``table_change`` (bumped in the transaction of
+every write to ``road``), one row read by key; a committed change to any road makes the
+next call rebuild it. Available units: status ``on_duty`` with a fix newer than
 ``settings.unit_silent_after_s``.
 """
 from __future__ import annotations
@@ -19,22 +19,18 @@ from gridwatch.geo.routing import RoadGraph, build_road_graph, rank_units
 from gridwatch.layers.queries import SCOPE, UNIT_IN_SCOPE
 from gridwatch.settings import Settings
 
-__all__ = ["road_graph", "available_units", "nearest_units"]
+__all__ = ["road_graph", "available_units", "nearest_units", "ROAD_VERSION"]
 
-_VERSION = """
-SELECT count(*), coalesce(max(id), 0),
-       md5(coalesce(string_agg(id::text || class || md5(ST_AsEWKB(geom)), ',' ORDER BY id), ''))
-FROM road
-"""
+ROAD_VERSION = "SELECT (SELECT row(generation, changed_at)::text FROM table_change WHERE name = 'road')"
 _LOCK = threading.Lock()
-_CACHE: dict[str, tuple[tuple, RoadGraph | None]] = {}
+_CACHE: dict[str, tuple[str | None, RoadGraph | None]] = {}
 
 
 def road_graph(engine: sa.Engine) -> RoadGraph | None:
     """The routing graph of the ``road`` table (None when it is empty), rebuilt when the roads change."""
     key = engine.url.render_as_string(hide_password=True)
     with engine.connect() as conn:
-        version = tuple(conn.execute(sa.text(_VERSION)).one())
+        version = conn.execute(sa.text(ROAD_VERSION)).scalar()
         cached = _CACHE.get(key)
         if cached and cached[0] == version:
             return cached[1]
