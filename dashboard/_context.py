@@ -12,7 +12,7 @@ import flask
 import pandas as pd
 import sqlalchemy as sa
 
-from gridwatch._lru import BytesLru
+from gridwatch.layers.lru import BytesLru
 from gridwatch.layers.tiles import TileCache
 from gridwatch.settings import Settings
 

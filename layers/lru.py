@@ -1,4 +1,5 @@
-"""A mapping held under a number of bytes, the least recently used entries dropped first."""
+"""A mapping held under a number of bytes, the least recently used entries dropped first: what
+the read side keeps in memory (made tiles, the last answers shown while the database is away)."""
 from __future__ import annotations
 
 import threading
