@@ -17,7 +17,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 __all__ = [
-    "Layer", "CATALOG", "UnknownLayerError", "get_layer", "available_layers",
+    "Layer", "CATALOG", "UnknownLayerError", "get_layer", "available_layers", "PRESENT_TABLES", "with_tables",
     "COVERAGE_COLOURS", "SEGMENT_COLOURS", "LINE_COLOURS", "SEVERITY_COLOURS",
 ]
 
@@ -308,8 +308,14 @@ def available_layers(engine: sa.Engine) -> tuple[Layer, ...]:
     if not needed:
         return CATALOG
     with engine.connect() as conn:
-        present = set(conn.execute(
-            sa.text("SELECT t FROM unnest(CAST(:tables AS text[])) AS t WHERE to_regclass(t) IS NOT NULL"),
-            {"tables": needed},
-        ).scalars())
-    return tuple(layer for layer in CATALOG if set(layer.requires) <= present)
+        present = conn.execute(sa.text(f"SELECT {PRESENT_TABLES}"), {"required": needed}).scalar()
+    return with_tables(CATALOG, present)
+
+
+# Which of the tables named by the parameter ``required`` (a text array) exist, as a text array.
+PRESENT_TABLES = "ARRAY(SELECT t FROM unnest(CAST(:required AS text[])) AS t WHERE to_regclass(t) IS NOT NULL)"
+
+
+def with_tables(layers: tuple[Layer, ...], present: list[str]) -> tuple[Layer, ...]:
+    """The ``layers`` whose required tables are all ``present``."""
+    return tuple(layer for layer in layers if set(layer.requires) <= set(present))

@@ -15,7 +15,7 @@ from functools import lru_cache
 import sqlalchemy as sa
 
 from gridwatch.layers.lru import BytesLru
-from gridwatch.layers.catalog import CATALOG, Layer, UnknownLayerError, get_layer
+from gridwatch.layers.catalog import CATALOG, PRESENT_TABLES, Layer, UnknownLayerError, get_layer, with_tables
 
 __all__ = ["tile", "group_tile", "group_of", "TILE_GROUPS", "tiles_covering", "TileNotFound", "check_tile_address",
            "TileCache", "MAX_ZOOM", "EXTENT"]
@@ -56,29 +56,23 @@ def _properties(conn: sa.Connection, layer: Layer) -> tuple[str, ...]:
     return _PROPERTIES[layer.id]
 
 
-def _text_array(values: tuple[str, ...]) -> str:
-    """A text[] literal of catalogued names (lower-case identifiers: nothing to quote)."""
-    return "ARRAY[" + ", ".join(f"'{value}'" for value in values) + "]::text[]"
-
-
 @lru_cache(maxsize=None)
 def _version_columns(candidates: tuple[str, ...]) -> str:
-    """What the tiles of these layers depend on: the change count of every table they read, which
-    of the tables they require exist, and their time keys (see :class:`~gridwatch.layers.catalog.Layer`)."""
+    """What the tiles of these layers depend on: the change count of every table they read
+    (parameter ``tables``), which of the tables they require exist (``required``), and their
+    time keys (see :class:`~gridwatch.layers.catalog.Layer`)."""
     layers = [get_layer(layer_id) for layer_id in candidates]
-    tables = tuple(sorted({table for layer in layers for table in layer.tables}))
-    required = tuple(sorted({table for layer in layers for table in layer.requires}))
     columns = [
         "ARRAY(SELECT format('%s %s %s', name, generation, changed_at) FROM table_change "
-        f"WHERE name = ANY({_text_array(tables)}) ORDER BY name) AS generations",
-        f"ARRAY(SELECT t FROM unnest({_text_array(required)}) AS t WHERE to_regclass(t) IS NOT NULL) AS present",
+        "WHERE name = ANY(CAST(:tables AS text[])) ORDER BY name) AS generations",
+        f"{PRESENT_TABLES} AS present",
     ]
     columns += [f"CAST({layer.time_key} AS text) AS time_{i}" for i, layer in enumerate(layers) if layer.time_key]
     return ", ".join(columns)
 
 
 def _layer_mvt(layer: Layer, properties: tuple[str, ...]) -> str:
-    """One layer's part of a tile: a scalar subquery giving its ST_AsMVT bytes (NULL when empty)."""
+    """One layer's part of a tile: a scalar subquery giving its ST_AsMVT bytes (NULL or none when empty)."""
     geom = "s.geom" if layer.kind == "point" else "ST_Simplify(s.geom, :tolerance, false)"
     columns = "".join(f', s."{name}"' for name in properties)
     # ST_AsMVT leaves out rows whose geometry clips to NULL: a filter on it would make each twice
@@ -114,8 +108,10 @@ def _tile_of(engine: sa.Engine, candidates: tuple[Layer, ...], z: int, x: int, y
     """
     ids = tuple(layer.id for layer in candidates)
     with engine.connect() as conn:
-        version = tuple(conn.execute(sa.text(f"SELECT {_version_columns(ids)}")).one())
-        members = tuple(layer for layer in candidates if set(layer.requires) <= set(version[1]))
+        tables = {"tables": sorted({table for layer in candidates for table in layer.tables}),
+                  "required": sorted({table for layer in candidates for table in layer.requires})}
+        version = tuple(conn.execute(sa.text(f"SELECT {_version_columns(ids)}"), tables).one())
+        members = with_tables(candidates, version[1])
         kept = cache.get((ids, z, x, y)) if cache is not None else None
         if kept is not None and kept[0] == version:
             return kept[1], members
