@@ -377,3 +377,24 @@ def test_every_table_a_layer_reads_counts_its_changes(region):
             "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
             "WHERE t.tgname = c.relname || '_changed' AND NOT t.tgisinternal")).scalars())
     assert set(read) <= counted, set(read) - counted
+
+
+def test_the_group_route_answers_a_write_on_the_next_request(client, region):
+    """The route keeps its tiles, yet a committed coverage change is in the very next answer (new ETag)."""
+    z, x, y = grid_address(region)
+    url = f"/tiles/group/live/{z}/{x}/{y}.pbf"
+    first = client.get(url)
+    assert client.get(url).headers["ETag"] == first.headers["ETag"]
+    with region.begin() as conn:
+        grid_id, status = conn.execute(sa.text(
+            "SELECT g.id, c.status FROM grid g JOIN grid_coverage c ON c.grid_id = g.id ORDER BY g.id LIMIT 1")).one()
+        changed = "fresh" if status != "fresh" else "overdue"
+        conn.execute(sa.text("UPDATE grid_coverage SET status = :s WHERE grid_id = :g"), {"s": changed, "g": grid_id})
+    try:
+        after = client.get(url)
+        assert after.headers["ETag"] != first.headers["ETag"]
+        shown = {f["id"]: f["properties"]["status"] for f in decode(after.data)["grids"]["features"]}
+        assert shown[grid_id] == changed
+    finally:
+        with region.begin() as conn:
+            conn.execute(sa.text("UPDATE grid_coverage SET status = :s WHERE grid_id = :g"), {"s": status, "g": grid_id})
