@@ -5,8 +5,10 @@ and the hover panel of the wall all read this table. Only catalogued ids are
 served; an id is looked up here and never put into SQL.
 
 Each source is a fixed SELECT over the schema producing ``id``, ``geom``
-(EPSG:4326) and the property columns. A layer whose ``requires`` tables are
-missing (a later migration) is left out by :func:`available_layers`.
+(EPSG:4326) and the property columns; geometry a source would otherwise compute
+per request (a sensor's coverage, a unit's label point) is stored, GiST-indexed,
+so the tiles' ``geom && envelope`` uses an index. A layer whose ``requires``
+tables are missing (a later migration) is left out by :func:`available_layers`.
 """
 from __future__ import annotations
 
@@ -161,7 +163,8 @@ CATALOG: tuple[Layer, ...] = (
     ),
     Layer(
         id="sensors", title={"en": "Sensor range", "zh": "传感器范围"},
-        source="SELECT id, code, kind, up, range_m, fov_deg, coverage AS geom FROM sensor", kind="polygon", group="defence", minzoom=8,
+        source="SELECT id, code, kind, up, range_m, fov_deg, coverage AS geom FROM sensor",
+        kind="polygon", group="defence", minzoom=8,
         styles=(
             {"part": "fill", "type": "fill", "paint": {
                 "fill-color": ["case", ["!", ["get", "up"]], "#64748b",

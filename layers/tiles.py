@@ -71,12 +71,13 @@ def _version_columns(candidates: tuple[str, ...]) -> str:
     return ", ".join(columns)
 
 
-def _layer_mvt(layer: Layer, properties: tuple[str, ...]) -> str:
-    """One layer's part of a tile: a scalar subquery giving its ST_AsMVT bytes (NULL or none when empty)."""
+def _layer_mvt(layer: Layer, properties: tuple[str, ...], name: str) -> str:
+    """One layer's part of a tile, named by the parameter ``name``: a scalar subquery giving its
+    ST_AsMVT bytes (NULL or none when empty)."""
     geom = "s.geom" if layer.kind == "point" else "ST_Simplify(s.geom, :tolerance, false)"
     columns = "".join(f', s."{name}"' for name in properties)
     # ST_AsMVT leaves out rows whose geometry clips to NULL: a filter on it would make each twice
-    return f"""(SELECT ST_AsMVT(f, '{layer.id}', {EXTENT}, 'geom', 'id') FROM (
+    return f"""(SELECT ST_AsMVT(f, :{name}, {EXTENT}, 'geom', 'id') FROM (
         SELECT s.id{columns},
                ST_AsMVTGeom(ST_Transform({geom}, 3857), ST_TileEnvelope(:z, :x, :y), {EXTENT}, {BUFFER}, true) AS geom
         FROM ({layer.source}) AS s
@@ -86,9 +87,10 @@ def _layer_mvt(layer: Layer, properties: tuple[str, ...]) -> str:
 
 @lru_cache(maxsize=None)
 def _tile_sql(members: tuple[tuple[str, tuple[str, ...]], ...]) -> sa.TextClause:
-    """One statement making the tile of ``members`` (layer id, property columns): their parts concatenated."""
-    parts = " || ".join(f"coalesce({_layer_mvt(get_layer(layer_id), properties)}, ''::bytea)"
-                        for layer_id, properties in members) or "''::bytea"
+    """One statement making the tile of ``members`` (layer id, property columns): their parts concatenated,
+    the i-th named by the parameter ``layer_i``."""
+    parts = " || ".join(f"coalesce({_layer_mvt(get_layer(layer_id), properties, f'layer_{i}')}, ''::bytea)"
+                        for i, (layer_id, properties) in enumerate(members)) or "''::bytea"
     return sa.text(f"SELECT {parts}")
 
 
@@ -116,8 +118,9 @@ def _tile_of(engine: sa.Engine, candidates: tuple[Layer, ...], z: int, x: int, y
         if kept is not None and kept[0] == version:
             return kept[1], members
         sql = _tile_sql(tuple((layer.id, _properties(conn, layer)) for layer in members))
+        names = {f"layer_{i}": layer.id for i, layer in enumerate(members)}
         data = bytes(conn.execute(sql, {"z": z, "x": x, "y": y, "tolerance": pixel_degrees(z),
-                                        "margin": BUFFER / EXTENT}).scalar())
+                                        "margin": BUFFER / EXTENT, **names}).scalar())
     if cache is not None:
         cache.put((ids, z, x, y), (version, data), len(data) + CACHE_ENTRY_BYTES)
     return data, members
