@@ -40,7 +40,8 @@ __all__ = ["metadata", "include_object", "POSITION_PARTITION"] + [
     "plan_assignment", "plan_grid", "plan_draft", "audit_log", "account", "kiosk", "zone",
     "defence_line", "checkpoint", "border_segment", "road", "river", "settlement", "port", "sensor", "unit",
     "position", "unit_latest", "incident", "grid_coverage", "segment_coverage", "hex_coverage", "quarantine",
-    "loaded_file", "etl_run", "line_crossing", "leak_route", "device", "ingest_offset", "ingest_status", "alert", "table_change",
+    "loaded_file", "etl_run", "line_crossing", "leak_route", "device", "ingest_offset", "ingest_status", "alert",
+    "table_change",
 ]
 
 metadata = MetaData()

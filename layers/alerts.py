@@ -24,7 +24,8 @@ _IN_SCOPE = f"""(CAST(:scope AS integer) IS NULL OR CASE
 
 # Open now: read from the partial index of open alerts, in its order; open at a past time: by raised_at.
 _OPEN_NOW = "a.cleared_at IS NULL"
-_OPEN_AT = "a.raised_at <= CAST(:at AS timestamptz) AND (a.cleared_at IS NULL OR a.cleared_at > CAST(:at AS timestamptz))"
+_OPEN_AT = ("a.raised_at <= CAST(:at AS timestamptz) "
+            "AND (a.cleared_at IS NULL OR a.cleared_at > CAST(:at AS timestamptz))")
 
 
 def alerts_at(engine: sa.Engine, *, at: datetime | None = None, limit: int = 100, scope: int | None = None

@@ -262,10 +262,14 @@ def statements(region):
     sa.event.remove(region, "before_cursor_execute", note)
 
 
+SET_STATUS = sa.text("UPDATE grid_coverage SET status = :s WHERE grid_id = :g")
+
+
 def grid_address(engine, z: int = 10) -> tuple[int, int, int]:
     """The z-tile holding the first grid's point on surface."""
     with engine.connect() as conn:
-        lon, lat = conn.execute(sa.text("SELECT ST_X(label_point), ST_Y(label_point) FROM grid ORDER BY id LIMIT 1")).one()
+        lon, lat = conn.execute(sa.text(
+            "SELECT ST_X(label_point), ST_Y(label_point) FROM grid ORDER BY id LIMIT 1")).one()
     return tiles_covering((lon, lat, lon, lat), z)[0]
 
 
@@ -277,7 +281,8 @@ def test_a_group_tile_is_one_statement_for_all_its_layers(region, statements, gr
     decoded = decode(group_tile(region, group, *address))
     made = [sql for sql in statements if "ST_AsMVT(" in sql]
     assert len(made) == 1 and len(statements) == 2, statements  # the version of its data, then the tile
-    members = [layer.id for layer in CATALOG if group_of(layer) == group and layer.minzoom <= address[0] <= layer.maxzoom]
+    members = [layer.id for layer in CATALOG
+               if group_of(layer) == group and layer.minzoom <= address[0] <= layer.maxzoom]
     assert made[0].count("ST_AsMVT(") == len(members) > 1
     assert decoded and set(decoded) <= set(members)
 
@@ -306,13 +311,13 @@ def test_a_live_tile_is_made_anew_after_a_coverage_write(region, statements):
     changed = "fresh" if status != "fresh" else "overdue"
     try:
         with region.begin() as conn:
-            conn.execute(sa.text("UPDATE grid_coverage SET status = :s WHERE grid_id = :g"), {"s": changed, "g": grid_id})
+            conn.execute(SET_STATUS, {"s": changed, "g": grid_id})
         statements.clear()
         assert status_shown() == changed
         assert sum("ST_AsMVT(" in sql for sql in statements) == 1
     finally:
         with region.begin() as conn:
-            conn.execute(sa.text("UPDATE grid_coverage SET status = :s WHERE grid_id = :g"), {"s": status, "g": grid_id})
+            conn.execute(SET_STATUS, {"s": status, "g": grid_id})
     assert status_shown() == status
 
 
@@ -332,8 +337,8 @@ def test_a_write_shows_from_the_first_request_after_its_commit_never_before(regi
     before = codes()
     writer = region.connect()
     try:
-        writer.execute(sa.text("INSERT INTO checkpoint (code, line_no, name, kind, staffed, geom) VALUES "
-                               "('CP-NEW', 2, 'new', 'road_checkpoint', true, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326))"),
+        writer.execute(sa.text("INSERT INTO checkpoint (code, line_no, name, kind, staffed, geom) VALUES ('CP-NEW', 2, "
+                               "'new', 'road_checkpoint', true, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326))"),
                        {"lon": lon, "lat": lat})
         assert codes() == before  # not committed yet: the tile made now is kept under the old version
         writer.commit()
@@ -389,7 +394,7 @@ def test_the_group_route_answers_a_write_on_the_next_request(client, region):
         grid_id, status = conn.execute(sa.text(
             "SELECT g.id, c.status FROM grid g JOIN grid_coverage c ON c.grid_id = g.id ORDER BY g.id LIMIT 1")).one()
         changed = "fresh" if status != "fresh" else "overdue"
-        conn.execute(sa.text("UPDATE grid_coverage SET status = :s WHERE grid_id = :g"), {"s": changed, "g": grid_id})
+        conn.execute(SET_STATUS, {"s": changed, "g": grid_id})
     try:
         after = client.get(url)
         assert after.headers["ETag"] != first.headers["ETag"]
@@ -397,4 +402,4 @@ def test_the_group_route_answers_a_write_on_the_next_request(client, region):
         assert shown[grid_id] == changed
     finally:
         with region.begin() as conn:
-            conn.execute(sa.text("UPDATE grid_coverage SET status = :s WHERE grid_id = :g"), {"s": status, "g": grid_id})
+            conn.execute(SET_STATUS, {"s": status, "g": grid_id})
