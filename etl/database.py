@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from gridwatch.errors import DatabaseError
-from gridwatch.etl.server import EmbeddedServer
+from gridwatch.etl.server import EmbeddedServer, database_url
 from gridwatch.settings import Settings, get_settings
 
 __all__ = ["database_url", "database_engine", "engine_for", "ensure_database", "upgrade_schema", "check_postgis", "SCHEMA_LOCK",
@@ -20,14 +20,6 @@ __all__ = ["database_url", "database_engine", "engine_for", "ensure_database", "
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The advisory lock two commands starting at once take in turn to enable PostGIS and migrate the schema.
 SCHEMA_LOCK = 0x67726964
-
-
-def database_url(settings: Settings | None = None) -> str:
-    """The libpq URL in use: ``GRIDWATCH_DATABASE_URL`` or the embedded cluster's."""
-    settings = settings or get_settings()
-    if settings.database_url:
-        return settings.database_url
-    return EmbeddedServer(settings).url()
 
 
 def _sqlalchemy_url(url: str) -> sa.URL:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from gridwatch import system
 from gridwatch.errors import DatabaseError
-from gridwatch.settings import Settings
+from gridwatch.settings import Settings, get_settings
 
-__all__ = ["EmbeddedServer"]
+__all__ = ["EmbeddedServer", "database_url"]
 
 DB_USER = "gridwatch"
 SERVER_USER_WHEN_ROOT = "postgres"
@@ -313,6 +313,14 @@ class EmbeddedServer:
             return int((self.datadir / "postmaster.pid").read_text().split()[0])
         except (FileNotFoundError, IndexError, ValueError):
             return None
+
+
+def database_url(settings: Settings | None = None) -> str:
+    """The libpq URL in use: ``GRIDWATCH_DATABASE_URL`` or the embedded cluster's (no database driver imported)."""
+    settings = settings or get_settings()
+    if settings.database_url:
+        return settings.database_url
+    return EmbeddedServer(settings).url()
 
 
 def _end_orphans(datadir: Path, timeout_s: float = 10.0) -> None:

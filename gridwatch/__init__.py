@@ -1,5 +1,8 @@
-"""gridwatch: grid-management and border-defence situational dashboard."""
-from gridwatch.errors import DatabaseError, GridwatchError, InputError
-from gridwatch.settings import Settings, get_settings
+"""gridwatch: grid-management and border-defence situational dashboard.
 
-__all__ = ["DatabaseError", "GridwatchError", "InputError", "Settings", "get_settings"]
+Settings are in :mod:`gridwatch.settings`; this package imports only the exceptions, so that a
+command such as ``gridwatch --help`` starts without loading pydantic.
+"""
+from gridwatch.errors import DatabaseError, GridwatchError, InputError
+
+__all__ = ["DatabaseError", "GridwatchError", "InputError"]

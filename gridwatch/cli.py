@@ -1,4 +1,8 @@
-"""The ``gridwatch`` command. Expected failures print one line and exit 1."""
+"""The ``gridwatch`` command. Expected failures print one line and exit 1.
+
+Each command imports what it needs when it runs, so ``gridwatch --help`` and the ``db`` commands
+start without loading pydantic's settings (for help), the database drivers, geopandas or Dash.
+"""
 from __future__ import annotations
 
 import os
@@ -6,14 +10,24 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import click
 
 from gridwatch.errors import GridwatchError
-from gridwatch.settings import get_settings
+
+if TYPE_CHECKING:
+    from gridwatch.settings import Settings
 
 __all__ = ["main", "cli"]
+
+
+def get_settings() -> Settings:
+    """The settings (:func:`gridwatch.settings.get_settings`), imported when a command first needs them."""
+    from gridwatch.settings import get_settings as settings
+
+    return settings()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,17 +69,18 @@ def db_stop() -> None:
 @db.command("status")
 def db_status() -> None:
     """Say whether the database runs, and where."""
-    from gridwatch.etl.database import check_postgis, database_url, engine_for
     from gridwatch.etl.server import EmbeddedServer
 
     settings = get_settings()
     if settings.database_url:
+        from gridwatch.etl.database import check_postgis, engine_for
+
         version = check_postgis(engine_for(settings.database_url))
         click.echo(f"external database up, PostGIS {version}")
         return
     server = EmbeddedServer(settings)
     if server.is_running():
-        click.echo(f"running (pid {server.pid()}) at {database_url(settings)}, data in {server.datadir}")
+        click.echo(f"running (pid {server.pid()}) at {server.url()}, data in {server.datadir}")
     else:
         click.echo(f"stopped; data in {server.datadir}")
         sys.exit(3)
@@ -74,7 +89,7 @@ def db_status() -> None:
 @db.command("url")
 def db_url() -> None:
     """Print the database URL in use."""
-    from gridwatch.etl.database import database_url
+    from gridwatch.etl.server import database_url
 
     click.echo(database_url(get_settings()))
 

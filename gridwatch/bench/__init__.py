@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "fuzz": "fuzz:bench_fuzz",
     "access": "access:bench_access",
     "plan": "plan:bench_plan",
+    "startup": "startup:bench_startup",
 }
 
 _GOAL = re.compile(r"^(<=|>=|≤|≥|<|>)\s*([-+]?[\d,]*\.?\d+)\s*(x|×)?$")
