@@ -182,10 +182,13 @@ def sample(seed: int, scale: str, end: str | None, out_dir: Path) -> None:
 @click.argument("name")
 @click.option("--scale", default="prefecture", show_default=True, help="Sample scale to measure on.")
 def bench(name: str, scale: str) -> None:
-    """Run a benchmark (sample, etl, tiles, ...) and print its figures."""
-    from gridwatch.bench import format_figures, run_benchmark
+    """Run a benchmark (sample, etl, tiles, ...) and print its figures; `all` runs them in turn."""
+    from gridwatch.bench import format_figures, run_all, run_benchmark
 
-    click.echo(format_figures(run_benchmark(name, get_settings(), scale=scale)))
+    if name == "all":
+        run_all(get_settings(), scale=scale, echo=click.echo)
+    else:
+        click.echo(format_figures(run_benchmark(name, get_settings(), scale=scale)))
 
 
 # -- ETL -------------------------------------------------------------------------

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from gridwatch import bench
+from gridwatch.settings import get_settings
+
 # What the data, map and web commands need, and none of help or the db commands.
 HEAVY = ("geopandas", "shapely", "pandas", "numpy", "pyproj", "h3", "pyarrow", "dash", "plotly", "flask",
          "sqlalchemy", "psycopg", "alembic")
@@ -51,3 +54,17 @@ def test_a_data_command_loads_its_libraries(tmp_path: Path) -> None:
     done, packages = _imported("sample", "--scale", "small", "--out", str(tmp_path / "region"), home=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert {"geopandas", "shapely", "numpy"} <= packages
+
+
+def test_bench_all_runs_each_in_turn_and_totals_against_the_goal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench all`` over two of the benchmarks: one runs and prints its table, one is left out, saying why."""
+    monkeypatch.setattr(bench, "BENCHMARKS", {"startup": bench.BENCHMARKS["startup"], "soak": bench.BENCHMARKS["soak"]})
+    said: list[str] = []
+    figures = bench.run_all(get_settings(), scale="prefecture", echo=said.append)
+    assert said[0] == "== startup" and "start-up p50 gridwatch --help" in said[1]
+    assert said[2].startswith("== soak: left out of all (it watches the wall")
+    assert [f.name for f in figures] == ["bench startup wall time", "bench all --scale prefecture wall time (1 benchmarks)"]
+    total = figures[-1]
+    assert total.goal == "<= 15" and total.unit == "min" and total.baseline_name == "slowest: startup"
+    assert total.value >= figures[0].value > 0
+    assert "bench all --scale prefecture" in said[-1]

@@ -5,18 +5,21 @@ this package named after what it measures; :data:`BENCHMARKS` lists them. Each
 figure is printed on a line of its own: the value, the goal the issue names, MET or
 MISSED, the baseline measured in the same run (and the ratio), and the machine's
 load average when it was measured, so a figure from a busy machine can be told apart.
+``gridwatch bench all`` runs them in turn (:func:`run_all`).
 """
 from __future__ import annotations
 
 import importlib
 import os
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gridwatch.errors import InputError
+from gridwatch.errors import GridwatchError, InputError
 from gridwatch.settings import Settings
 
-__all__ = ["BENCHMARKS", "Figure", "Goal", "Scenario", "run_benchmark", "format_figures"]
+__all__ = ["BENCHMARKS", "NOT_IN_ALL", "Figure", "Goal", "Scenario", "run_benchmark", "run_all", "format_figures"]
 
 BENCHMARKS: dict[str, str] = {
     "sample": "sample:bench_sample",
@@ -31,6 +34,13 @@ BENCHMARKS: dict[str, str] = {
     "plan": "plan:bench_plan",
     "startup": "startup:bench_startup",
 }
+# Left out of ``bench all``, with the reason it prints: each takes too long beside the others.
+NOT_IN_ALL = {
+    "sample": "it generates the province sample too, whose goal alone is 15 min",
+    "soak": "it watches the wall for 11 min by design",
+}
+# The goal of ``bench all``, in minutes, per scale (the issue names the prefecture's).
+ALL_GOAL_MIN = {"prefecture": "<= 15"}
 
 _GOAL = re.compile(r"^(<=|>=|≤|≥|<|>)\s*([-+]?[\d,]*\.?\d+)\s*(x|×)?$")
 
@@ -133,9 +143,42 @@ class Scenario:
 def run_benchmark(name: str, settings: Settings, *, scale: str) -> list[Figure | Scenario]:
     """Run the benchmark called ``name``."""
     if name not in BENCHMARKS:
-        raise InputError(f"benchmark {name!r} is unknown; expected one of {sorted(BENCHMARKS)}")
+        raise InputError(f"benchmark {name!r} is unknown; expected one of {sorted(BENCHMARKS)} (or all)")
     module, func = BENCHMARKS[name].split(":")
     return getattr(importlib.import_module(f"{__name__}.{module}"), func)(settings, scale=scale)
+
+
+def run_all(settings: Settings, *, scale: str, echo: Callable[[str], None]) -> list[Figure]:
+    """Run every benchmark but :data:`NOT_IN_ALL` in turn, echoing each one's figures as it finishes.
+
+    Returns each benchmark's wall time and the total against :data:`ALL_GOAL_MIN` (the slowest
+    benchmark its baseline). A benchmark that fails with an expected error is echoed and the others
+    still run; the error is raised, naming them, once all have run and their times are echoed.
+    """
+    minutes: dict[str, float] = {}
+    failed: list[str] = []
+    started = time.perf_counter()
+    for name in BENCHMARKS:
+        if name in NOT_IN_ALL:
+            echo(f"== {name}: left out of all ({NOT_IN_ALL[name]}): run gridwatch bench {name}\n")
+            continue
+        echo(f"== {name}")
+        begun = time.perf_counter()
+        try:
+            echo(format_figures(run_benchmark(name, settings, scale=scale)) + "\n")
+        except GridwatchError as exc:
+            failed.append(name)
+            echo(f"{name}: error: {' '.join(str(exc).split())}\n")
+        minutes[name] = (time.perf_counter() - begun) / 60
+    slowest = max(minutes, key=minutes.__getitem__)
+    figures = [Figure(f"bench {name} wall time", value, "min") for name, value in minutes.items()]
+    figures.append(Figure(f"bench all --scale {scale} wall time ({len(minutes)} benchmarks)",
+                          (time.perf_counter() - started) / 60, "min", ALL_GOAL_MIN.get(scale, ""),
+                          minutes[slowest], f"slowest: {slowest}"))
+    echo(format_figures(figures))
+    if failed:
+        raise GridwatchError(f"bench all: {', '.join(failed)} failed (see above); the others ran")
+    return figures
 
 
 def format_figures(results: list[Figure | Scenario]) -> str:
