@@ -26,9 +26,13 @@ HALO_COLOURS = {"responding": "rgba(245,158,11,0.45)", "silent": "rgba(239,68,68
 HEADING_DEG = 0.02  # length of the heading tick, in degrees (~2 km)
 
 
-def view_of(bounds: tuple[float, float, float, float] | None, *, size_px: tuple[int, int] = (1500, 850)
+def view_of(bounds: tuple[float, float, float, float] | None, *, size_px: tuple[int, int] = (1440, 790)
             ) -> dict[str, object]:
-    """Centre and zoom that fit ``bounds`` (lon/lat) into a map of ``size_px`` (Web Mercator)."""
+    """Centre and zoom that fit ``bounds`` (lon/lat) into a map of ``size_px`` (Web Mercator).
+
+    The default is the wall's map on a 1920 x 1080 screen less the margin the page's own fit keeps
+    (``fitBounds`` in ``assets/wall.js``), so the page opens fitted and that fit changes nothing.
+    """
     if bounds is None:
         return {}
     minx, miny, maxx, maxy = bounds

@@ -17,7 +17,7 @@ from gridwatch.dashboard.app import create_app
 from gridwatch.data.synthetic import REGIONS, make_region
 from gridwatch.layers.catalog import available_layers
 from gridwatch.layers.glyphs import glyphs_available
-from gridwatch.layers.queries import command_unit, kpis
+from gridwatch.layers.queries import command_unit, jurisdiction_bounds, kpis
 from gridwatch.settings import get_settings
 
 from _browser import LIVE_LONS, MAP, READY, RENDERED, TcpProxy, offline_page, serving
@@ -146,6 +146,22 @@ def test_drill_down_fits_and_filters(wall, region):
     page.wait_for_function("(n) => document.querySelector('#wall-kpis .kpi-value')?.textContent === n", arg=units)
     assert "unit=C2" in page.url
     assert page.locator("#wall-scope").inner_text().find("Baihe County") >= 0
+
+
+def test_the_page_opens_fitted_and_its_first_fit_redraws_nothing(wall, region):
+    """The server opens the map on the region as a 1920 x 1080 wall shows it: the page's own fit,
+    once the bounds arrive, then sends the figure no Patch (which makes plotly redraw every trace)."""
+    page, _, base = wall
+    page.goto(f"{base}/wall")
+    page.wait_for_function(READY, timeout=30_000)
+    page.wait_for_function("() => document.querySelectorAll('#wall-kpis .kpi').length === 6")  # the bounds came too
+    time.sleep(1)  # the fit, a clientside callback, runs after them
+    shown = page.evaluate("() => { const b = " + MAP + ".getBounds(); "
+                          "return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()]; }")
+    west, south, east, north = jurisdiction_bounds(region)
+    assert shown[0] <= west and shown[1] <= south and shown[2] >= east and shown[3] >= north, shown
+    assert (shown[3] - shown[1]) < 1.5 * (north - south)
+    assert page.evaluate("() => document.querySelector('#wall-map .js-plotly-plot').layout.uirevision") == "wall"
 
 
 def test_chinese_wall(wall, artifacts):

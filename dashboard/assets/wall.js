@@ -60,6 +60,19 @@
              zoom: Math.min(zoom, 16) };
   }
 
+  /* Whether a view (the figure's centre and zoom) already shows a camera's bounds: the page opened
+   * there (the server fits the scope to a wall's map). Out by at most a quarter zoom step, centre
+   * within a few pixels; a Patch to the camera would only make plotly redraw every trace. */
+  var FIT_ZOOM_SLACK = 0.25, FIT_CENTRE_PX = 8;
+  function shows(view, camera) {
+    if (!view || !view.center || typeof view.zoom !== "number") { return false; }
+    var px = 512 * Math.pow(2, camera.zoom) / 360;  // pixels per degree of longitude
+    var latPx = px / Math.cos(camera.center.lat * Math.PI / 180);
+    return view.zoom <= camera.zoom && camera.zoom - view.zoom < FIT_ZOOM_SLACK
+      && Math.abs(view.center.lon - camera.center.lon) * px < FIT_CENTRE_PX
+      && Math.abs(view.center.lat - camera.center.lat) * latPx < FIT_CENTRE_PX;
+  }
+
   /* A map whose style could not load (the database was down as the page opened) asks again every
    * few seconds, so a wall that boots before its database draws its map once the database is back. */
   var STYLE_RETRY_MS = 5000;
@@ -102,11 +115,14 @@
         return visible;
       },
       /* The figure Patch (center, zoom, uirevision) fitting the map to the bounds: plotly then
-       * keeps that view across the live Patches, and a new scope resets it. */
+       * keeps that view across the live Patches, and a new scope resets it. None when the map
+       * already shows them (the page's first fit, mostly). */
       fitBounds: function (bounds) {
         var el = document.getElementById("wall-map");
         if (!bounds || !el) { return window.dash_clientside.no_update; }
         var camera = cameraFor(bounds, el.clientWidth, el.clientHeight, 30);
+        var gd = el.querySelector(".js-plotly-plot");
+        if (gd && gd.layout && shows(gd.layout.map, camera)) { return window.dash_clientside.no_update; }
         var assign = function (location, value) {
           return { operation: "Assign", location: location, params: { value: value } };
         };
