@@ -57,12 +57,13 @@ def test_a_data_command_loads_its_libraries(tmp_path: Path) -> None:
 
 
 def test_bench_all_runs_each_in_turn_and_totals_against_the_goal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``bench all`` over two of the benchmarks: one runs and prints its table, one is left out, saying why."""
-    monkeypatch.setattr(bench, "BENCHMARKS", {"startup": bench.BENCHMARKS["startup"], "soak": bench.BENCHMARKS["soak"]})
+    """``bench all`` over three of the benchmarks: one runs and prints its table, two are left out, saying why."""
+    monkeypatch.setattr(bench, "BENCHMARKS", {name: bench.BENCHMARKS[name] for name in ("sample", "startup", "soak")})
     said: list[str] = []
     figures = bench.run_all(get_settings(), scale="prefecture", echo=said.append)
-    assert said[0] == "== startup" and "start-up p50 gridwatch --help" in said[1]
-    assert said[2].startswith("== soak: left out of all (it watches the wall")
+    assert said[0].startswith("== sample: left out of all (past the small scale it generates the province sample")
+    assert said[1] == "== startup" and "start-up p50 gridwatch --help" in said[2]
+    assert said[3].startswith("== soak: left out of all (it watches the wall")
     assert [f.name for f in figures] == ["bench startup wall time", "bench all --scale prefecture wall time (1 benchmarks)"]
     total = figures[-1]
     assert total.goal == "<= 15" and total.unit == "min" and total.baseline_name == "slowest: startup"
