@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from gridwatch.errors import DatabaseError
-from gridwatch.etl.server import EmbeddedServer, database_url
+from gridwatch.etl.server import EmbeddedServer, database_url  # beside the server: `db url` loads no driver
 from gridwatch.settings import Settings, get_settings
 
 __all__ = ["database_url", "database_engine", "engine_for", "ensure_database", "upgrade_schema", "check_postgis", "SCHEMA_LOCK",
