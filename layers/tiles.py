@@ -14,8 +14,8 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 
-from gridwatch.layers.lru import BytesLru
 from gridwatch.layers.catalog import CATALOG, PRESENT_TABLES, Layer, UnknownLayerError, get_layer, with_tables
+from gridwatch.layers.lru import BytesLru
 
 __all__ = ["tile", "group_tile", "group_of", "TILE_GROUPS", "tiles_covering", "TileNotFound", "check_tile_address",
            "TileCache", "MAX_ZOOM", "EXTENT"]
