@@ -23,13 +23,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	@$(SYSTEM) postgis
 	@$(SYSTEM) fonts || echo "gridwatch: the map will have no labels until the font above is installed"
+	@$(SYSTEM) report || echo "gridwatch: shift reports cannot be made until the font above is installed"
 	$(BIN)/gridwatch demo --host $(HOST) --port $(PORT)
 
 serve: $(STAMP)
 	$(BIN)/gridwatch serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	@$(SYSTEM) postgis browser gis
+	@$(SYSTEM) postgis browser gis report pdf
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Rebuild the map-only plotly.js (committed; needed after a plotly upgrade). Needs node and npm.

@@ -18,7 +18,7 @@ from gridwatch.dashboard.live_map import KIND_COLOURS
 from gridwatch.dashboard.wall_panels import local_time
 from gridwatch.layers.catalog import COVERAGE_COLOURS, SEVERITY_COLOURS
 
-__all__ = ["TRACES", "ROUTE_COLOUR", "duration", "target_rows", "target_table", "nearest_table", "alert_list",
+__all__ = ["TRACES", "ROUTE_COLOUR", "duration", "gap_labels", "alert_text", "target_rows", "target_table", "nearest_table", "alert_list",
            "units_trace", "route_traces", "track_trace"]
 
 TRACES = ("units", "track", "route", "target", "nearest", "replay")
@@ -34,7 +34,7 @@ def duration(seconds: float, lang: str) -> str:
     return t("dur_hm", lang, h=minutes // 60, m=minutes % 60)
 
 
-def _gap_labels(gaps: pd.DataFrame, lang: str) -> list[str]:
+def gap_labels(gaps: pd.DataFrame, lang: str) -> list[str]:
     return [
         t(f"gap_{row.kind}", lang, km_from=f"{row.km_from:.1f}" if row.kind == "segment" else "",
           km_to=f"{row.km_to:.1f}" if row.kind == "segment" else "", code=row.code, id=row.id)
@@ -44,7 +44,7 @@ def _gap_labels(gaps: pd.DataFrame, lang: str) -> list[str]:
 
 def target_rows(frame: pd.DataFrame, *, mode: str, lang: str) -> list[dict[str, Any]]:
     """What the page keeps of each listed target: key, label, point and bounds."""
-    labels = _gap_labels(frame, lang) if mode == "gaps" else (frame["source_id"] + " · " + frame["kind"]).tolist()
+    labels = gap_labels(frame, lang) if mode == "gaps" else (frame["source_id"] + " · " + frame["kind"]).tolist()
     return frame.assign(label=labels)[["key", "label", "lon", "lat", "west", "south", "east", "north"]].to_dict("records")
 
 
@@ -104,7 +104,7 @@ def nearest_table(ranked: pd.DataFrame, *, chosen: int, lang: str) -> html.Table
     return html.Table([html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(body)], className="list")
 
 
-def _alert_text(kind: str, detail: dict[str, Any], lang: str) -> str:
+def alert_text(kind: str, detail: dict[str, Any], lang: str) -> str:
     return t(f"alert_{kind}", lang, **{k: ("—" if v is None else v) for k, v in detail.items()})
 
 
@@ -117,7 +117,7 @@ def alert_list(alerts: pd.DataFrame, *, lang: str, timezone: str, live: bool, no
             html.Span(t("severity_n", lang, n=a.severity), className="sev",
                       style={"borderColor": SEVERITY_COLOURS[a.severity], "color": SEVERITY_COLOURS[a.severity]}),
             html.Span(local_time(a.raised_at, timezone, "%H:%M"), className="num when"),
-            html.Span(_alert_text(a.kind, a.detail, lang), className="what"),
+            html.Span(alert_text(a.kind, a.detail, lang), className="what"),
             html.Span(t("acked_by", lang, who=a.acknowledged_by, t=local_time(a.acknowledged_at, timezone, "%H:%M")),
                       className="acked") if pd.notna(a.acknowledged_at) else
             html.Button(t("ack", lang), id={"type": "dispatch-ack", "id": int(a.id)}, className="ack") if live else None,

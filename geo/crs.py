@@ -22,9 +22,11 @@ import numpy as np
 import pandas as pd
 import pyproj
 
-__all__ = ["local_metric_crs", "to_metric", "require_crs", "WGS84"]
+__all__ = ["local_metric_crs", "to_metric", "require_crs", "WGS84", "EXPORT_CRSS", "export_crs", "to_export_crs"]
 
 WGS84 = pyproj.CRS.from_epsg(4326)
+#: The CRSs files are written in, by the names the commands take: China's geodetic CRS or WGS 84.
+EXPORT_CRSS = {"cgcs2000": "EPSG:4490", "wgs84": "EPSG:4326"}
 
 #: CGCS2000 3-degree Gauss-Krüger "CM" zones: EPSG:4534 is CM 75°E, +1 per 3°.
 _GK_FIRST_EPSG = 4534
@@ -150,6 +152,23 @@ def to_metric(
     if not target.is_projected or target.axis_info[0].unit_name not in ("metre", "meter"):
         raise ValueError(f"crs {target.to_string()} is not a projected CRS in metres")
     return gdf if source.equals(target) else gdf.to_crs(target)
+
+
+def export_crs(name: str) -> str:
+    """The CRS (``EPSG:...``) of an export CRS name; a ValueError names the allowed ones.
+
+    >>> export_crs("cgcs2000")
+    'EPSG:4490'
+    """
+    if name not in EXPORT_CRSS:
+        raise ValueError(f"CRS {name!r} is not one of {', '.join(EXPORT_CRSS)}")
+    return EXPORT_CRSS[name]
+
+
+def to_export_crs(gdf: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
+    """``gdf`` (with a CRS) in the export CRS called ``name`` (:data:`EXPORT_CRSS`)."""
+    require_crs(gdf, name="export")
+    return gdf.to_crs(export_crs(name))
 
 
 # --------------------------------------------------------------------------- #

@@ -382,6 +382,56 @@ def grids_import(path: Path, account: str, crs: str | None, encoding: str | None
                    f"{', '.join(report.polygons_without_faces[:10])}")
 
 
+# -- evidence of a shift -----------------------------------------------------------
+def _window_options(command):
+    """``--area``, ``--from`` and ``--to``: a command unit over a time window."""
+    command = click.option("--to", "end", default=None,
+                           help="The window's end: ISO 8601, a time without a zone in the site's zone (default now).")(command)
+    command = click.option("--from", "start", default=None,
+                           help="The window's start, like --to (default: a shift, GRIDWATCH_SHIFT_HOURS = 12 h, "
+                                "before --to).")(command)
+    return click.option("--area", required=True, help="The command unit's code (prefecture, county, township or "
+                                                      "station): its ground.")(command)
+
+
+def _window(area: str, start: str | None, end: str | None):
+    from datetime import timedelta
+
+    from gridwatch.layers.evidence import window
+
+    until = _when(end) or datetime.now(ZoneInfo("UTC"))
+    since = _when(start) or until - timedelta(hours=get_settings().shift_hours)
+    return window(_engine(), area, since, until)
+
+
+@cli.command("export")
+@_window_options
+@click.option("--crs", type=click.Choice(["cgcs2000", "wgs84"]), default="cgcs2000", show_default=True)
+@click.option("-o", "--out", "out", type=click.Path(path_type=Path), required=True, help="The GeoPackage to write.")
+def export_cmd(area: str, start: str | None, end: str | None, crs: str, out: Path) -> None:
+    """Write the evidence of an area over a window to a GeoPackage: grids with coverage, border
+    segments with status, positions, incidents, and alerts with who acknowledged them."""
+    from gridwatch.layers.evidence import export_evidence
+
+    win = _window(area, start, end)
+    counts = export_evidence(_engine(), win, out, crs=crs)
+    click.echo(f"wrote {out}: " + ", ".join(f"{n:,} {layer.replace('_', ' ')}" for layer, n in counts.items()))
+
+
+@cli.command("report")
+@_window_options
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True)
+@click.option("-o", "--out", "out", type=click.Path(path_type=Path), required=True, help="The PDF to write.")
+def report_cmd(area: str, start: str | None, end: str | None, lang: str, out: Path) -> None:
+    """Write the shift report of an area over a window as PDF: key figures, a map, the worst gaps,
+    incidents and their handling, incidents handled per hour, alerts and their acknowledgements."""
+    from gridwatch.dashboard.shift_report import write_shift_report
+
+    win = _window(area, start, end)
+    size = write_shift_report(_engine(), win, out, settings=get_settings(), lang=lang)
+    click.echo(f"wrote {out} ({size / 1024:,.0f} KiB)")
+
+
 def _feed_command(kind: str) -> None:
     @etl.command(kind)
     @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
         default=5.0, ge=0.05, description="How often the wall and dispatch pages redraw the live units."
     )
     alert_refresh_s: float = Field(default=10.0, ge=0.05, description="How often the dispatch page checks alerts.")
+    shift_hours: float = Field(
+        default=12.0, gt=0, description="A shift's length: the window of an evidence export or shift report by default."
+    )
     refresh_s: float = Field(
         default=30.0, ge=0.05, description="How often the pages refresh KPIs, gap lists and live vector layers."
     )

@@ -8,7 +8,11 @@ What is needed, and by whom:
   when ``GRIDWATCH_DATABASE_URL`` names an existing server);
 - ``browser``: Chromium, the library Playwright's driver needs and a CJK font, for the browser
   tests and the page benchmarks;
-- ``fonts``: the CJK font the map labels are drawn from (the demo runs without it, unlabelled).
+- ``fonts``: the CJK font the map labels are drawn from (the demo runs without it, unlabelled);
+- ``report``: the TrueType CJK font the shift report PDF embeds (reportlab reads TrueType
+  outlines only, not the CFF outlines of Noto CJK), for ``gridwatch report`` and the demo;
+- ``pdf``: poppler's ``pdftoppm``, ``pdffonts`` and ``pdftotext``, which the tests read the
+  shift report with.
 
 As root on a Debian/Ubuntu machine the missing packages are installed with apt-get; as a
 normal user one line names them and the command that installs them. The PostgreSQL major
@@ -35,11 +39,14 @@ from pathlib import Path
 __all__ = [
     "Need", "SetupError", "ensure", "ensure_postgres", "find_pg_bindir", "pg_major", "pg_sharedir",
     "postgres_server", "postgis", "chromium", "playwright_runtime", "cjk_font", "gdal_tools", "venv_module", "CHROMIUM", "NEEDS",
+    "report_font", "report_font_file", "pdf_tools", "REPORT_FONT_QUERY",
 ]
 
 # The browser the tests and page benchmarks drive: Debian's, unless GRIDWATCH_CHROMIUM names another.
 CHROMIUM = Path(os.environ.get("GRIDWATCH_CHROMIUM") or "/usr/bin/chromium")
 CJK_FONT_QUERY = "Noto Sans CJK SC"
+# The shift report's font: a CJK font with TrueType outlines, which reportlab embeds.
+REPORT_FONT_QUERY = "WenQuanYi Zen Hei"
 
 
 class SetupError(RuntimeError):
@@ -137,6 +144,26 @@ def cjk_font() -> Need:
     return Need(f"the font {CJK_FONT_QUERY!r}", "fonts-noto-cjk", present, also=("fontconfig",))
 
 
+def report_font_file() -> Path | None:
+    """The file of :data:`REPORT_FONT_QUERY` as fontconfig finds it (None without it or fontconfig)."""
+    if shutil.which("fc-match") is None:
+        return None
+    found = subprocess.run(["fc-match", "-f", "%{family}\t%{file}", REPORT_FONT_QUERY], capture_output=True, text=True)
+    family, _, file = found.stdout.partition("\t")
+    return Path(file) if REPORT_FONT_QUERY in family and file else None
+
+
+def report_font() -> Need:
+    """The TrueType CJK font the shift report embeds (:func:`report_font_file`)."""
+    return Need(f"the font {REPORT_FONT_QUERY!r}", "fonts-wqy-zenhei", lambda: report_font_file() is not None,
+                also=("fontconfig",))
+
+
+def pdf_tools() -> Need:
+    """poppler's command-line tools: the tests render the shift report with ``pdftoppm``."""
+    return Need("poppler's pdftoppm", "poppler-utils", lambda: shutil.which("pdftoppm") is not None)
+
+
 def gdal_tools() -> Need:
     """GDAL's command-line tools: the tests check that ``ogrinfo`` reads every grid export."""
     return Need("GDAL's ogrinfo", "gdal-bin", lambda: shutil.which("ogrinfo") is not None)
@@ -180,6 +207,8 @@ NEEDS: dict[str, Callable[[], object]] = {
     "browser": lambda: ensure([chromium(), playwright_runtime(), cjk_font()]),
     "fonts": lambda: ensure([cjk_font()]),
     "gis": lambda: ensure([gdal_tools()]),
+    "report": lambda: ensure([report_font()]),
+    "pdf": lambda: ensure([pdf_tools()]),
 }
 
 

@@ -15,13 +15,13 @@ import pyogrio
 import sqlalchemy as sa
 
 from gridwatch.errors import InputError
+from gridwatch.geo.crs import export_crs, to_export_crs
 from gridwatch.layers.plan import version_grids
 
-__all__ = ["FORMATS", "CRSS", "ENCODINGS", "FIELDS", "export_version"]
+__all__ = ["FORMATS", "ENCODINGS", "FIELDS", "export_version"]
 
 #: Export formats by name: (OGR driver, file suffix).
 FORMATS = {"gpkg": ("GPKG", ".gpkg"), "geojson": ("GeoJSON", ".geojson"), "shp": ("ESRI Shapefile", ".shp")}
-CRSS = {"cgcs2000": "EPSG:4490", "wgs84": "EPSG:4326"}
 ENCODINGS = ("utf-8", "gbk")
 #: Export field names (a Shapefile allows ten characters) and the plan's names for them.
 FIELDS = {"code": "code", "name": "name", "township": "township_code", "police_ar": "police_area_code",
@@ -34,8 +34,7 @@ def export_version(engine: sa.Engine, version: int, path: Path, *, fmt: str = "g
     """Write a version's grids to ``path``; returns the number of grids written."""
     if fmt not in FORMATS:
         raise InputError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
-    if crs not in CRSS:
-        raise InputError(f"CRS {crs!r} is not one of {', '.join(CRSS)}")
+    export_crs(crs)
     if encoding not in ENCODINGS:
         raise InputError(f"encoding {encoding!r} is not one of {', '.join(ENCODINGS)}")
     if encoding != "utf-8" and fmt != "shp":
@@ -44,7 +43,8 @@ def export_version(engine: sa.Engine, version: int, path: Path, *, fmt: str = "g
     if grids.empty:
         raise InputError(f"version {version} has no grids{f' in township {township}' if township else ''}")
     out = gpd.GeoDataFrame({name: grids[column] for name, column in FIELDS.items()},
-                           geometry=grids.geometry.values, crs=4326).to_crs(CRSS[crs])
+                           geometry=grids.geometry.values, crs=4326)
+    out = to_export_crs(out, crs)
     out["locked"] = out["locked"].astype(int)
     driver, _ = FORMATS[fmt]
     path = Path(path)
