@@ -100,6 +100,7 @@ CALLBACKS: dict[str, str] = {
     "pages.dispatch.nearest": "viewer",
     "pages.dispatch.alerts": "viewer",
     "pages.dispatch.acknowledge": "dispatcher",
+    "pages.dispatch.evidence": "dispatcher",
     "pages.dispatch.refresh_units": "viewer",
     "pages.dispatch.replay_track": "viewer",
     "pages.plan.act": "planner",

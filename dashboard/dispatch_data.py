@@ -5,8 +5,10 @@ picture) or, for the live units, the "database unreachable" banner, like the wal
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,22 +25,53 @@ from gridwatch.dashboard.dispatch_panels import (
     units_trace,
 )
 from gridwatch.dashboard.i18n import t
+from gridwatch.dashboard.shift_report import shift_report
 from gridwatch.dashboard.wall_data import scope_id
 from gridwatch.dashboard.wall_panels import banner, local_time
+from gridwatch.errors import GridwatchError
 from gridwatch.etl.alerts import AlertNotFound, acknowledge, refresh_alerts
 from gridwatch.layers.alerts import alert_in_scope, alerts_at
 from gridwatch.layers.gaps import gap_list, open_incidents
 from gridwatch.layers.nearest import nearest_units
-from gridwatch.layers.queries import data_status, live_units
+from gridwatch.layers.evidence import export_evidence, position_counts, read_layer, window
+from gridwatch.layers.queries import command_unit_tree, data_status, live_units
 from gridwatch.layers.replay import positions_at, track, unit_roster
 
-__all__ = ["moment", "TargetsUpdate", "targets_update", "NearestUpdate", "nearest_update", "alerts_update",
+__all__ = ["moment", "evidence_file", "TargetsUpdate", "targets_update", "NearestUpdate", "nearest_update", "alerts_update",
            "acknowledge_alert",            "UnitsUpdate", "units_update", "track_update", "unit_choices"]
 
 
 def moment(minutes_back: int | None) -> datetime | None:
     """The time slider's moment: None for now (live), else that many minutes ago."""
     return None if not minutes_back else datetime.now(timezone.utc) - timedelta(minutes=abs(minutes_back))
+
+
+def evidence_file(ctx: WallContext, *, kind: str, unit: str | None, at: datetime | None, lang: str
+                  ) -> tuple[bytes, str] | str:
+    """The evidence GeoPackage (``kind="gpkg"``) or shift report PDF (``"pdf"``) of command unit ``unit``
+    (None: the top one) over the shift ending at ``at`` (None: now), with its file name; or the
+    message that says why there is none (the database away, nothing in the window)."""
+    end = at or datetime.now(timezone.utc)
+    try:
+        tree = command_unit_tree(ctx.engine)
+        if tree.empty:
+            return t("export_failed", lang, reason=t("export_empty", lang))
+        code = unit or str(tree["code"].iloc[0])
+        win = window(ctx.engine, code, end - timedelta(hours=ctx.settings.shift_hours), end)
+        if position_counts(ctx.engine, win)[0] == 0 and read_layer(ctx.engine, win, "incidents").empty \
+                and read_layer(ctx.engine, win, "alerts").empty:
+            return t("export_failed", lang, reason=t("export_empty", lang))
+        stem = f"{code}-{local_time(end, ctx.settings.timezone, '%Y%m%d-%H%M')}"
+        if kind == "pdf":
+            return shift_report(ctx.engine, win, settings=ctx.settings, lang=lang), f"shift-report-{stem}.pdf"
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"evidence-{stem}.gpkg"
+            export_evidence(ctx.engine, win, path)
+            return path.read_bytes(), path.name
+    except DB_ERRORS:
+        return t("export_failed", lang, reason=t("export_db", lang))
+    except GridwatchError as exc:
+        return t("export_failed", lang, reason=str(exc))
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from gridwatch.layers.alerts import _IN_SCOPE as _ALERT_IN_SCOPE
 from gridwatch.layers.queries import SCOPE, CommandUnit, UnknownCommandUnitError, command_unit
 
 __all__ = ["LAYERS", "Window", "window", "read_layer", "read_evidence", "export_evidence", "position_counts",
-           "ShiftSummary", "summarise", "check_target"]
+           "ShiftSummary", "summarise", "check_target", "positions_sql"]
 
 #: The layers of an evidence file and their geometry types.
 LAYERS = {"grids": "MultiPolygon", "border_segments": "LineString", "positions": "Point", "incidents": "Point",
@@ -127,7 +127,7 @@ WHERE p.ts >= %(start)s AND p.ts < %(end)s
 """
 _POSITION_COLUMNS = {"callsign": "string", "kind": "string", "ts_us": "int64", "lon": "float64", "lat": "float64",
                      "speed": "float32", "heading": "float32", "accuracy": "float32", "source": "string"}
-_POSITION_SELECT = ("u.callsign, u.kind, (extract(epoch FROM p.ts) * 1000000)::bigint, ST_X(p.geom), ST_Y(p.geom), "
+_POSITION_SELECT = ("u.callsign, u.kind, (extract(epoch FROM p.ts) * 1000000)::bigint, {geometry}, "
                     "p.speed, p.heading, p.accuracy, p.source")
 
 
@@ -151,6 +151,14 @@ def read_layer(engine: sa.Engine, win: Window, name: str) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(frame, geometry=geometry, crs=4326)
 
 
+def positions_sql(conn: psycopg.Connection, win: Window, *, geometry: str = "ST_X(p.geom), ST_Y(p.geom)") -> str:
+    """The statement that selects the window's fixes in the area, its values bound (to run inside a COPY,
+    or by another program): callsign, kind, time in µs since 1970, ``geometry``, speed, heading,
+    accuracy, source."""
+    return psycopg.ClientCursor(conn).mogrify(_POSITIONS.format(columns=_POSITION_SELECT.format(geometry=geometry)),
+                                              _params(win))
+
+
 def _positions(engine: sa.Engine, win: Window) -> gpd.GeoDataFrame:
     """The window's fixes in the area: one COPY out, parsed by pyarrow, the points built at once."""
     buffer = io.BytesIO()
@@ -158,7 +166,7 @@ def _positions(engine: sa.Engine, win: Window) -> gpd.GeoDataFrame:
     raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
-        query = psycopg.ClientCursor(conn).mogrify(_POSITIONS.format(columns=_POSITION_SELECT), _params(win))
+        query = positions_sql(conn, win)
         with conn.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)") as copy:
             for block in copy:
                 buffer.write(block)

@@ -14,8 +14,11 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
+from gridwatch.dashboard._context import WallContext
+from gridwatch.dashboard.dispatch_data import evidence_file
 from gridwatch.dashboard.shift_report import shift_report, write_shift_report
 from gridwatch.errors import InputError
+from gridwatch.etl.database import engine_for
 from gridwatch.layers.evidence import LAYERS, export_evidence, position_counts, read_evidence, summarise, window
 from gridwatch.settings import Settings
 
@@ -198,3 +201,17 @@ def test_the_commands_write_both_files_and_refuse_bad_input_in_one_line(shift, t
         failed = _gridwatch(cli_env, *args)
         assert failed.returncode != 0 and message in failed.stderr, failed.stderr
         assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+
+
+def test_the_dispatch_page_serves_both_files_or_says_why_not(shift, tmp_path):
+    ctx = WallContext(shift, Settings())
+    data, name = evidence_file(ctx, kind="gpkg", unit="C2", at=END, lang="en")  # the 12 h shift ending at END
+    assert name == "evidence-C2-20261120-1200.gpkg"
+    (tmp_path / name).write_bytes(data)
+    assert "Feature Count: 37\n" in _ogrinfo(tmp_path / name)["positions"]
+    data, name = evidence_file(ctx, kind="pdf", unit=None, at=END, lang="zh")
+    assert name == "shift-report-P-20261120-1200.pdf" and data.startswith(b"%PDF")
+    assert evidence_file(ctx, kind="pdf", unit="C2", at=START - timedelta(days=30), lang="en") == \
+        "Export failed: the window holds nothing in this area"
+    away = WallContext(engine_for("postgresql+psycopg://nobody@127.0.0.1:1/none"), Settings())
+    assert evidence_file(away, kind="gpkg", unit="P", at=END, lang="zh") == "导出失败：数据库无法连接，请重试"

@@ -6,7 +6,9 @@ route of the chosen one. Alerts refresh every ``alert_refresh_s`` (10 s) and
 are acknowledged by the signed-in account (a dispatcher or above; a viewer
 sees the list without buttons). The time slider shows the
 units and the alerts at any moment of the last 24 h (coverage layers stay
-"now"); a unit's track can be replayed.
+"now"); a unit's track can be replayed. A dispatcher downloads the evidence
+(GeoPackage) or the shift report (PDF) of the chosen command unit over the
+shift (``shift_hours``) ending at the slider's moment.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from gridwatch.dashboard.access import may, principal, scope_code
 from gridwatch.dashboard.dispatch_data import (
     acknowledge_alert,
     alerts_update,
+    evidence_file,
     moment,
     nearest_update,
     targets_update,
@@ -58,6 +61,15 @@ def _home() -> list[float] | None:
     return list(bounds) if bounds else None
 
 
+def _evidence_buttons(lang: str) -> list:
+    """The evidence and shift-report buttons and their download, for a dispatcher or above."""
+    if not may("dispatcher"):
+        return []
+    return [html.Button(t("export_evidence", lang), id="dispatch-export", className="nav-link export"),
+            html.Button(t("shift_report", lang), id="dispatch-report", className="nav-link export"),
+            dcc.Download(id="dispatch-download")]
+
+
 def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.Div:
     """The desk for the language and command unit named in the URL; the callbacks fill the panels."""
     lang = lang_of(lang)
@@ -79,11 +91,13 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
                          placeholder=t("scope_all", lang), className="scope", clearable=True),
             dcc.Dropdown(id="dispatch-zone", options=[{"label": t(f"zone_{k}", lang), "value": k} for k in ZONE_KINDS],
                          placeholder=t("zone_all", lang), className="zone", clearable=True),
+            *_evidence_buttons(lang),
             signed_in_as(principal().name, lang),
             html.A(t("to_wall", lang), href=f"/wall?lang={lang}", className="nav-link"),
             html.A(t("other_lang", lang), href=f"?lang={other}", className="nav-link"),
         ]),
         html.Div(id="dispatch-banner", className="banner hidden"),
+        html.Div(id="dispatch-export-note", className="note export-note"),
         html.Main(className="dispatch-main", children=[
             html.Section(className="dispatch-mapcol", children=[
                 dcc.Graph(id="dispatch-map", figure=_figure(f"{flask.request.host_url}style.json?lang={lang}"),
@@ -205,6 +219,22 @@ def acknowledge(_clicks):
     done = acknowledge_alert(context(), int(alert_id), who=principal().name, address=flask.request.remote_addr,
                              unit=scope_code(None))
     return alert_id if done else dash.no_update
+
+
+@callback(
+    Output("dispatch-download", "data"), Output("dispatch-export-note", "children"),
+    Input("dispatch-export", "n_clicks"), Input("dispatch-report", "n_clicks"), State("dispatch-scope", "value"),
+    State("dispatch-time", "value"), State("dispatch-lang", "data"), prevent_initial_call=True,
+)
+def evidence(_export, _report, unit: str | None, minutes_back: int, lang: str):
+    """A click on Export evidence or Shift report: the file of the chosen unit's last shift, or why there is none."""
+    if not _clicked():
+        return dash.no_update, dash.no_update
+    kind = "pdf" if dash.ctx.triggered_id == "dispatch-report" else "gpkg"
+    made = evidence_file(context(), kind=kind, unit=scope_code(unit), at=moment(minutes_back), lang=lang)
+    if isinstance(made, str):
+        return dash.no_update, made
+    return dcc.send_bytes(made[0], made[1]), ""
 
 
 @callback(
