@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, str] = {
     "access": "access:bench_access",
     "plan": "plan:bench_plan",
     "startup": "startup:bench_startup",
+    "evidence": "evidence:bench_evidence",
 }
 # Left out of ``bench all`` at the scales named, with the reason it prints: too long beside the others.
 NOT_IN_ALL = {
