@@ -140,7 +140,7 @@ def shift_report(engine: sa.Engine, win: Window, *, settings: Settings, lang: st
     """The shift report of ``win`` as PDF bytes."""
     lang, zone = lang_of(lang), settings.timezone
     styles = _styles(_font())
-    frames = read_evidence(engine, win, layers=("grids", "border_segments", "incidents", "alerts"))
+    frames = read_evidence(engine, win)
     fixes, units = position_counts(engine, win)
     summary = summarise(frames, win, fixes=fixes, units=units)
     gaps = gap_list(engine, settings, now=win.end, unit=win.area.code, limit=GAPS)

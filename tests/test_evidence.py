@@ -19,7 +19,15 @@ from gridwatch.dashboard.dispatch_data import evidence_file
 from gridwatch.dashboard.shift_report import shift_report, write_shift_report
 from gridwatch.errors import InputError
 from gridwatch.etl.database import engine_for
-from gridwatch.layers.evidence import LAYERS, export_evidence, position_counts, read_evidence, summarise, window
+from gridwatch.layers.evidence import (
+    LAYERS,
+    export_evidence,
+    position_counts,
+    positions_table,
+    read_evidence,
+    summarise,
+    window,
+)
 from gridwatch.settings import Settings
 
 from _refdata import seed_region
@@ -120,7 +128,7 @@ def test_the_geopackage_holds_every_layer_and_ogrinfo_reads_it(shift, tmp_path, 
 def test_the_shift_figures_count_what_was_handled(shift):
     win = window(shift, "P", START, END)
     frames = read_evidence(shift, win)
-    summary = summarise(frames, win, fixes=len(frames["positions"]), units=2)
+    summary = summarise(frames, win, fixes=positions_table(shift, win).num_rows, units=2)
     assert (summary.reported, summary.closed) == (3, 3)  # I5 was reported before the shift, closed in it
     assert summary.handled_per_hour == pytest.approx(3 / 12)
     assert summary.handling_median_min == pytest.approx(60.0) and summary.handling_p90_min == pytest.approx(84.0)

@@ -71,8 +71,7 @@ def bench_evidence(settings: Settings, *, scale: str) -> list[Figure]:
         export_s = _seconds(lambda: counts.update(export_evidence(engine, day, Path(tmp) / "day.gpkg")))
         baseline_s = _seconds(lambda: _ogr2ogr(engine, day, Path(tmp) / "ogr2ogr.gpkg"))
         report_s = _seconds(lambda: write_shift_report(engine, shift, Path(tmp) / "shift.pdf", settings=settings))
-        reads_s = _seconds(lambda: (read_evidence(engine, shift, layers=("grids", "border_segments", "incidents",
-                                                                          "alerts")),
+        reads_s = _seconds(lambda: (read_evidence(engine, shift),
                                     position_counts(engine, shift), gap_list(engine, settings, now=shift.end,
                                                                               unit=top, limit=10)))
     held = ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in counts.items())
