@@ -59,8 +59,9 @@ def _font() -> str:
     if FONT_NAME not in pdfmetrics.getRegisteredFontNames():
         path = report_font_file()
         if path is None:
-            raise GridwatchError(f"the shift report needs the font {REPORT_FONT_QUERY!r}: install "
-                                 f"{report_font().package} (sudo apt-get install {report_font().package})")
+            package = report_font().package
+            raise GridwatchError(f"the shift report needs the font {REPORT_FONT_QUERY!r}: install {package} "
+                                 f"(sudo apt-get install {package})")
         pdfmetrics.registerFont(TTFont(FONT_NAME, str(path), subfontIndex=0))
     return FONT_NAME
 
@@ -122,7 +123,6 @@ def _table(head: list[str], rows: list[list[str]], style: ParagraphStyle, widths
 def _kpis(summary: ShiftSummary, lang: str) -> list[list[str]]:
     covered = (f"{summary.segments_covered} / {summary.segments_total}"
                + (f" ({100.0 * summary.segments_covered / summary.segments_total:.0f} %)" if summary.segments_total else ""))
-    ack = summary.alerts_acknowledged
     return [
         [t("kpi_units", lang), f"{summary.units:,}"], [t("kpi_fixes", lang), f"{summary.fixes:,}"],
         [t("kpi_segments", lang), covered],
@@ -131,7 +131,7 @@ def _kpis(summary: ShiftSummary, lang: str) -> list[list[str]]:
         [t("kpi_rate", lang), f"{summary.handled_per_hour:.1f}"],
         [t("kpi_handling", lang), f"{_minutes(summary.handling_median_min, lang)} / "
                                   f"{_minutes(summary.handling_p90_min, lang)}"],
-        [t("kpi_alerts", lang), f"{summary.alerts_raised:,} / {ack:,}"],
+        [t("kpi_alerts", lang), f"{summary.alerts_raised:,} / {summary.alerts_acknowledged:,}"],
         [t("kpi_ack", lang), _minutes(summary.ack_median_min, lang)],
     ]
 
@@ -154,6 +154,7 @@ def shift_report(engine: sa.Engine, win: Window, *, settings: Settings, lang: st
                   f"{t('report_window', lang)}: {_when(win.start, zone, '%Y-%m-%d %H:%M')} – "
                   f"{_when(win.end, zone, '%Y-%m-%d %H:%M')} ({win.hours:g} h) · "
                   f"{t('report_made', lang, t=_when(datetime.now(timezone.utc), zone, '%Y-%m-%d %H:%M'))}", body),
+        Spacer(1, 4 * mm),
         Paragraph(t("report_kpis", lang), h2),
         *_table([t("report_kpis", lang), ""], _kpis(summary, lang), cell, [_WIDTH * 0.5, _WIDTH * 0.3]),
         Paragraph(t("report_map", lang), h2),
@@ -184,7 +185,7 @@ def shift_report(engine: sa.Engine, win: Window, *, settings: Settings, lang: st
     out = io.BytesIO()
     SimpleDocTemplate(out, pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=15 * mm,
                       bottomMargin=15 * mm, title=f"{t('report_title', lang)} {win.area.code}",
-                      author="gridwatch").build([*story[:2], Spacer(1, 4 * mm), *story[2:]])
+                      author="gridwatch").build(story)
     return out.getvalue()
 
 

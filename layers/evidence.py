@@ -8,15 +8,15 @@ set-based statement:
 - ``border_segments``: every border segment touching the area, with its status;
 - ``positions``: every fix taken in the window in the area (its grid in the area, or for a
   fix in no grid, its point), with the unit's callsign and kind;
-- ``incidents``: every incident in the area reported before the window ends and not closed
+- ``incidents``: every incident in the area reported by the window's end and not closed
   before it starts, with its times and handling time (closed − reported) in minutes;
-- ``alerts``: every alert in the area raised before the window ends and not cleared before
-  it starts, with who acknowledged it and when (an alert about a unit lies in the area when
+- ``alerts``: every alert in the area raised by the window's end (an alert raised then is open
+  at its end, as :func:`gridwatch.layers.alerts.alerts_at` has it) and not cleared before it starts, with who acknowledged it and when (an alert about a unit lies in the area when
   the unit is of the command unit or below it, as on the dispatch page).
 
 Times are in UTC, as the GeoPackage standard wants them (the shift report shows the site's
-zone). The file is written beside its target and moved into
-place when whole, so a failure leaves no half file and keeps an older one.
+zone). The file is written beside its target and moved into place when whole, so a failure
+leaves no half file and keeps an older one.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ LAYERS = {"grids": "MultiPolygon", "border_segments": "LineString", "positions":
 
 @dataclass(frozen=True)
 class Window:
-    """A command unit's area over ``[start, end)``."""
+    """A command unit's area from ``start`` to ``end`` (fixes: ``[start, end)``; events: ``[start, end]``)."""
 
     area: CommandUnit
     start: datetime
@@ -100,7 +100,7 @@ WITH {_AREA}
 SELECT i.source_id, i.kind, i.severity, i.status, i.reported_at, i.dispatched_at, i.on_scene_at, i.closed_at,
        extract(epoch FROM i.closed_at - i.reported_at)::float8 / 60.0 AS handling_min, i.note, ST_AsBinary(i.geom) AS geom
 FROM incident i JOIN area ON ST_Intersects(area.geom, i.geom)
-WHERE i.reported_at < :end AND (i.closed_at IS NULL OR i.closed_at >= :start)
+WHERE i.reported_at <= :end AND (i.closed_at IS NULL OR i.closed_at >= :start)
 ORDER BY i.reported_at, i.id
 """,
     "alerts": SCOPE + f"""
@@ -108,7 +108,7 @@ SELECT a.id AS alert, a.kind, a.subject, a.severity, a.raised_at, a.cleared_at, 
        a.acknowledged_at, CAST(a.detail AS text) AS detail,
        ST_AsBinary(ST_SetSRID(ST_MakePoint((a.detail->>'lon')::float8, (a.detail->>'lat')::float8), 4326)) AS geom
 FROM alert a
-WHERE a.raised_at < :end AND (a.cleared_at IS NULL OR a.cleared_at >= :start) AND {_ALERT_IN_SCOPE}
+WHERE a.raised_at <= :end AND (a.cleared_at IS NULL OR a.cleared_at >= :start) AND {_ALERT_IN_SCOPE}
 ORDER BY a.raised_at, a.id
 """,
 }
@@ -217,7 +217,8 @@ class ShiftSummary:
 
 
 def _within(times: pd.Series, win: Window) -> pd.Series:
-    return (times >= win.start) & (times < win.end)
+    """Whether each time lies in the window, its end included (what happened as it closed)."""
+    return (times >= win.start) & (times <= win.end)
 
 
 def _quantile(values: pd.Series, q: float) -> float | None:

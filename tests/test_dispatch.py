@@ -5,6 +5,7 @@ alert, the time slider and the track replay.
 from __future__ import annotations
 
 import math
+import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -206,6 +207,23 @@ def test_acknowledging_an_alert_stores_the_signed_in_account_and_when(desk, regi
     assert (row.kind, row.acknowledged_by) == (kind, name)
     assert tuple(audited) == (name, "127.0.0.1")
     assert abs((row.acknowledged_at - datetime.now(timezone.utc)).total_seconds()) < 60
+
+
+@pytest.mark.browser
+def test_the_desk_downloads_the_evidence_and_the_shift_report(desk, tmp_path):
+    page, _, _ = desk
+    files = {}
+    for button in ("#dispatch-export", "#dispatch-report"):
+        with page.expect_download(timeout=60_000) as download:
+            page.click(button)
+        files[button] = tmp_path / download.value.suggested_filename
+        download.value.save_as(files[button])
+    evidence, report = files["#dispatch-export"], files["#dispatch-report"]
+    assert evidence.name.startswith("evidence-") and evidence.suffix == ".gpkg"
+    layers = subprocess.run(["ogrinfo", "-ro", "-q", str(evidence)], capture_output=True, text=True, check=True).stdout
+    assert all(f": {name} (" in layers for name in ("grids", "border_segments", "positions", "incidents", "alerts"))
+    assert report.name.startswith("shift-report-") and report.read_bytes().startswith(b"%PDF")
+    assert page.locator("#dispatch-export-note").text_content() == ""
 
 
 @pytest.mark.browser
