@@ -214,7 +214,7 @@ def test_the_desk_downloads_the_evidence_and_the_shift_report(desk, tmp_path):
     page, _, _ = desk
     files = {}
     for button in ("#dispatch-export", "#dispatch-report"):
-        with page.expect_download(timeout=60_000) as download:
+        with page.expect_download(timeout=120_000) as download:
             page.click(button)
         files[button] = tmp_path / download.value.suggested_filename
         download.value.save_as(files[button])
