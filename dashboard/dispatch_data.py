@@ -31,9 +31,9 @@ from gridwatch.dashboard.wall_panels import banner, local_time
 from gridwatch.errors import GridwatchError
 from gridwatch.etl.alerts import AlertNotFound, acknowledge, refresh_alerts
 from gridwatch.layers.alerts import alert_in_scope, alerts_at
+from gridwatch.layers.evidence import export_evidence, position_counts, read_layer, window
 from gridwatch.layers.gaps import gap_list, open_incidents
 from gridwatch.layers.nearest import nearest_units
-from gridwatch.layers.evidence import export_evidence, position_counts, read_layer, window
 from gridwatch.layers.queries import command_unit_tree, data_status, live_units
 from gridwatch.layers.replay import positions_at, track, unit_roster
 
