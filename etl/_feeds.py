@@ -44,6 +44,11 @@ _OFFSET = r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
 # What pandas' ISO 8601 parser also reads as an offset after a time ("+5", "+0:00", "+123" as +12:03):
 # no local time.
 _ODD_OFFSET = r"[T ].*[+-]\d{1,2}(?::?\d{1,2})?$"
+# The form most feeds write a time in ("2026-11-21T05:00:06+08:00", "...Z"): whole seconds, an
+# offset, a year pandas can hold. Arrow's ISO 8601 cast reads these (and refuses an impossible
+# date, as pandas does); every other time is read by pandas.
+_PLAIN_TIME = (r"^(19|20)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+               r"(Z|[+-](0\d|1[0-4]):[0-5]\d)$")
 # Text columns stay Arrow strings: no Python object per field.
 _TEXT = pd.ArrowDtype(pa.string())
 _NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
@@ -321,16 +326,32 @@ def parse_times(text: pd.Series, zone: str) -> pd.Series:
     (``+0:00``, ``+5``): read as local, it made the whole column fail ("Already tz-aware").
     """
     text = text.astype(_TEXT).str.strip()
-    has_offset = text.str.contains(_OFFSET, regex=True).to_numpy()
     out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
+    plain = _plain_times(out, text)
+    has_offset = text.str.contains(_OFFSET, regex=True).to_numpy() & ~plain
     if has_offset.any():
         out[has_offset] = pd.to_datetime(text[has_offset], format="ISO8601", utc=True, errors="coerce")
     odd_offset = text.str.contains(_ODD_OFFSET, regex=True).to_numpy()
-    naive = ~has_offset & ~odd_offset & (text != "").to_numpy()
+    naive = ~plain & ~has_offset & ~odd_offset & (text != "").to_numpy()
     if naive.any():
         local = pd.to_datetime(text[naive], format="ISO8601", errors="coerce")
         out[naive] = local.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
     return out
+
+
+def _plain_times(out: pd.Series, text: pd.Series) -> np.ndarray:
+    """Parse the times of the plain form (:data:`_PLAIN_TIME`) into ``out`` with one Arrow cast;
+    returns where they stood (none when one of them is an impossible date: pandas then reads all)."""
+    strings = pa.array(text.array)
+    plain = pc.match_substring_regex(strings, _PLAIN_TIME).to_numpy(zero_copy_only=False)
+    if not plain.any():
+        return plain
+    try:
+        utc = pc.cast(strings.filter(pa.array(plain)), pa.timestamp("us", tz="UTC"))
+    except pa.ArrowInvalid:
+        return np.zeros(len(plain), dtype=bool)
+    out[plain] = pd.DatetimeIndex(utc.to_numpy(zero_copy_only=False)).tz_localize("UTC")
+    return plain
 
 
 def parse_numbers(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
