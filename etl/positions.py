@@ -78,7 +78,7 @@ def load_positions(
         raise ValueError("reference_time must carry a time zone (e.g. the manifest's exported_at)")
     now = reference_time or datetime.now(timezone.utc)
     entries = [dataclasses.replace(e, timezone=e.timezone or default_timezone) for e in entries]
-    load = partial(_load_file, settings=settings, reference_time=now)
+    load = partial(_load_file, settings=settings, reference_time=now, reference=_ReferenceOnce())
     load_each_file(engine, entries, target="position", counts=counts, load=load, force=force)
 
 
@@ -145,12 +145,28 @@ def _read_geojson(entry: FileEntry) -> TextRows:
     return TextRows(text.reset_index(drop=True), np.arange(1, len(text) + 1))
 
 
+class _ReferenceOnce:
+    """The reference layers, read in the first loaded file's transaction and kept for the job's other
+    files (the reference job ran before; building the layers is the same work for every file)."""
+
+    def __init__(self) -> None:
+        self._ref: Reference | None = None
+
+    def __call__(self, conn: psycopg.Connection) -> Reference:
+        if self._ref is None:
+            self._ref = load_reference(conn)
+        return self._ref
+
+
 def _units(conn: psycopg.Connection) -> pd.DataFrame:
     rows = conn.execute("SELECT callsign, id, kind FROM unit").fetchall()
     return pd.DataFrame(rows, columns=["callsign", "id", "kind"])
 
 
-def _load_file(conn: psycopg.Connection, file: FileLoad, *, settings: Settings, reference_time: datetime) -> None:
+def _load_file(
+    conn: psycopg.Connection, file: FileLoad, *, settings: Settings, reference_time: datetime,
+    reference: _ReferenceOnce,
+) -> None:
     entry = file.entry
     fields, raw = read_position_file(entry)
     n = len(fields)
@@ -168,7 +184,7 @@ def _load_file(conn: psycopg.Connection, file: FileLoad, *, settings: Settings, 
     rej.reject(ts.isna().to_numpy(), "unparseable time")
     lon, lon_bad = parse_numbers(fields["lon"])
     lat, lat_bad = parse_numbers(fields["lat"])
-    ref = load_reference(conn)
+    ref = reference(conn)
     check_coordinates(rej, lon, lat, lon_bad | lat_bad, ref)
     future = (ts > pd.Timestamp(reference_time) + pd.Timedelta(seconds=settings.future_tolerance_s)).to_numpy()
     rej.reject(future, "time in the future")
