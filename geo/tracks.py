@@ -36,7 +36,8 @@ def too_fast(
     stored, each earlier than its unit's first fix here; they are never rejected.
     Whole-column rounds: each round rejects the first fix of every run of too-fast
     fixes, so a lone outlier does not also condemn the good fix after it (which is
-    then compared with the fix before the outlier).
+    then compared with the fix before the outlier); a round looks again only at the
+    units the round before rejected a fix of.
 
     >>> t = np.array([0, 60, 120]) * 1_000_000
     >>> too_fast(np.array([1, 1, 1]), t, np.array([100.0, 101.0, 100.001]), np.full(3, 22.0), np.full(3, 50.0))
@@ -56,8 +57,10 @@ def too_fast(
     order = np.lexsort((t, u))
     u, t, x, y, limit, row = u[order], t[order], x[order], y[order], limit[order], row[order]
     alive = np.ones(len(u), dtype=bool)
+    unit_of = np.r_[0, np.cumsum(u[1:] != u[:-1])]  # each fix's unit, numbered in sorted order
+    checking = np.ones(unit_of[-1] + 1, dtype=bool)  # units a round rejected a fix of: only they can change
     for round_no in range(MAX_SPEED_ROUNDS):
-        live = np.flatnonzero(alive)
+        live = np.flatnonzero(alive & checking[unit_of])
         hours = np.diff(t[live]) / 3.6e9
         kmh = haversine_m(x[live][:-1], y[live][:-1], x[live][1:], y[live][1:]) / 1000.0 / np.maximum(hours, 1e-9)
         offender = np.r_[False, (u[live][1:] == u[live][:-1]) & (kmh > limit[live][1:])]
@@ -66,6 +69,8 @@ def too_fast(
         if round_no < MAX_SPEED_ROUNDS - 1:
             offender &= ~np.r_[False, offender[:-1]]
         alive[live[offender]] = False
+        checking[:] = False
+        checking[unit_of[live[offender]]] = True
     out = np.zeros(n, dtype=bool)
     out[row[~alive & (row >= 0)]] = True
     return out
