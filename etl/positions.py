@@ -6,7 +6,9 @@ coordinates, swapped lat/lon, far outside the region, in the future, low
 accuracy, duplicate, impossible speed), fuse the accepted fixes with grids,
 zones and border segments (see :mod:`gridwatch.etl._fuse_points`),
 binary-COPY them into ``position`` and move ``unit_latest`` forward. All of it
-on whole columns; no loop per row.
+on whole columns; no loop per row. Fusing starts in a background thread as
+soon as the coordinates are checked, beside the filters that follow, and the
+COPY is sent from another, so fusing, filtering and storing overlap.
 
 A changed file (new bytes or options) or ``--force`` reloads: its fixes
 replace the stored fixes of the same unit and time, instead of being rejected
@@ -18,6 +20,8 @@ fix the live feed or another file also delivered must not be lost.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import partial
 
@@ -186,6 +190,41 @@ def _load_file(
     lat, lat_bad = parse_numbers(fields["lat"])
     ref = reference(conn)
     check_coordinates(rej, lon, lat, lon_bad | lat_bad, ref)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fuse-positions")
+    try:
+        fusing = _fuse_ahead(pool, ref, lon, lat, np.flatnonzero(rej.ok), settings=settings)
+        _filter_and_write(conn, file, raw, rej, fusing, unit_id=unit_id, max_kmh=max_kmh, ts=ts, lon=lon, lat=lat,
+                          fields=fields, settings=settings, reference_time=reference_time)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _fuse_ahead(
+    pool: ThreadPoolExecutor, ref: Reference, lon: np.ndarray, lat: np.ndarray, rows: np.ndarray, *,
+    settings: Settings,
+) -> list[tuple[np.ndarray, Future[pd.DataFrame]]]:
+    """Start fusing the fixes at ``rows``, batch by batch, in ``pool``: a fix's grid, zone, border
+    segment and distance and H3 cell depend on its coordinates alone, so this runs while the other
+    filters do (and the database answers them); the few fixes they reject are fused for nothing."""
+    batches = (rows[start : start + _FUSE_BATCH] for start in range(0, len(rows), _FUSE_BATCH))
+    return [(b, pool.submit(fuse_points, ref, lon[b], lat[b], resolution=settings.h3_resolution)) for b in batches]
+
+
+def _accepted_parts(fusing: list[tuple[np.ndarray, Future[pd.DataFrame]]], ok: np.ndarray) -> Iterator[pd.DataFrame]:
+    """The fused values of the accepted fixes, batch by batch, in file order."""
+    for rows, fused in fusing:
+        yield fused.result().loc[ok[rows]].reset_index(drop=True)
+
+
+def _filter_and_write(
+    conn: psycopg.Connection, file: FileLoad, raw: TextRows, rej: Rejections,
+    fusing: list[tuple[np.ndarray, Future[pd.DataFrame]]], *, unit_id: np.ndarray, max_kmh: np.ndarray,
+    ts: pd.Series, lon: np.ndarray, lat: np.ndarray, fields: pd.DataFrame, settings: Settings,
+    reference_time: datetime,
+) -> None:
+    """The filters after the coordinates (time, values, duplicates, speed), the quarantine, and the
+    accepted fixes with their fused values into ``position`` and ``unit_latest``."""
+    entry = file.entry
     future = (ts > pd.Timestamp(reference_time) + pd.Timedelta(seconds=settings.future_tolerance_s)).to_numpy()
     rej.reject(future, "time in the future")
     speed, speed_bad = parse_numbers(fields["speed_kmh"])
@@ -210,7 +249,7 @@ def _load_file(
     )
     if file.reload:
         _drop_stored(conn, accepted)
-    file.outcome.rows_loaded += _write(conn, accepted, ref, settings=settings,
+    file.outcome.rows_loaded += _write(conn, accepted, _accepted_parts(fusing, ok),
                                        source=entry.path.suffix.lstrip(".").lower())
     if file.reload:
         _latest_again(conn, accepted["unit_id"].unique())
@@ -304,28 +343,29 @@ def _columns(frame: pd.DataFrame, *, source: str) -> list[pgb.Column]:
                                                             "accuracy")), source=source, fused=frame)
 
 
-def _write(conn: psycopg.Connection, accepted: pd.DataFrame, ref: Reference, *, settings: Settings, source: str) -> int:
-    """Fuse the accepted fixes and COPY them into ``position`` batch by batch, then move ``unit_latest``.
+def _write(conn: psycopg.Connection, accepted: pd.DataFrame, fused_parts: Iterator[pd.DataFrame], *,
+           source: str) -> int:
+    """COPY the accepted fixes with their fused values (``fused_parts``: consecutive batches of
+    ``accepted``'s rows) into ``position`` batch by batch, then move ``unit_latest``.
 
-    The COPY is sent from a background thread, so fusing the next batch
-    overlaps with the server storing (and indexing) the one before.
+    The COPY is sent from a background thread, so the next batch is fused and
+    encoded while the server stores (and indexes) the one before.
     """
     if accepted.empty:
         return 0
     ensure_partitions(conn, accepted["ts"].to_numpy())
     loaded = 0
+    parts = []
     with pgb.binary_copy(conn, "position", POSITION_COLUMNS, threaded=True) as write:
-        for start in range(0, len(accepted), _FUSE_BATCH):
-            loaded += write(_columns(_fused(accepted.iloc[start : start + _FUSE_BATCH], ref, settings), source=source))
+        for fused in fused_parts:
+            fixes = accepted.iloc[loaded : loaded + len(fused)].reset_index(drop=True)
+            loaded += write(_columns(pd.concat([fixes, fused], axis=1), source=source))
+            parts.append(fused)
 
-    latest = _fused(accepted.sort_values("ts").drop_duplicates("unit_id", keep="last"), ref, settings)
+    newest = accepted.sort_values("ts").drop_duplicates("unit_id", keep="last").index
+    latest = pd.concat([accepted.loc[newest].reset_index(drop=True),
+                        pd.concat(parts, ignore_index=True).loc[newest].reset_index(drop=True)], axis=1)
     conn.execute("CREATE TEMP TABLE latest_stage (LIKE unit_latest) ON COMMIT DROP")
     pgb.copy_columns(conn, "latest_stage", _columns(latest, source=source))
     upsert_latest(conn, "latest_stage")
     return loaded
-
-
-def _fused(fixes: pd.DataFrame, ref: Reference, settings: Settings) -> pd.DataFrame:
-    fixes = fixes.reset_index(drop=True)
-    fused = fuse_points(ref, fixes["lon"].to_numpy(), fixes["lat"].to_numpy(), resolution=settings.h3_resolution)
-    return pd.concat([fixes, fused], axis=1)
