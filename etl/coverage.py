@@ -17,15 +17,25 @@ Hex cells covered: the cells holding a fix in the look-back window plus every
 cell of the border_closed and port_control zones (all cells of the whole
 region would be too many at resolution 9 for a province).
 
-All three tables are rebuilt in one transaction, by set-based SQL driven from
-the places (GiST on the window's fixes). Between rebuilds, live fixes move
-``last_visit`` and the status forward at once (:func:`refresh_coverage_for`)
-and statuses age with the clock (:func:`age_coverage`); visit counts and dwell
-change only at the next rebuild.
+:func:`derive_coverage` rebuilds all three tables in one transaction, by
+set-based SQL driven from the places (GiST on the window's fixes); ``etl run``
+does that. The live path never rebuilds: each stored fix (a *hit* at every
+place within its radius) adds to a place's figures a dwell term (the gap to
+the unit's previous hit there, when within the cap) and a visit term (1 when
+it is the last hit of its visit), and the figures over a window are the sums
+of the terms of the hits inside it. So :func:`refresh_coverage_for` moves, per
+committed batch, only the places the new fixes hit (neighbouring grids and
+segments within the radius included), by the change of the terms of the hits
+within :data:`DWELL_CAP_S` of the new ones; and :func:`age_coverage` moves the
+windows on by subtracting the terms of the hits that left each window since
+``coverage_clock``, clears last visits older than the look-back, and re-judges
+only the statuses that change. Both hold one advisory lock with the rebuild,
+and the figures equal a rebuild's at the same time.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import h3
@@ -41,7 +51,8 @@ from gridwatch.etl._fuse_points import region_srid
 from gridwatch.geo.h3cells import cell_polygons
 from gridwatch.settings import Settings
 
-__all__ = ["derive_coverage", "refresh_coverage_for", "age_coverage", "DWELL_CAP_S", "WINDOWS_H"]
+__all__ = ["derive_coverage", "refresh_coverage_for", "age_coverage", "lookback_hours", "CoverageMoves", "DWELL_CAP_S",
+           "WINDOWS_H"]
 
 DWELL_CAP_S = 120.0  # 2 x the longest regular report interval (60 s)
 WINDOWS_H = (1, 4, 24)
@@ -50,37 +61,55 @@ HEX_ZONE_KINDS = ("border_closed", "port_control")
 
 def derive_coverage(engine: sa.Engine, *, settings: Settings, as_of: datetime | None = None,
                     grid_ids: list[int] | None = None) -> None:
-    """Rebuild ``grid_coverage``, ``segment_coverage`` and ``hex_coverage`` as of ``as_of`` (default now);
-    with ``grid_ids``, the coverage of those grids only (after a publish changed them)."""
+    """Rebuild ``grid_coverage``, ``segment_coverage`` and ``hex_coverage`` as of ``as_of`` (default now)
+    and set ``coverage_clock`` to it; with ``grid_ids``, the coverage of those grids only (after a
+    publish changed them), its windows at the clock's time like every other row's."""
     if as_of is not None and as_of.tzinfo is None:
         raise ValueError("as_of must carry a time zone")
     as_of = as_of or datetime.now(timezone.utc)
-    lookback_h = max(max(WINDOWS_H), 2 * max(settings.coverage_limit_h.values()))
-    params = {
-        "as_of": as_of,
-        "lookback_h": lookback_h,
-        "radius": json.dumps(settings.detection_radius_m),
-        "limits": json.dumps(settings.coverage_limit_h),
-        "max_radius": max(settings.detection_radius_m.values()),
-        "cap": DWELL_CAP_S,
-        "grid_ids": grid_ids,
-    }
+    params = _params(settings, as_of) | {"as_of": as_of, "grid_ids": grid_ids}
     with pg_transaction(engine) as conn:
         srid = region_srid(conn)
         if srid is None:
             return
         params["srid"] = srid
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('gridwatch.derive.coverage'))")
+        conn.execute(_LOCK)
         if grid_ids is not None:
+            params["windows_at"] = _clock(conn) or as_of
             for script in (_fixes(_NEAR_GRIDS), _LIMITS, _CHANGED_GRIDS, _HITS, _VISITS,
                            "DELETE FROM grid_coverage WHERE grid_id = ANY(%(grid_ids)s)", _WRITE_GRIDS):
                 _run(conn, script, params)
             return
+        params["windows_at"] = as_of
         for script in (_fixes(), _LIMITS):
             _run(conn, script, params)
         _stage_hexes(conn, settings)
-        for script in (_PLACES, _HITS, _VISITS, "TRUNCATE grid_coverage, segment_coverage, hex_coverage", _WRITE):
+        for script in (_PLACES, _HITS, _VISITS, "TRUNCATE grid_coverage, segment_coverage, hex_coverage", _WRITE,
+                       _SET_CLOCK):
             _run(conn, script, params)
+
+
+def _params(settings: Settings, now: datetime) -> dict:
+    """The bound parameters every coverage statement draws on."""
+    return {
+        "now": now,
+        "lookback_h": lookback_hours(settings),
+        "radius": json.dumps(settings.detection_radius_m),
+        "limits": json.dumps(settings.coverage_limit_h),
+        "max_radius": max(settings.detection_radius_m.values()),
+        "cap": DWELL_CAP_S,
+    }
+
+
+def lookback_hours(settings: Settings) -> int:
+    """How far back fixes count: the longest window, or twice the longest limit."""
+    return int(max(max(WINDOWS_H), 2 * max(settings.coverage_limit_h.values())))
+
+
+def _clock(conn: psycopg.Connection) -> datetime | None:
+    """The time the coverage windows stand at (None: coverage never derived)."""
+    row = conn.execute("SELECT windows_at FROM coverage_clock").fetchone()
+    return None if row is None else row[0]
 
 
 def _run(conn: psycopg.Connection, script: str, params: dict) -> None:
@@ -91,16 +120,23 @@ def _run(conn: psycopg.Connection, script: str, params: dict) -> None:
 
 def _stage_hexes(conn: psycopg.Connection, settings: Settings) -> None:
     """``cov_hex``: cells holding a fix in the look-back window, plus the cells of border zones."""
-    visited = [r[0] for r in conn.execute("SELECT DISTINCT h3 FROM cov_fix WHERE h3 IS NOT NULL")]
+    visited = np.asarray([r[0] for r in conn.execute("SELECT DISTINCT h3 FROM cov_fix WHERE h3 IS NOT NULL")],
+                         dtype=np.int64)
+    _stage_cells(conn, np.union1d(visited, _zone_cells(conn, settings)))
+
+
+def _zone_cells(conn: psycopg.Connection, settings: Settings) -> np.ndarray:
+    """The H3 cells of the border_closed and port_control zones (always in ``hex_coverage``)."""
     zones = conn.execute(
         "SELECT ST_AsBinary(geom) FROM zone WHERE kind = ANY(%s)", (list(HEX_ZONE_KINDS),)
     ).fetchall()
-    zone_cells = [
-        h3.str_to_int(c)
-        for (wkb,) in zones
-        for c in h3.geo_to_cells(shapely.from_wkb(wkb), settings.h3_resolution)
-    ]
-    cells = np.unique(np.asarray(visited + zone_cells, dtype=np.int64))
+    cells = [h3.str_to_int(c) for (wkb,) in zones
+             for c in h3.geo_to_cells(shapely.from_wkb(wkb), settings.h3_resolution)]
+    return np.unique(np.asarray(cells, dtype=np.int64))
+
+
+def _stage_cells(conn: psycopg.Connection, cells: np.ndarray) -> None:
+    """``cov_hex``: the polygons of ``cells``."""
     polygons = cell_polygons(cells)
     create_staging(conn, "cov_hex", columns="h3 bigint, geom geometry(Polygon, 4326)")
     frame = pd.DataFrame({"h3": polygons["h3"], "geom": shapely.to_wkb(polygons.geometry.to_numpy(), hex=True)})
@@ -112,12 +148,15 @@ def _fixes(near: str = "") -> str:
     return _FIXES.format(near=near)
 
 
+# Each fix's unit's detection radius.
+_RADIUS = """JOIN unit u ON u.id = p.unit_id
+JOIN (SELECT key AS kind, value::float8 AS radius_m FROM jsonb_each_text(%(radius)s::jsonb)) r ON r.kind = u.kind"""
+
 _FIXES = """
 CREATE TEMP TABLE cov_fix ON COMMIT DROP AS
 SELECT p.unit_id, p.ts, p.h3, ST_Transform(p.geom, %(srid)s::int) AS g, r.radius_m
 FROM position p
-JOIN unit u ON u.id = p.unit_id
-JOIN (SELECT key AS kind, value::float8 AS radius_m FROM jsonb_each_text(%(radius)s::jsonb)) r ON r.kind = u.kind
+""" + _RADIUS + """
 {near}
 WHERE p.ts > %(as_of)s::timestamptz - make_interval(hours => %(lookback_h)s::int)
   AND p.ts <= %(as_of)s::timestamptz;
@@ -193,12 +232,12 @@ WITH gaps AS (
     FROM gaps
 )
 SELECT kind, id, max(ts) AS last_visit,
-       count(DISTINCT visit_no) FILTER (WHERE ts > %(as_of)s::timestamptz - interval '1 hour') AS visits_1h,
-       count(DISTINCT visit_no) FILTER (WHERE ts > %(as_of)s::timestamptz - interval '4 hours') AS visits_4h,
-       count(DISTINCT visit_no) FILTER (WHERE ts > %(as_of)s::timestamptz - interval '24 hours') AS visits_24h,
-       coalesce(sum(gap_s) FILTER (WHERE gap_s <= %(cap)s AND ts > %(as_of)s::timestamptz - interval '1 hour'), 0) AS dwell_s_1h,
-       coalesce(sum(gap_s) FILTER (WHERE gap_s <= %(cap)s AND ts > %(as_of)s::timestamptz - interval '4 hours'), 0) AS dwell_s_4h,
-       coalesce(sum(gap_s) FILTER (WHERE gap_s <= %(cap)s AND ts > %(as_of)s::timestamptz - interval '24 hours'), 0) AS dwell_s_24h
+       count(DISTINCT visit_no) FILTER (WHERE ts > %(windows_at)s::timestamptz - interval '1 hour') AS visits_1h,
+       count(DISTINCT visit_no) FILTER (WHERE ts > %(windows_at)s::timestamptz - interval '4 hours') AS visits_4h,
+       count(DISTINCT visit_no) FILTER (WHERE ts > %(windows_at)s::timestamptz - interval '24 hours') AS visits_24h,
+       coalesce(sum(gap_s) FILTER (WHERE gap_s <= %(cap)s AND ts > %(windows_at)s::timestamptz - interval '1 hour'), 0) AS dwell_s_1h,
+       coalesce(sum(gap_s) FILTER (WHERE gap_s <= %(cap)s AND ts > %(windows_at)s::timestamptz - interval '4 hours'), 0) AS dwell_s_4h,
+       coalesce(sum(gap_s) FILTER (WHERE gap_s <= %(cap)s AND ts > %(windows_at)s::timestamptz - interval '24 hours'), 0) AS dwell_s_24h
 FROM numbered
 GROUP BY kind, id
 """
@@ -248,82 +287,275 @@ FROM (
 """
 
 
-# A batch of live fixes moves coverage by the places it was fused with: its grid,
-# its border segment when within the unit's detection radius, its H3 cell. A
-# plain GROUP BY, cheap enough for every batch; visits of a neighbouring grid
-# within the radius wait for the next full rebuild.
-_LIVE_FIXES = f"""
-CREATE TEMP TABLE live_fix ON COMMIT DROP AS
-SELECT f.ts, f.grid_id, f.segment_id, f.border_m, f.h3, (%(radius)s::jsonb ->> u.kind)::float8 AS r
-FROM unnest(%(unit_id)s::int[], %(ts)s::timestamptz[], %(grid_id)s::int[], %(segment_id)s::int[],
-            %(border_m)s::float8[], %(h3)s::bigint[]) AS f(unit_id, ts, grid_id, segment_id, border_m, h3)
-JOIN unit u ON u.id = f.unit_id;
+_SET_CLOCK = """
+INSERT INTO coverage_clock (id, windows_at) VALUES (1, %(windows_at)s)
+ON CONFLICT (id) DO UPDATE SET windows_at = EXCLUDED.windows_at
+"""
+# The rebuild, the live batches and the upkeep take turns on the coverage tables.
+_LOCK = "SELECT pg_advisory_xact_lock(hashtext('gridwatch.derive.coverage'))"
+_TEMPS = ("cov_new", "cov_span", "cov_near", "cov_hit", "cov_term", "cov_delta", "cov_zone", "cov_limit", "cov_place", "cov_hex")
 
-UPDATE grid_coverage c SET last_visit = v.ts, updated_at = now(),
-       status = {_place_status("v.ts", "c.limit_h", "%(now)s")}
-FROM (SELECT grid_id, max(ts) AS ts FROM live_fix WHERE grid_id IS NOT NULL GROUP BY grid_id) v
-WHERE c.grid_id = v.grid_id AND (c.last_visit IS NULL OR c.last_visit < v.ts);
 
-UPDATE segment_coverage c SET last_visit = v.ts, updated_at = now(),
-       status = {_segment_status("v.ts", "c.limit_h", "c.watched", "%(now)s")}
-FROM (SELECT segment_id, max(ts) AS ts FROM live_fix WHERE segment_id IS NOT NULL AND border_m <= r
-      GROUP BY segment_id) v
-WHERE c.segment_id = v.segment_id AND (c.last_visit IS NULL OR c.last_visit < v.ts);
+# A unit's fixes near given times, in metres, with the box (in degrees) that holds their detection
+# radius with 5 % to spare; ``cov_span(window_h, unit_id, t0, t1)`` names the times.
+_NEAR = """
+CREATE TEMP TABLE cov_near ON COMMIT DROP AS
+SELECT s.window_h, p.unit_id, p.ts, p.h3, p.geom, ST_Transform(p.geom, %(srid)s::int) AS g, r.radius_m,
+       r.radius_m * 1.05 / 110574.0 AS dy,
+       r.radius_m * 1.05 / 110574.0 / cos(radians(least(abs(ST_Y(p.geom)) + 0.1, 89.0))) AS dx,
+       {marked} AS marked
+FROM cov_span s
+JOIN position p ON p.unit_id = s.unit_id AND p.ts >= s.t0 - make_interval(secs => %(cap)s)
+                AND p.ts <= s.t1 + make_interval(secs => %(cap)s)
+""" + _RADIUS + """
+{new};
 
-UPDATE hex_coverage c SET last_visit = v.ts, updated_at = now(),
-       status = {_place_status("v.ts", "c.limit_h", "%(now)s")}
-FROM (SELECT h3, max(ts) AS ts FROM live_fix WHERE h3 IS NOT NULL GROUP BY h3) v
-WHERE c.h3 = v.h3 AND (c.last_visit IS NULL OR c.last_visit < v.ts);
-
-DROP TABLE live_fix
+CREATE TEMP TABLE cov_hit ON COMMIT DROP AS
+SELECT f.window_h, pl.kind, pl.id, f.unit_id, f.ts, f.marked
+FROM cov_near f, LATERAL (
+    SELECT 'grid' AS kind, g.id::bigint AS id FROM grid g
+    WHERE g.geom && ST_Expand(f.geom, f.dx, f.dy) AND ST_DWithin(f.g, ST_Transform(g.geom, %(srid)s::int), f.radius_m)
+    UNION ALL
+    SELECT 'segment', s.id::bigint FROM border_segment s
+    WHERE s.geom && ST_Expand(f.geom, f.dx, f.dy) AND ST_DWithin(f.g, ST_Transform(s.geom, %(srid)s::int), f.radius_m)
+    UNION ALL
+    SELECT 'hex', f.h3 WHERE f.h3 IS NOT NULL
+) pl
 """
 
-_AGE = f"""
-UPDATE grid_coverage SET status = s.status, updated_at = now() FROM (
+
+def _terms(source: str, sign: int, where: str = "") -> str:
+    """SQL of the terms of the hits in ``source`` (a place's hits by one unit form a series): the
+    dwell term (the gap to the previous hit, when within the cap) and the visit term (1 when the
+    next hit is more than the cap later, or none), signed."""
+    gap = "extract(epoch FROM ts - lag(ts) OVER s)"
+    return f"""
+SELECT window_h, kind, id, ts, marked, {sign} AS sign,
+       CASE WHEN {gap} <= %(cap)s THEN {gap} ELSE 0 END AS dwell_s,
+       (lead(ts) OVER s IS NULL OR extract(epoch FROM lead(ts) OVER s - ts) > %(cap)s)::int AS ends
+FROM {source} {where}
+WINDOW s AS (PARTITION BY window_h, kind, id, unit_id ORDER BY ts)"""
+
+
+# A committed batch: per unit, the span of its new fixes; the terms that can change are those of
+# hits within the cap of a new one, so the series of the places a new fix hit are judged over the
+# span grown by the cap on each side, with the new hits (+) and without them (-).
+_BATCH = """
+CREATE TEMP TABLE cov_new ON COMMIT DROP AS
+SELECT DISTINCT unit_id, ts FROM unnest(%(unit_id)s::int[], %(ts)s::timestamptz[]) AS f(unit_id, ts)
+WHERE ts > %(now)s::timestamptz - make_interval(hours => %(lookback_h)s::int);
+
+CREATE TEMP TABLE cov_span ON COMMIT DROP AS
+SELECT NULL::int AS window_h, unit_id, min(ts) AS t0, max(ts) AS t1 FROM cov_new GROUP BY unit_id;
+""" + _NEAR.format(marked="n.unit_id IS NOT NULL",
+                   new="LEFT JOIN cov_new n ON n.unit_id = p.unit_id AND n.ts = p.ts") + """;
+
+CREATE TEMP TABLE cov_term ON COMMIT DROP AS
+WITH series AS (
+    SELECT h.* FROM cov_hit h JOIN (SELECT DISTINCT kind, id, unit_id FROM cov_hit WHERE marked) t
+      USING (kind, id, unit_id)
+)
+""" + _terms("series", +1) + "\nUNION ALL" + _terms("series", -1, "WHERE NOT marked") + """;
+
+DROP TABLE cov_new
+"""
+
+
+def _leaving(windows_h: tuple[int, ...]) -> str:
+    """SQL of the terms, negated, of the hits that left each window since the clock: each window's
+    leaving fixes, per unit, judged with the unit's fixes within the cap around them."""
+    spans = "\nUNION ALL\n".join(
+        f"SELECT {w} AS window_h, unit_id, min(ts) AS t0, max(ts) AS t1 FROM position "
+        f"WHERE ts > %(windows_at)s::timestamptz - interval '{w} hours' "
+        f"AND ts <= %(now)s::timestamptz - interval '{w} hours' GROUP BY unit_id"
+        for w in windows_h)
+    leaving = ("p.ts > %(windows_at)s::timestamptz - make_interval(hours => s.window_h) "
+               "AND p.ts <= %(now)s::timestamptz - make_interval(hours => s.window_h)")
+    return f"""
+CREATE TEMP TABLE cov_span ON COMMIT DROP AS
+{spans};
+""" + _NEAR.format(marked=leaving, new="") + """;
+
+CREATE TEMP TABLE cov_term ON COMMIT DROP AS
+SELECT * FROM (""" + _terms("cov_hit", -1) + """) t WHERE marked
+"""
+
+
+def _in_window(hours: int) -> str:
+    """A term counts in the ``hours`` window: a leaving hit in its own window, a new hit in every
+    window it lies in at the clock's time."""
+    return f"coalesce(window_h = {hours}, ts > %(windows_at)s::timestamptz - interval '{hours} hours')"
+
+
+_DELTA = "CREATE TEMP TABLE cov_delta ON COMMIT DROP AS\nSELECT kind, id, max(ts) FILTER (WHERE sign > 0) AS last_ts" + "".join(
+    f",\n       coalesce(sum(sign * ends) FILTER (WHERE {_in_window(w)}), 0)::int AS visits_{w}h"
+    f",\n       coalesce(sum(sign * dwell_s) FILTER (WHERE {_in_window(w)}), 0)::float8 AS dwell_s_{w}h"
+    for w in WINDOWS_H) + "\nFROM cov_term GROUP BY kind, id"
+
+
+def _apply(table: str, key: str, kind: str, status: str) -> str:
+    """SQL adding the deltas to ``table``'s rows, moving the last visit and the status."""
+    figures = ", ".join(f"visits_{w}h = c.visits_{w}h + d.visits_{w}h, dwell_s_{w}h = c.dwell_s_{w}h + d.dwell_s_{w}h"
+                        for w in WINDOWS_H)
+    changed = " OR ".join(f"d.visits_{w}h <> 0 OR d.dwell_s_{w}h <> 0" for w in WINDOWS_H)
+    return f"""
+UPDATE {table} c SET last_visit = greatest(c.last_visit, d.last_ts), {figures}, status = {status}, updated_at = now()
+FROM cov_delta d WHERE d.kind = '{kind}' AND c.{key} = d.id
+  AND (d.last_ts > c.last_visit OR (d.last_ts IS NOT NULL AND c.last_visit IS NULL) OR {changed})"""
+
+
+_LAST = "greatest(c.last_visit, d.last_ts)"
+_APPLY = {
+    "grids": _apply("grid_coverage", "grid_id", "grid", _place_status(_LAST, "c.limit_h", "%(now)s")),
+    "segments": _apply("segment_coverage", "segment_id", "segment",
+                       _segment_status(_LAST, "c.limit_h", "c.watched", "%(now)s")),
+    "cells": _apply("hex_coverage", "h3", "hex", _place_status(_LAST, "c.limit_h", "%(now)s")),
+}
+
+# Places a new fix hit that have no row yet (a new cell, a grid added since the rebuild).
+_MISSING = """
+SELECT DISTINCT d.kind, d.id FROM cov_delta d
+WHERE d.last_ts IS NOT NULL AND NOT CASE d.kind
+    WHEN 'grid' THEN EXISTS (SELECT 1 FROM grid_coverage c WHERE c.grid_id = d.id)
+    WHEN 'segment' THEN EXISTS (SELECT 1 FROM segment_coverage c WHERE c.segment_id = d.id)
+    ELSE EXISTS (SELECT 1 FROM hex_coverage c WHERE c.h3 = d.id) END
+"""
+_ADD_MISSING = _places([
+    _PLACE_ROWS["grid"] + " WHERE id = ANY(%(missing_grids)s)",
+    _PLACE_ROWS["segment"] + " WHERE id = ANY(%(missing_segments)s)",
+    _PLACE_ROWS["hex"],
+]) + """;
+INSERT INTO grid_coverage (grid_id, limit_h, status) SELECT id, limit_h, 'overdue' FROM cov_place WHERE kind = 'grid';
+INSERT INTO segment_coverage (segment_id, limit_h, watched, status)
+SELECT pl.id, pl.limit_h, EXISTS (SELECT 1 FROM sensor se WHERE se.up
+       AND ST_DWithin(ST_Transform(se.geom, %(srid)s::int), pl.g, se.range_m)), 'overdue'
+FROM cov_place pl WHERE pl.kind = 'segment';
+INSERT INTO hex_coverage (h3, limit_h, status, geom)
+SELECT pl.id, pl.limit_h, 'overdue', h.geom FROM cov_place pl JOIN cov_hex h ON h.h3 = pl.id WHERE pl.kind = 'hex'
+"""
+
+# Last visits older than the look-back are no visits (a rebuild would not see them).
+_EXPIRE = {
+    "grids": "UPDATE grid_coverage SET last_visit = NULL, updated_at = now() "
+             "WHERE last_visit <= %(now)s::timestamptz - make_interval(hours => %(lookback_h)s::int)",
+    "segments": "UPDATE segment_coverage SET last_visit = NULL, updated_at = now() "
+                "WHERE last_visit <= %(now)s::timestamptz - make_interval(hours => %(lookback_h)s::int)",
+    "cells": "UPDATE hex_coverage SET last_visit = NULL, updated_at = now() "
+             "WHERE last_visit <= %(now)s::timestamptz - make_interval(hours => %(lookback_h)s::int) RETURNING h3",
+}
+
+_AGE = {
+    "grids": f"""UPDATE grid_coverage SET status = s.status, updated_at = now() FROM (
     SELECT grid_id, {_place_status("last_visit", "limit_h", "%(now)s")} AS status FROM grid_coverage) s
-WHERE grid_coverage.grid_id = s.grid_id AND grid_coverage.status <> s.status;
-
-UPDATE hex_coverage SET status = s.status, updated_at = now() FROM (
+WHERE grid_coverage.grid_id = s.grid_id AND grid_coverage.status <> s.status""",
+    "cells": f"""UPDATE hex_coverage SET status = s.status, updated_at = now() FROM (
     SELECT h3, {_place_status("last_visit", "limit_h", "%(now)s")} AS status FROM hex_coverage) s
-WHERE hex_coverage.h3 = s.h3 AND hex_coverage.status <> s.status;
-
-UPDATE segment_coverage SET status = s.status, updated_at = now() FROM (
+WHERE hex_coverage.h3 = s.h3 AND hex_coverage.status <> s.status""",
+    "segments": f"""UPDATE segment_coverage SET status = s.status, updated_at = now() FROM (
     SELECT segment_id, {_segment_status("last_visit", "limit_h", "watched", "%(now)s")} AS status
     FROM segment_coverage) s
-WHERE segment_coverage.segment_id = s.segment_id AND segment_coverage.status <> s.status
-"""
+WHERE segment_coverage.segment_id = s.segment_id AND segment_coverage.status <> s.status""",
+}
+
+
+@dataclass
+class CoverageMoves:
+    """Rows of each coverage table one live step changed: figures moved (``grids``, ``segments``,
+    ``cells``), rows added, last visits cleared, cells dropped, statuses re-judged."""
+
+    grids: int = 0
+    segments: int = 0
+    cells: int = 0
+    added: int = 0
+    expired: int = 0
+    dropped: int = 0
+    aged: int = 0
+
+    @property
+    def rows(self) -> int:
+        """Every row written."""
+        return self.grids + self.segments + self.cells + self.added + self.expired + self.dropped + self.aged
 
 
 def refresh_coverage_for(
     conn: psycopg.Connection, fixes: pd.DataFrame, *, settings: Settings, now: datetime | None = None
-) -> None:
-    """Move coverage forward for a batch of accepted, fused live fixes, in the caller's transaction.
-
-    ``fixes`` has columns ``unit_id``, ``ts`` (tz-aware), ``grid_id``, ``segment_id``
-    (-1 or NA when none), ``border_m`` and ``h3``.
-    """
-    if fixes.empty:
-        return
-
-    def ids(column: str) -> list:
-        """Integer ids, with -1 and missing as NULL."""
-        values = pd.array(fixes[column], dtype="Int64")
-        values[(values < 0).fillna(False)] = pd.NA
-        return values.to_numpy(dtype=object, na_value=None).tolist()
-
-    params = {
-        "unit_id": fixes["unit_id"].astype("int64").tolist(),
-        "ts": list(pd.to_datetime(fixes["ts"], utc=True).dt.to_pydatetime()),
-        "grid_id": ids("grid_id"),
-        "segment_id": ids("segment_id"),
-        "border_m": fixes["border_m"].astype("float64").tolist(),
-        "h3": ids("h3"),
-        "radius": json.dumps(settings.detection_radius_m),
-        "now": now or datetime.now(timezone.utc),
-    }
-    _run(conn, _LIVE_FIXES, params)
+) -> CoverageMoves:
+    """Move coverage by a batch of newly stored fixes (columns ``unit_id``, ``ts`` tz-aware), in the
+    caller's transaction: the places they hit, within each unit's radius, and nothing else. Waits
+    for the coverage lock; does nothing before coverage was first derived."""
+    moves = CoverageMoves()
+    now = now or datetime.now(timezone.utc)
+    if fixes.empty or (params := _live_params(conn, settings, now)) is None:
+        return moves
+    params |= {"unit_id": fixes["unit_id"].astype("int64").tolist(),
+               "ts": list(pd.to_datetime(fixes["ts"], utc=True).dt.to_pydatetime())}
+    _run(conn, _BATCH, params)
+    _run(conn, _DELTA, params)
+    moves.added = _add_missing(conn, params)
+    _move(conn, params, moves)
+    _drop_temps(conn)
+    return moves
 
 
-def age_coverage(conn: psycopg.Connection, *, now: datetime | None = None) -> None:
-    """Re-judge every status against the clock (fresh turns due, due turns overdue)."""
-    _run(conn, _AGE, {"now": now or datetime.now(timezone.utc)})
+def age_coverage(conn: psycopg.Connection, *, settings: Settings, now: datetime | None = None) -> CoverageMoves:
+    """Move the coverage windows from ``coverage_clock`` to ``now``, in the caller's transaction: take
+    out of each window the hits that left it, clear last visits older than the look-back (dropping
+    cells no border zone holds), re-judge the statuses that change against the clock."""
+    moves = CoverageMoves()
+    now = now or datetime.now(timezone.utc)
+    if (params := _live_params(conn, settings, now)) is None:
+        return moves
+    if now > params["windows_at"]:
+        _run(conn, _leaving(WINDOWS_H), params)
+        _run(conn, _DELTA, params)
+        _move(conn, params, moves)
+        moves.expired, cleared = 0, []
+        for table, sql in _EXPIRE.items():
+            cur = conn.execute(sql, params)
+            moves.expired += cur.rowcount
+            if table == "cells":
+                cleared = [r[0] for r in cur.fetchall()]
+        if cleared:
+            gone = np.setdiff1d(np.asarray(cleared, dtype=np.int64), _zone_cells(conn, settings))
+            moves.dropped = conn.execute("DELETE FROM hex_coverage WHERE h3 = ANY(%s)", (gone.tolist(),)).rowcount
+        params["windows_at"] = now
+        _run(conn, _SET_CLOCK, params)
+    moves.aged = sum(conn.execute(sql, params).rowcount for sql in _AGE.values())
+    _drop_temps(conn)
+    return moves
+
+
+def _live_params(conn: psycopg.Connection, settings: Settings, now: datetime) -> dict | None:
+    """Take the coverage lock; the parameters of a live step, or None before coverage was first derived."""
+    conn.execute(_LOCK)
+    _drop_temps(conn)
+    windows_at = _clock(conn)
+    srid = region_srid(conn) if windows_at is not None else None
+    if srid is None:
+        return None
+    return _params(settings, now) | {"windows_at": windows_at, "srid": srid}
+
+
+def _add_missing(conn: psycopg.Connection, params: dict) -> int:
+    """Rows, with their limits and no figures yet, for the places a new fix hit that have none."""
+    missing = pd.DataFrame(conn.execute(_MISSING).fetchall(), columns=["kind", "id"])
+    if missing.empty:
+        return 0
+    cells = missing.loc[missing["kind"] == "hex", "id"].to_numpy(dtype=np.int64)
+    _stage_cells(conn, cells)
+    _run(conn, _LIMITS, params)
+    _run(conn, _ADD_MISSING, params | {
+        "missing_grids": missing.loc[missing["kind"] == "grid", "id"].astype(int).tolist(),
+        "missing_segments": missing.loc[missing["kind"] == "segment", "id"].astype(int).tolist()})
+    return len(missing)
+
+
+def _move(conn: psycopg.Connection, params: dict, moves: CoverageMoves) -> None:
+    """Add ``cov_delta`` to the coverage rows, counting the rows moved per table."""
+    for table, sql in _APPLY.items():
+        setattr(moves, table, conn.execute(sql, params).rowcount)
+
+
+def _drop_temps(conn: psycopg.Connection) -> None:
+    """Drop a live step's staging tables (several steps may share one transaction)."""
+    conn.execute(f"DROP TABLE IF EXISTS {', '.join(_TEMPS)}")

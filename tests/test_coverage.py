@@ -1,13 +1,14 @@
 """Coverage of grids, border segments and H3 cells on the tiny hand-made region."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import h3
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from gridwatch.etl.coverage import derive_coverage
+from gridwatch.etl.coverage import CoverageMoves, age_coverage, derive_coverage, refresh_coverage_for
 from gridwatch.settings import Settings
 
 from _refdata import rows, seed_region
@@ -22,10 +23,11 @@ FIXES = [  # unit, time (UTC), lon, lat
 ]
 
 
-def insert_fixes(engine: sa.Engine) -> None:
+def insert_fixes(engine: sa.Engine, fixes: list[tuple] = FIXES) -> None:
     with engine.begin() as conn:
-        conn.execute(sa.text("SELECT ensure_position_partitions(:a, :b)"), {"a": AS_OF, "b": AS_OF})
-        for unit, ts, lon, lat in FIXES:
+        conn.execute(sa.text("SELECT ensure_position_partitions(:a, :b)"),
+                     {"a": min(f[1] for f in fixes), "b": max(f[1] for f in fixes)})
+        for unit, ts, lon, lat in fixes:
             conn.execute(
                 sa.text("INSERT INTO position (unit_id, ts, geom, source, h3) "
                         "VALUES (:u, :t, ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'test', :h)"),
@@ -89,26 +91,102 @@ def test_as_of_must_carry_a_zone(region):
         derive_coverage(region, settings=Settings(), as_of=datetime(2026, 11, 20))
 
 
-def test_live_fixes_move_coverage_at_once_and_statuses_age(region):
-    """A live fix updates last visit and status without a rebuild; the clock ages statuses."""
-    import pandas as pd
+def store(engine: sa.Engine, fixes: list[tuple], *, now: datetime) -> CoverageMoves:
+    """Store ``fixes`` and move coverage by them, as the live writer does (one transaction)."""
+    insert_fixes(engine, fixes)
+    stored = pd.DataFrame({"unit_id": [f[0] for f in fixes], "ts": pd.to_datetime([f[1] for f in fixes], utc=True)})
+    with engine.begin() as conn:
+        return refresh_coverage_for(conn.connection.driver_connection, stored, settings=Settings(), now=now)
 
-    from gridwatch.etl.coverage import age_coverage, refresh_coverage_for
 
-    derive_coverage(region, settings=Settings(), as_of=AS_OF)
-    live_at = datetime(2026, 11, 20, 3, 59, tzinfo=timezone.utc)
-    fixes = pd.DataFrame({  # the vehicle drives into the east grid, 220 m from segment 2 (as fused)
-        "unit_id": [2], "ts": [live_at], "grid_id": [2], "segment_id": [2], "border_m": [220.0],
-        "h3": [h3.str_to_int(h3.latlng_to_cell(22.002, 100.15, 9))],
-    })
-    with region.begin() as sa_conn:
-        refresh_coverage_for(sa_conn.connection.driver_connection, fixes, settings=Settings(), now=AS_OF)
-    assert rows(region, "SELECT grid_id, last_visit, status FROM grid_coverage ORDER BY 1")[1] == (2, live_at, "fresh")
-    assert rows(region, "SELECT segment_id, status FROM segment_coverage ORDER BY 1") == [(1, "patrolled"), (2, "patrolled")]
-    assert rows(region, f"SELECT status FROM hex_coverage WHERE h3 = {fixes.h3[0]}") == [("fresh",)]
+def age(engine: sa.Engine, now: datetime) -> CoverageMoves:
+    with engine.begin() as conn:
+        return age_coverage(conn.connection.driver_connection, settings=Settings(), now=now)
 
-    later = datetime(2026, 11, 21, 4, 0, tzinfo=timezone.utc)  # a day on, nobody came back
-    with region.begin() as sa_conn:
-        age_coverage(sa_conn.connection.driver_connection, now=later)
-    assert rows(region, "SELECT DISTINCT status FROM grid_coverage") == [("overdue",)]
-    assert rows(region, "SELECT DISTINCT status FROM segment_coverage") == [("overdue",)]
+
+COVERAGE = {  # every column but updated_at, dwell rounded past float noise
+    "grid_coverage": "grid_id",
+    "segment_coverage": "segment_id, watched",
+    "hex_coverage": "h3, ST_AsText(geom)",
+}
+
+
+def coverage(engine: sa.Engine) -> dict[str, list[tuple]]:
+    figures = ("last_visit, visits_1h, visits_4h, visits_24h, round(dwell_s_1h::numeric, 6), "
+               "round(dwell_s_4h::numeric, 6), round(dwell_s_24h::numeric, 6), limit_h, status")
+    return {table: rows(engine, f"SELECT {key}, {figures} FROM {table} ORDER BY 1") for table, key in COVERAGE.items()}
+
+
+def assert_as_rebuilt(engine: sa.Engine, at: datetime) -> None:
+    """The coverage moved live equals a full rebuild as of ``at`` over the same fixes."""
+    live = coverage(engine)
+    derive_coverage(engine, settings=Settings(), as_of=at)
+    rebuilt = coverage(engine)
+    assert {t: sorted(set(live[t]) ^ set(rebuilt[t])) for t in COVERAGE} == dict.fromkeys(COVERAGE, [])
+
+
+T0 = datetime(2026, 11, 20, 0, 0, tzinfo=timezone.utc)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+INLAND = (100.05, 22.05)  # west grid, social_surface
+FAR_INLAND = (100.05, 22.15)
+NEAR_BOTH = (100.099, 22.001)  # west grid, ~100 m from the east grid, within 300 m of both segments
+EAST_STRIP = (100.15, 22.002)
+
+
+def test_live_batches_and_windows_equal_a_rebuild(clean_db):
+    """Batches moved live (neighbours within the radius included, a late fix merging visits) and
+    windows moved on by the clock give exactly the figures a full rebuild gives, touching only the
+    places the fixes hit."""
+    seed_region(clean_db)
+    derive_coverage(clean_db, settings=Settings(), as_of=T0)
+    cells = rows(clean_db, "SELECT count(*) FROM hex_coverage")[0][0]
+
+    first = store(clean_db, [(1, at(1), *INLAND), (1, at(1.5), *INLAND), (1, at(2), *INLAND),
+                             (2, at(3), *NEAR_BOTH), (2, at(6), *NEAR_BOTH)], now=at(7))
+    # the vehicle near the corner moves both grids and both segments; one cell each, the inland one new
+    assert (first.grids, first.segments, first.cells, first.added) == (2, 2, 2, 1)
+    assert first.rows < cells
+    assert_as_rebuilt(clean_db, at(7))
+
+    late = store(clean_db, [(2, at(4.5), *NEAR_BOTH), (2, at(8), *EAST_STRIP), (1, at(9), *FAR_INLAND)], now=at(10))
+    assert late.grids == 2 and late.segments == 2  # the late fix joins the corner visits: gaps of 90 s
+    assert_as_rebuilt(clean_db, at(10))
+
+    # an hour on: the first fixes leave the 1 h window
+    leaving = age(clean_db, at(62.5))
+    assert leaving.grids == 1 and leaving.segments == 0
+    assert_as_rebuilt(clean_db, at(62.5))
+
+    store(clean_db, [(1, at(64), *INLAND), (1, at(2.5), *INLAND)], now=at(65))
+    age(clean_db, at(65))  # the corner visits' 90 s gap at 00:04:30 leaves the 1 h window
+    assert_as_rebuilt(clean_db, at(65))
+    for minutes in (4 * 60 + 5, 24 * 60 + 7, 48 * 60 + 9):  # past 4 h, 24 h, and the east grid past the look-back
+        age(clean_db, at(minutes))
+        assert_as_rebuilt(clean_db, at(minutes))
+    assert rows(clean_db, "SELECT last_visit IS NULL FROM grid_coverage ORDER BY grid_id") == [(False,), (True,)]
+
+
+def test_the_clock_drops_cells_past_the_look_back_and_ages_only_changed_statuses(clean_db):
+    seed_region(clean_db)
+    derive_coverage(clean_db, settings=Settings(), as_of=T0)
+    store(clean_db, [(1, at(1), *FAR_INLAND)], now=at(2))
+    inland = h3.str_to_int(h3.latlng_to_cell(FAR_INLAND[1], FAR_INLAND[0], 9))
+    assert rows(clean_db, f"SELECT status FROM hex_coverage WHERE h3 = {inland}") == [("fresh",)]
+    half_day = age(clean_db, at(13 * 60))  # past half the 24 h limit: the grid and the cell turn due
+    assert half_day.rows == 2 and rows(clean_db, "SELECT status FROM grid_coverage ORDER BY 1") == [("due",), ("overdue",)]
+    assert age(clean_db, at(13 * 60 + 1)).rows == 0  # nothing changed
+    gone = age(clean_db, at(49 * 60))
+    assert gone.dropped == 1 and rows(clean_db, f"SELECT count(*) FROM hex_coverage WHERE h3 = {inland}") == [(0,)]
+    assert_as_rebuilt(clean_db, at(49 * 60))
+
+
+def test_live_steps_wait_for_a_first_derivation(clean_db):
+    seed_region(clean_db)
+    assert store(clean_db, [(1, at(1), *INLAND)], now=at(2)).rows == 0
+    assert age(clean_db, at(3)).rows == 0
+    assert rows(clean_db, "SELECT count(*) FROM grid_coverage") == [(0,)]
