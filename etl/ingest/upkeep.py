@@ -1,17 +1,18 @@
 """Keeping the live situation current while fixes stream in.
 
-Each written batch moves coverage forward at once (the writer calls
-:func:`gridwatch.etl.coverage.refresh_coverage_for`). Between batches, time itself
-changes the picture: places turn due and overdue, units fall silent, alerts
-are raised and cleared. :class:`Upkeep` does that on a clock, in its own
-thread of the ingest service, and rebuilds the coverage tables in full now and
-then (visit counts and dwell over the 1 h / 4 h / 24 h windows).
+Each written batch moves coverage at once, in its own transaction (the writer
+calls :func:`gridwatch.etl.coverage.refresh_coverage_for`). Between batches,
+time itself changes the picture: fixes leave the 1 h / 4 h / 24 h windows,
+places turn due and overdue, units fall silent, alerts are raised and cleared.
+:class:`Upkeep` does that on a clock, in its own thread of the ingest service
+(:func:`gridwatch.etl.coverage.age_coverage`, which touches only the places
+whose figures or status change). It never rebuilds coverage in full, except
+once when coverage was never derived (``etl run`` rebuilds).
 """
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -26,15 +27,13 @@ log = logging.getLogger(__name__)
 
 
 class Upkeep(threading.Thread):
-    """Age coverage and refresh alerts every ``tick_s``; rebuild coverage every ``rebuild_s``."""
+    """Move the coverage windows and refresh alerts every ``tick_s``."""
 
-    def __init__(self, url_of: Callable[[], str], *, settings: Settings, tick_s: float = 10.0,
-                 rebuild_s: float = 600.0) -> None:
+    def __init__(self, url_of: Callable[[], str], *, settings: Settings, tick_s: float = 10.0) -> None:
         super().__init__(name="situation-upkeep", daemon=True)
         self.url_of = url_of
         self.settings = settings
         self.tick_s = tick_s
-        self.rebuild_s = rebuild_s
         self.last_error = ""
         self._halt = threading.Event()
 
@@ -44,14 +43,10 @@ class Upkeep(threading.Thread):
         self.join(timeout=30)
 
     def run(self) -> None:
-        rebuilt_at = float("-inf")
         while not self._halt.is_set():
             try:
                 engine = engine_for(self.url_of(), pool_size=1, connect_args={"connect_timeout": 3})
                 try:
-                    if time.monotonic() - rebuilt_at > self.rebuild_s:
-                        derive_coverage(engine, settings=self.settings)
-                        rebuilt_at = time.monotonic()
                     self._tick(engine)
                 finally:
                     engine.dispose()
@@ -63,6 +58,10 @@ class Upkeep(threading.Thread):
 
     def _tick(self, engine) -> None:
         now = datetime.now(timezone.utc)
+        with engine.connect() as conn:
+            derived = conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM coverage_clock)").scalar()
+        if not derived:
+            derive_coverage(engine, settings=self.settings, as_of=now)
         with engine.begin() as conn:
-            age_coverage(conn.connection.driver_connection, now=now)
+            age_coverage(conn.connection.driver_connection, settings=self.settings, now=now)
             refresh_alerts(conn, self.settings, now)

@@ -7,9 +7,12 @@ unit, impossible implied speed → ``quarantine``), fuses the rest with grids,
 zones, border segments and H3 (:func:`gridwatch.etl._fuse_points.fuse_points`),
 inserts them into ``position`` (``ON CONFLICT DO NOTHING``, so a fix sent
 twice is stored once), moves ``unit_latest`` forward, and stores the new spool
-position in ``ingest_offset``. Because the position commits with the rows, a
-restart replays from exactly where the database stopped. Right after each
-commit, coverage follows the new fixes (:func:`gridwatch.etl.coverage.refresh_coverage_for`).
+position in ``ingest_offset``; in the same transaction, coverage moves by the
+fixes it newly stored (:func:`gridwatch.etl.coverage.refresh_coverage_for`, only
+the places they hit). Because the position commits with the rows, a restart
+replays from exactly where the database stopped, and coverage never counts a
+fix twice or misses one. The reference layers are read again only when
+``reference_version`` moved (a trigger moves it with every change to them).
 
 One bad fix never stops the stream: partitions are made only for the days the
 fixes fall on, and a batch the database refuses for a data reason (SQLSTATE
@@ -48,12 +51,11 @@ from gridwatch.etl.runlog import quarantine_rows
 from gridwatch.geo.tracks import too_fast
 from gridwatch.settings import Settings
 
-__all__ = ["StoreResult", "fuse_and_store", "SpoolWriter", "WriterStats", "QUARANTINE_SOURCE", "STATUS_EVERY_S"]
+__all__ = ["StoreResult", "fuse_and_store", "ReferenceCache", "SpoolWriter", "WriterStats", "QUARANTINE_SOURCE", "STATUS_EVERY_S"]
 
 log = logging.getLogger(__name__)
 
 QUARANTINE_SOURCE = "ingest"
-_REFERENCE_TTL_S = 60.0
 _LATENCY_WINDOW = 20_000
 _NAMES = ", ".join(POSITION_COLUMNS)
 STATUS_EVERY_S = 2.0
@@ -61,18 +63,21 @@ STATUS_EVERY_S = 2.0
 _DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 REFUSED = "refused by the database"
 # The writer's own session: a lock or a statement that waits this long is an error to retry, not a stall.
-_SESSION = ("SET lock_timeout = '5s'", "SET statement_timeout = '60s'")
+_SESSION_LOCK_TIMEOUT = "5s"
+_SESSION = (f"SET lock_timeout = '{_SESSION_LOCK_TIMEOUT}'", "SET statement_timeout = '60s'")
+# How long a batch waits for the coverage lock (the upkeep holds it for a tick, a full rebuild longer).
+_COVERAGE_WAIT = "2s"
 
 
 @dataclass
 class StoreResult:
     """What one batch did: rows written, repeats dropped, rejections by reason, and the
-    accepted fixes as fused (for the coverage update)."""
+    fixes newly stored (``unit_id``, ``ts``; for the coverage update)."""
 
     written: int = 0
     duplicates: int = 0
     rejected: Counter = field(default_factory=Counter)
-    accepted: pd.DataFrame | None = None
+    stored: pd.DataFrame | None = None
 
 
 def fuse_and_store(conn: psycopg.Connection, records: np.ndarray, *, reference: Reference, settings: Settings) -> StoreResult:
@@ -96,7 +101,7 @@ def fuse_and_store(conn: psycopg.Connection, records: np.ndarray, *, reference: 
     reasons[too_fast] = "impossible speed"
     keep = (reasons == None) & ~repeated  # noqa: E711
     result.rejected.update(reasons[~keep & ~repeated].tolist())
-    written, stored, refused = _store(conn, records[keep], unit_id[keep], reference=reference, settings=settings)
+    stored, refused = _store(conn, records[keep], unit_id[keep], reference=reference, settings=settings)
     if refused:
         result.rejected[REFUSED] += len(refused)
         reasons[np.flatnonzero(keep)[list(refused)]] = list(refused.values())
@@ -105,7 +110,8 @@ def fuse_and_store(conn: psycopg.Connection, records: np.ndarray, *, reference: 
     if rejected.any():
         quarantine_rows(conn, None, QUARANTINE_SOURCE, _as_records(records[rejected], callsign[rejected]),
                         pd.Series(reasons[rejected]))
-    result.written, result.accepted = written, stored
+    written = 0 if stored is None else len(stored)
+    result.written, result.stored = written, stored
     result.duplicates = int(keep.sum()) - written - len(refused) + int(repeated.sum())
     return result
 
@@ -157,21 +163,21 @@ def _as_records(records: np.ndarray, callsign: np.ndarray) -> pd.DataFrame:
 
 
 def _store(conn: psycopg.Connection, records: np.ndarray, unit_id: np.ndarray, *, reference: Reference,
-           settings: Settings) -> tuple[int, pd.DataFrame | None, dict[int, str]]:
-    """Fuse, insert new fixes into ``position`` and move ``unit_latest``; return rows inserted, the
-    fused fixes stored (unit_id, ts, grid_id, segment_id, border_m, h3), and, by row, the reason of
-    each the database refused.
+           settings: Settings) -> tuple[pd.DataFrame | None, dict[int, str]]:
+    """Fuse, insert new fixes into ``position`` and move ``unit_latest``; return the fixes inserted
+    (``unit_id``, ``ts``; a repeat of a stored fix is not) and, by row, the reason of each the
+    database refused.
 
     Each try runs in a savepoint; a data error splits the rows tried in halves until it stands
     alone, so k refused rows cost O(k log n) tries and one try when there are none.
     """
     if len(records) == 0:
-        return 0, None, {}
+        return None, {}
     lon, lat = records["lon"].astype(np.float64), records["lat"].astype(np.float64)
     fused = fuse_points(reference, lon, lat, resolution=settings.h3_resolution)
     ts = records["ts_us"].astype(np.int64).view("datetime64[us]")
 
-    def attempt(part: slice) -> int:
+    def attempt(part: slice) -> list[tuple]:
         with conn.transaction():
             ensure_partitions(conn, ts[part])
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS ingest_stage (LIKE position) ON COMMIT DELETE ROWS")
@@ -183,27 +189,46 @@ def _store(conn: psycopg.Connection, records: np.ndarray, unit_id: np.ndarray, *
                     unit_id[part][at], ts[part][at], lon[part][at], lat[part][at], rows["speed_kmh"][at],
                     rows["heading"][at], rows["accuracy_m"][at], source=SOURCES[code], fused=fused.iloc[part][at]))
             inserted = conn.execute(
-                f"INSERT INTO position ({_NAMES}) SELECT {_NAMES} FROM ingest_stage ON CONFLICT (unit_id, ts) DO NOTHING"
-            ).rowcount
+                f"INSERT INTO position ({_NAMES}) SELECT {_NAMES} FROM ingest_stage "
+                "ON CONFLICT (unit_id, ts) DO NOTHING RETURNING unit_id, ts"
+            ).fetchall()
             upsert_latest(conn, "ingest_stage")
             return inserted
 
-    written, stored, refused = 0, np.zeros(len(records), dtype=bool), {}
+    inserted, refused = [], {}
     parts = [(0, len(records))]
     while parts:
         lo, hi = parts.pop()
         try:
-            written += attempt(slice(lo, hi))
-            stored[lo:hi] = True
+            inserted += attempt(slice(lo, hi))
         except _DATA_ERRORS as exc:
             if hi - lo == 1:
                 refused[lo] = f"{REFUSED}: {exc.diag.message_primary or exc}"
             else:
                 mid = (lo + hi) // 2
                 parts += [(mid, hi), (lo, mid)]
-    if not stored.any():
-        return written, None, refused
-    return written, fused[stored].assign(unit_id=unit_id[stored], ts=pd.to_datetime(ts[stored], utc=True)), refused
+    if not inserted:
+        return None, refused
+    return pd.DataFrame(inserted, columns=["unit_id", "ts"]), refused
+
+
+class ReferenceCache:
+    """The reference layers fixes are fused with, read again only when ``reference_version`` moved
+    (a trigger moves it with every change to grids, zones, border segments or command units)."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.reference: Reference | None = None
+        self.loads = 0
+
+    def get(self, conn: psycopg.Connection) -> Reference:
+        """The reference as the database holds it now (one cheap query when unchanged)."""
+        row = conn.execute("SELECT version FROM reference_version").fetchone()
+        version = None if row is None else row[0]
+        if self.reference is None or version != self.version:
+            self.reference, self.version = load_reference(conn), version
+            self.loads += 1
+        return self.reference
 
 
 @dataclass
@@ -259,7 +284,7 @@ class SpoolWriter(threading.Thread):
         self.committed: SpoolPosition | None = None  # known once the writer has reached the database
         self._reader = SpoolReader(spool.directory)
         self._stop_at: float | None = None
-        self._reference: tuple[float, Reference] | None = None
+        self._reference = ReferenceCache()
         self._oldest: tuple[SpoolPosition | None, datetime | None] = (None, None)
         self._reported_at = float("-inf")
 
@@ -379,22 +404,19 @@ class SpoolWriter(threading.Thread):
         except (psycopg.Error, GridwatchError) as exc:
             log.debug("spool writer: status not written: %s", exc)
 
-    def _reference_for(self, conn: psycopg.Connection) -> Reference:
-        if self._reference is None or time.monotonic() - self._reference[0] > _REFERENCE_TTL_S:
-            self._reference = (time.monotonic(), load_reference(conn))
-        return self._reference[1]
-
-    def _move_coverage(self, conn: psycopg.Connection, accepted: pd.DataFrame | None) -> None:
-        """Coverage follows the committed fixes at once; while a full rebuild holds the tables,
-        skip (the rebuild, or the next batch's update, catches up)."""
-        if accepted is None or accepted.empty:
+    def _move_coverage(self, conn: psycopg.Connection, stored: pd.DataFrame | None) -> None:
+        """Coverage moves by the batch's new fixes in the batch's transaction (the upkeep moves the
+        windows under the same lock). While a full rebuild holds the tables past
+        ``_COVERAGE_WAIT``, the batch is stored without moving them: the next full rebuild counts it."""
+        if stored is None or stored.empty:
             return
         try:
             with conn.transaction():
-                conn.execute("SET LOCAL lock_timeout = '300ms'")
-                refresh_coverage_for(conn, accepted, settings=self.settings)
+                conn.execute(f"SET LOCAL lock_timeout = '{_COVERAGE_WAIT}'")
+                refresh_coverage_for(conn, stored, settings=self.settings)
+                conn.execute(f"SET LOCAL lock_timeout = '{_SESSION_LOCK_TIMEOUT}'")
         except psycopg.errors.LockNotAvailable:
-            log.info("spool writer: coverage busy with a rebuild; this batch's coverage waits for it")
+            log.warning("spool writer: coverage held by a full rebuild; %d fixes stored without moving it", len(stored))
 
     def _storing(self) -> None:
         """The database takes what the writer sends."""
@@ -407,9 +429,10 @@ class SpoolWriter(threading.Thread):
             self._storing()
             return True
         records, after = self._reader.read(committed, end, max_fixes=self.max_fixes)
-        reference = self._reference_for(conn)
+        reference = self._reference.get(conn)
         with conn.transaction():
             result = fuse_and_store(conn, records, reference=reference, settings=self.settings)
+            self._move_coverage(conn, result.stored)
             stored_at = conn.execute(
                 "INSERT INTO ingest_offset (spool_id, segment, pos, fixes) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (spool_id) DO UPDATE SET segment = EXCLUDED.segment, pos = EXCLUDED.pos, "
@@ -418,7 +441,6 @@ class SpoolWriter(threading.Thread):
             ).fetchone()[0]
         visible_us = now_us()
         self._storing()  # before the committed position moves: a drained spool never reads as "retrying"
-        self._move_coverage(conn, result.accepted)
         lost = max(0, after.seq - committed.seq - len(records))
         if lost:
             log.warning("spool writer: %d acknowledged fixes not yet stored were in a damaged spool segment and "
