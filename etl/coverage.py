@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import h3
 import numpy as np
@@ -293,34 +293,42 @@ ON CONFLICT (id) DO UPDATE SET windows_at = EXCLUDED.windows_at
 """
 # The rebuild, the live batches and the upkeep take turns on the coverage tables.
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('gridwatch.derive.coverage'))"
-_TEMPS = ("cov_new", "cov_span", "cov_near", "cov_hit", "cov_term", "cov_delta", "cov_zone", "cov_limit", "cov_place", "cov_hex")
+_TEMPS = ("cov_new", "cov_span", "cov_near", "cov_box", "cov_cand", "cov_hit", "cov_term", "cov_delta", "cov_zone", "cov_limit", "cov_place", "cov_hex")
 
 
-# A unit's fixes near given times, in metres, with the box (in degrees) that holds their detection
-# radius with 5 % to spare; ``cov_span(window_h, unit_id, t0, t1)`` names the times.
+# A unit's fixes near given times (``cov_span(window_h, unit_id, t0, t1)`` names them, ``t_lo`` and
+# ``t_hi`` bound them all), in metres. Their hits: the grids and segments within the radius, driven
+# from the places as the rebuild is (the candidates found by the box of each unit's fixes, grown by
+# its radius with 5 % to spare, and brought into metres once), and their cells.
 _NEAR = """
 CREATE TEMP TABLE cov_near ON COMMIT DROP AS
 SELECT s.window_h, p.unit_id, p.ts, p.h3, p.geom, ST_Transform(p.geom, %(srid)s::int) AS g, r.radius_m,
-       r.radius_m * 1.05 / 110574.0 AS dy,
-       r.radius_m * 1.05 / 110574.0 / cos(radians(least(abs(ST_Y(p.geom)) + 0.1, 89.0))) AS dx,
        {marked} AS marked
 FROM cov_span s
 JOIN position p ON p.unit_id = s.unit_id AND p.ts >= s.t0 - make_interval(secs => %(cap)s)
                 AND p.ts <= s.t1 + make_interval(secs => %(cap)s)
+                AND p.ts >= %(t_lo)s::timestamptz AND p.ts <= %(t_hi)s::timestamptz
 """ + _RADIUS + """
 {new};
+CREATE INDEX ON cov_near USING gist (g);
+
+CREATE TEMP TABLE cov_box ON COMMIT DROP AS
+SELECT ST_Expand(e, r / cos(radians(least(greatest(abs(ST_YMin(e)), abs(ST_YMax(e))) + 0.1, 89.0))), r) AS box
+FROM (SELECT ST_Extent(geom)::geometry AS e, max(radius_m) * 1.05 / 110574.0 AS r
+      FROM cov_near GROUP BY window_h, unit_id) spans;
+
+CREATE TEMP TABLE cov_cand ON COMMIT DROP AS
+SELECT 'grid' AS kind, g.id::bigint AS id, ST_Transform(g.geom, %(srid)s::int) AS g FROM grid g
+WHERE g.id IN (SELECT c.id FROM cov_box b JOIN grid c ON c.geom && b.box)
+UNION ALL
+SELECT 'segment', s.id::bigint, ST_Transform(s.geom, %(srid)s::int) FROM border_segment s
+WHERE s.id IN (SELECT c.id FROM cov_box b JOIN border_segment c ON c.geom && b.box);
 
 CREATE TEMP TABLE cov_hit ON COMMIT DROP AS
-SELECT f.window_h, pl.kind, pl.id, f.unit_id, f.ts, f.marked
-FROM cov_near f, LATERAL (
-    SELECT 'grid' AS kind, g.id::bigint AS id FROM grid g
-    WHERE g.geom && ST_Expand(f.geom, f.dx, f.dy) AND ST_DWithin(f.g, ST_Transform(g.geom, %(srid)s::int), f.radius_m)
-    UNION ALL
-    SELECT 'segment', s.id::bigint FROM border_segment s
-    WHERE s.geom && ST_Expand(f.geom, f.dx, f.dy) AND ST_DWithin(f.g, ST_Transform(s.geom, %(srid)s::int), f.radius_m)
-    UNION ALL
-    SELECT 'hex', f.h3 WHERE f.h3 IS NOT NULL
-) pl
+SELECT f.window_h, c.kind, c.id, f.unit_id, f.ts, f.marked
+FROM cov_cand c JOIN cov_near f ON ST_DWithin(f.g, c.g, %(max_radius)s) AND ST_DWithin(f.g, c.g, f.radius_m)
+UNION ALL
+SELECT f.window_h, 'hex', f.h3, f.unit_id, f.ts, f.marked FROM cov_near f WHERE f.h3 IS NOT NULL
 """
 
 
@@ -342,8 +350,9 @@ WINDOW s AS (PARTITION BY window_h, kind, id, unit_id ORDER BY ts)"""
 # span grown by the cap on each side, with the new hits (+) and without them (-).
 _BATCH = """
 CREATE TEMP TABLE cov_new ON COMMIT DROP AS
-SELECT DISTINCT unit_id, ts FROM unnest(%(unit_id)s::int[], %(ts)s::timestamptz[]) AS f(unit_id, ts)
-WHERE ts > %(now)s::timestamptz - make_interval(hours => %(lookback_h)s::int);
+SELECT DISTINCT unit_id, 'epoch'::timestamptz + us * interval '1 microsecond' AS ts
+FROM unnest(%(unit_id)s::int[], %(ts_us)s::bigint[]) AS f(unit_id, us)
+WHERE 'epoch'::timestamptz + us * interval '1 microsecond' > %(now)s::timestamptz - make_interval(hours => %(lookback_h)s::int);
 
 CREATE TEMP TABLE cov_span ON COMMIT DROP AS
 SELECT NULL::int AS window_h, unit_id, min(ts) AS t0, max(ts) AS t1 FROM cov_new GROUP BY unit_id;
@@ -487,8 +496,11 @@ def refresh_coverage_for(
     now = now or datetime.now(timezone.utc)
     if fixes.empty or (params := _live_params(conn, settings, now)) is None:
         return moves
+    ts = pd.to_datetime(fixes["ts"], utc=True)
+    cap = timedelta(seconds=DWELL_CAP_S)
     params |= {"unit_id": fixes["unit_id"].astype("int64").tolist(),
-               "ts": list(pd.to_datetime(fixes["ts"], utc=True).dt.to_pydatetime())}
+               "ts_us": ((ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "us")).astype("int64").tolist(),
+               "t_lo": ts.min().to_pydatetime() - cap, "t_hi": ts.max().to_pydatetime() + cap}
     _run(conn, _BATCH, params)
     _run(conn, _DELTA, params)
     moves.added = _add_missing(conn, params)
@@ -506,6 +518,9 @@ def age_coverage(conn: psycopg.Connection, *, settings: Settings, now: datetime 
     if (params := _live_params(conn, settings, now)) is None:
         return moves
     if now > params["windows_at"]:
+        cap = timedelta(seconds=DWELL_CAP_S)
+        params |= {"t_lo": params["windows_at"] - timedelta(hours=max(WINDOWS_H)) - cap,
+                   "t_hi": now - timedelta(hours=min(WINDOWS_H)) + cap}
         _run(conn, _leaving(WINDOWS_H), params)
         _run(conn, _DELTA, params)
         _move(conn, params, moves)

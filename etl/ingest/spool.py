@@ -306,6 +306,7 @@ class Spool:
         self._zeroed = 0  # bytes of the current segment that are written (records or zeros) and synced
         self._pending: deque[tuple[bytes, int, asyncio.Future, float]] = deque()
         self._wake = threading.Event()
+        self.grew = threading.Event()  # set whenever ``durable`` moves on (the writer waits on it)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -476,6 +477,7 @@ class Spool:
         os.fdatasync(self._fd)
         self._zeroed = zeroed
         self.durable = SpoolPosition(segment, end, seq + count)
+        self.grew.set()
         self.sync_ms[self.syncs % _SYNC_WINDOW] = (time.perf_counter() - started) * 1000.0
         self.syncs += 1
         self.synced_fixes += count

@@ -1,7 +1,8 @@
 """Drain the spool into the database, in order, in batches, exactly once.
 
 A :class:`SpoolWriter` thread reads the spool from the committed position up to
-its durable end (every ~200 ms, or at once while there is a backlog) and, in
+its durable end (as soon as more is durable, at most every ~200 ms when idle,
+at once while there is a backlog) and, in
 one transaction per batch: checks each fix against the database (unknown
 unit, impossible implied speed → ``quarantine``), fuses the rest with grids,
 zones, border segments and H3 (:func:`gridwatch.etl._fuse_points.fuse_points`),
@@ -324,8 +325,8 @@ class SpoolWriter(threading.Thread):
                 drained = self._batch(conn)
                 backoff = 0.2
                 self._report(conn)
-                if drained:
-                    time.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
+                if drained:  # until more is durable, or the interval has passed
+                    self.spool.grew.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
             except Exception as exc:  # the batch stays in the spool and is tried again; never lost, never skipped
                 self.stats.db_up = conn is not None and not conn.broken
                 self.stats.state = "retrying"
@@ -424,6 +425,7 @@ class SpoolWriter(threading.Thread):
 
     def _batch(self, conn: psycopg.Connection) -> bool:
         """Write one batch and move :attr:`committed` past it; return whether the spool is drained."""
+        self.spool.grew.clear()  # before reading the end: a fix made durable after this wakes the writer
         committed, end = self.committed, self.spool.durable
         if committed >= end:
             self._storing()
