@@ -293,7 +293,8 @@ ON CONFLICT (id) DO UPDATE SET windows_at = EXCLUDED.windows_at
 """
 # The rebuild, the live batches and the upkeep take turns on the coverage tables.
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('gridwatch.derive.coverage'))"
-_TEMPS = ("cov_new", "cov_span", "cov_near", "cov_box", "cov_cand", "cov_hit", "cov_term", "cov_delta", "cov_zone", "cov_limit", "cov_place", "cov_hex")
+_TEMPS = ("cov_new", "cov_span", "cov_near", "cov_box", "cov_cand", "cov_hit", "cov_term", "cov_delta", "cov_zone",
+          "cov_limit", "cov_place", "cov_hex")
 
 
 # A unit's fixes near given times (``cov_span(window_h, unit_id, t0, t1)`` names them, ``t_lo`` and
@@ -350,9 +351,10 @@ WINDOW s AS (PARTITION BY window_h, kind, id, unit_id ORDER BY ts)"""
 # span grown by the cap on each side, with the new hits (+) and without them (-).
 _BATCH = """
 CREATE TEMP TABLE cov_new ON COMMIT DROP AS
-SELECT DISTINCT unit_id, 'epoch'::timestamptz + us * interval '1 microsecond' AS ts
-FROM unnest(%(unit_id)s::int[], %(ts_us)s::bigint[]) AS f(unit_id, us)
-WHERE 'epoch'::timestamptz + us * interval '1 microsecond' > %(now)s::timestamptz - make_interval(hours => %(lookback_h)s::int);
+SELECT DISTINCT unit_id, ts FROM (
+    SELECT unit_id, 'epoch'::timestamptz + us * interval '1 microsecond' AS ts
+    FROM unnest(%(unit_id)s::int[], %(ts_us)s::bigint[]) AS f(unit_id, us)) f
+WHERE ts > %(now)s::timestamptz - make_interval(hours => %(lookback_h)s::int);
 
 CREATE TEMP TABLE cov_span ON COMMIT DROP AS
 SELECT NULL::int AS window_h, unit_id, min(ts) AS t0, max(ts) AS t1 FROM cov_new GROUP BY unit_id;
@@ -396,7 +398,8 @@ def _in_window(hours: int) -> str:
     return f"coalesce(window_h = {hours}, ts > %(windows_at)s::timestamptz - interval '{hours} hours')"
 
 
-_DELTA = "CREATE TEMP TABLE cov_delta ON COMMIT DROP AS\nSELECT kind, id, max(ts) FILTER (WHERE sign > 0) AS last_ts" + "".join(
+_DELTA = ("CREATE TEMP TABLE cov_delta ON COMMIT DROP AS\n"
+          "SELECT kind, id, max(ts) FILTER (WHERE sign > 0) AS last_ts") + "".join(
     f",\n       coalesce(sum(sign * ends) FILTER (WHERE {_in_window(w)}), 0)::int AS visits_{w}h"
     f",\n       coalesce(sum(sign * dwell_s) FILTER (WHERE {_in_window(w)}), 0)::float8 AS dwell_s_{w}h"
     for w in WINDOWS_H) + "\nFROM cov_term GROUP BY kind, id"
@@ -543,7 +546,6 @@ def age_coverage(conn: psycopg.Connection, *, settings: Settings, now: datetime 
 def _live_params(conn: psycopg.Connection, settings: Settings, now: datetime) -> dict | None:
     """Take the coverage lock; the parameters of a live step, or None before coverage was first derived."""
     conn.execute(_LOCK)
-    _drop_temps(conn)
     windows_at = _clock(conn)
     srid = region_srid(conn) if windows_at is not None else None
     if srid is None:

@@ -178,7 +178,8 @@ def test_the_clock_drops_cells_past_the_look_back_and_ages_only_changed_statuses
     inland = h3.str_to_int(h3.latlng_to_cell(FAR_INLAND[1], FAR_INLAND[0], 9))
     assert rows(clean_db, f"SELECT status FROM hex_coverage WHERE h3 = {inland}") == [("fresh",)]
     half_day = age(clean_db, at(13 * 60))  # past half the 24 h limit: the grid and the cell turn due
-    assert half_day.rows == 2 and rows(clean_db, "SELECT status FROM grid_coverage ORDER BY 1") == [("due",), ("overdue",)]
+    assert half_day.rows == 2
+    assert rows(clean_db, "SELECT status FROM grid_coverage ORDER BY 1") == [("due",), ("overdue",)]
     assert age(clean_db, at(13 * 60 + 1)).rows == 0  # nothing changed
     gone = age(clean_db, at(49 * 60))
     assert gone.dropped == 1 and rows(clean_db, f"SELECT count(*) FROM hex_coverage WHERE h3 = {inland}") == [(0,)]

@@ -52,7 +52,8 @@ from gridwatch.etl.runlog import quarantine_rows
 from gridwatch.geo.tracks import too_fast
 from gridwatch.settings import Settings
 
-__all__ = ["StoreResult", "fuse_and_store", "ReferenceCache", "SpoolWriter", "WriterStats", "QUARANTINE_SOURCE", "STATUS_EVERY_S"]
+__all__ = ["StoreResult", "fuse_and_store", "ReferenceCache", "SpoolWriter", "WriterStats", "QUARANTINE_SOURCE",
+           "STATUS_EVERY_S"]
 
 log = logging.getLogger(__name__)
 

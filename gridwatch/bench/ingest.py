@@ -211,8 +211,9 @@ class _Load:
                 counts = await asyncio.gather(*(self._osmand(counter, stop) for _ in range(HTTP_CLIENTS)))
             else:
                 period = None if rate is None else JSON_BATCH * JSON_CLIENTS / rate
-                counts = await asyncio.gather(*(self._batches(session, counter, stop, period, started + i * (period or 0)
-                                                              / JSON_CLIENTS) for i in range(JSON_CLIENTS)))
+                starts = [started + i * (period or 0.0) / JSON_CLIENTS for i in range(JSON_CLIENTS)]
+                counts = await asyncio.gather(*(self._batches(session, counter, stop, period, first)
+                                                for first in starts))
             elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
             await poller
         return _Result(sum(counts), elapsed, self.latencies, client_cpu_s=cpu)
