@@ -62,6 +62,7 @@ class Upkeep(threading.Thread):
             derived = conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM coverage_clock)").scalar()
         if not derived:
             derive_coverage(engine, settings=self.settings, as_of=now)
-        with engine.begin() as conn:
+        with engine.begin() as conn:  # its own transaction: the writer waits for the coverage lock only this long
             age_coverage(conn.connection.driver_connection, settings=self.settings, now=now)
+        with engine.begin() as conn:
             refresh_alerts(conn, self.settings, now)
