@@ -23,14 +23,20 @@ does that. The live path never rebuilds: each stored fix (a *hit* at every
 place within its radius) adds to a place's figures a dwell term (the gap to
 the unit's previous hit there, when within the cap) and a visit term (1 when
 it is the last hit of its visit), and the figures over a window are the sums
-of the terms of the hits inside it. So :func:`refresh_coverage_for` moves, per
-committed batch, only the places the new fixes hit (neighbouring grids and
-segments within the radius included), by the change of the terms of the hits
-within :data:`DWELL_CAP_S` of the new ones; and :func:`age_coverage` moves the
-windows on by subtracting the terms of the hits that left each window since
-``coverage_clock``, clears last visits older than the look-back, and re-judges
-only the statuses that change. Both hold one advisory lock with the rebuild,
-and the figures equal a rebuild's at the same time.
+of the terms of the hits inside it.
+
+Coverage counts every stored fix but those in ``coverage_pending`` (the ingest
+writer adds each fix it stores there, in the fix's own transaction). So
+:func:`move_pending_coverage` takes every pending fix out of the table and
+moves, in the same transaction, only the places they hit (neighbouring grids
+and segments within the radius included), by the change of the terms of the
+hits within :data:`DWELL_CAP_S` of them; :func:`age_coverage` first does the
+same, then moves the windows on by subtracting the terms of the hits that left
+each window since ``coverage_clock``, clears last visits older than the
+look-back, and re-judges only the statuses that change. Every step, the
+rebuild included, reads the fixes without those still pending (a batch may
+commit meanwhile), and a full rebuild takes out the pending fixes it counts.
+All hold one advisory lock, and the figures equal a rebuild's at the same time.
 """
 from __future__ import annotations
 
@@ -51,7 +57,7 @@ from gridwatch.etl._fuse_points import region_srid
 from gridwatch.geo.h3cells import cell_polygons
 from gridwatch.settings import Settings
 
-__all__ = ["derive_coverage", "refresh_coverage_for", "age_coverage", "lookback_hours", "CoverageMoves", "DWELL_CAP_S",
+__all__ = ["derive_coverage", "move_pending_coverage", "age_coverage", "lookback_hours", "CoverageMoves", "DWELL_CAP_S",
            "WINDOWS_H"]
 
 DWELL_CAP_S = 120.0  # 2 x the longest regular report interval (60 s)
@@ -62,8 +68,9 @@ HEX_ZONE_KINDS = ("border_closed", "port_control")
 def derive_coverage(engine: sa.Engine, *, settings: Settings, as_of: datetime | None = None,
                     grid_ids: list[int] | None = None) -> None:
     """Rebuild ``grid_coverage``, ``segment_coverage`` and ``hex_coverage`` as of ``as_of`` (default now)
-    and set ``coverage_clock`` to it; with ``grid_ids``, the coverage of those grids only (after a
-    publish changed them), its windows at the clock's time like every other row's."""
+    and set ``coverage_clock`` to it, counting (and taking out of ``coverage_pending``) every fix stored;
+    with ``grid_ids``, the coverage of those grids only (after a publish changed them), its windows at
+    the clock's time like every other row's, without the pending fixes (their move counts them there)."""
     if as_of is not None and as_of.tzinfo is None:
         raise ValueError("as_of must carry a time zone")
     as_of = as_of or datetime.now(timezone.utc)
@@ -81,7 +88,7 @@ def derive_coverage(engine: sa.Engine, *, settings: Settings, as_of: datetime | 
                 _run(conn, script, params)
             return
         params["windows_at"] = as_of
-        for script in (_fixes(), _LIMITS):
+        for script in ("DELETE FROM coverage_pending", _fixes(), _LIMITS):
             _run(conn, script, params)
         _stage_hexes(conn, settings)
         for script in (_PLACES, _HITS, _VISITS, "TRUNCATE grid_coverage, segment_coverage, hex_coverage", _WRITE,
@@ -152,6 +159,9 @@ def _fixes(near: str = "") -> str:
 _RADIUS = """JOIN unit u ON u.id = p.unit_id
 JOIN (SELECT key AS kind, value::float8 AS radius_m FROM jsonb_each_text(%(radius)s::jsonb)) r ON r.kind = u.kind"""
 
+# A stored fix coverage counts: one not pending.
+_COUNTED = "NOT EXISTS (SELECT 1 FROM coverage_pending q WHERE q.unit_id = p.unit_id AND q.ts = p.ts)"
+
 _FIXES = """
 CREATE TEMP TABLE cov_fix ON COMMIT DROP AS
 SELECT p.unit_id, p.ts, p.h3, ST_Transform(p.geom, %(srid)s::int) AS g, r.radius_m
@@ -159,7 +169,7 @@ FROM position p
 """ + _RADIUS + """
 {near}
 WHERE p.ts > %(as_of)s::timestamptz - make_interval(hours => %(lookback_h)s::int)
-  AND p.ts <= %(as_of)s::timestamptz;
+  AND p.ts <= %(as_of)s::timestamptz AND """ + _COUNTED + """;
 CREATE INDEX ON cov_fix USING gist (g);
 ANALYZE cov_fix
 """
@@ -291,14 +301,15 @@ _SET_CLOCK = """
 INSERT INTO coverage_clock (id, windows_at) VALUES (1, %(windows_at)s)
 ON CONFLICT (id) DO UPDATE SET windows_at = EXCLUDED.windows_at
 """
-# The rebuild, the live batches and the upkeep take turns on the coverage tables.
+# The rebuild, the live moves and the upkeep take turns on the coverage tables.
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('gridwatch.derive.coverage'))"
+_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('gridwatch.derive.coverage'))"
 _TEMPS = ("cov_new", "cov_span", "cov_near", "cov_box", "cov_cand", "cov_hit", "cov_term", "cov_delta", "cov_zone",
           "cov_limit", "cov_place", "cov_hex")
 
 
-# A unit's fixes near given times (``cov_span(window_h, unit_id, t0, t1)`` names them, ``t_lo`` and
-# ``t_hi`` bound them all), in metres. Their hits: the grids and segments within the radius, driven
+# A unit's counted fixes near given times (``cov_span(window_h, unit_id, t0, t1)`` names them, ``t_lo``
+# and ``t_hi`` bound them all), in metres. Their hits: the grids and segments within the radius, driven
 # from the places as the rebuild is (the candidates found by the box of each unit's fixes, grown by
 # its radius with 5 % to spare, and brought into metres once), and their cells.
 _NEAR = """
@@ -310,7 +321,8 @@ JOIN position p ON p.unit_id = s.unit_id AND p.ts >= s.t0 - make_interval(secs =
                 AND p.ts <= s.t1 + make_interval(secs => %(cap)s)
                 AND p.ts >= %(t_lo)s::timestamptz AND p.ts <= %(t_hi)s::timestamptz
 """ + _RADIUS + """
-{new};
+{new}
+WHERE """ + _COUNTED + """;
 CREATE INDEX ON cov_near USING gist (g);
 
 CREATE TEMP TABLE cov_box ON COMMIT DROP AS
@@ -346,16 +358,19 @@ FROM {source} {where}
 WINDOW s AS (PARTITION BY window_h, kind, id, unit_id ORDER BY ts)"""
 
 
-# A committed batch: per unit, the span of its new fixes; the terms that can change are those of
-# hits within the cap of a new one, so the series of the places a new fix hit are judged over the
-# span grown by the cap on each side, with the new hits (+) and without them (-).
-_BATCH = """
-CREATE TEMP TABLE cov_new ON COMMIT DROP AS
-SELECT DISTINCT unit_id, ts FROM (
-    SELECT unit_id, 'epoch'::timestamptz + us * interval '1 microsecond' AS ts
-    FROM unnest(%(unit_id)s::int[], %(ts_us)s::bigint[]) AS f(unit_id, us)) f
-WHERE ts > %(now)s::timestamptz - make_interval(hours => %(lookback_h)s::int);
+# The pending fixes, taken out of ``coverage_pending`` (those past the look-back at the clock's
+# time count nowhere).
+_TAKE_PENDING = """
+CREATE TEMP TABLE cov_new (unit_id int, ts timestamptz) ON COMMIT DROP;
+WITH taken AS (DELETE FROM coverage_pending RETURNING unit_id, ts)
+INSERT INTO cov_new SELECT unit_id, ts FROM taken
+WHERE ts > %(windows_at)s::timestamptz - make_interval(hours => %(lookback_h)s::int)
+"""
 
+# The pending fixes: per unit, their span; the terms that can change are those of hits within the
+# cap of a new one, so the series of the places a new fix hit are judged over the span grown by
+# the cap on each side, with the new hits (+) and without them (-).
+_BATCH = """
 CREATE TEMP TABLE cov_span ON COMMIT DROP AS
 SELECT NULL::int AS window_h, unit_id, min(ts) AS t0, max(ts) AS t1 FROM cov_new GROUP BY unit_id;
 """ + _NEAR.format(marked="n.unit_id IS NOT NULL",
@@ -472,9 +487,11 @@ WHERE segment_coverage.segment_id = s.segment_id AND segment_coverage.status <> 
 
 @dataclass
 class CoverageMoves:
-    """Rows of each coverage table one live step changed: figures moved (``grids``, ``segments``,
-    ``cells``), rows added, last visits cleared, cells dropped, statuses re-judged."""
+    """What one live step did: pending fixes counted, and rows of each coverage table changed: figures
+    moved (``grids``, ``segments``, ``cells``), rows added, last visits cleared, cells dropped,
+    statuses re-judged."""
 
+    pending: int = 0
     grids: int = 0
     segments: int = 0
     cells: int = 0
@@ -485,41 +502,37 @@ class CoverageMoves:
 
     @property
     def rows(self) -> int:
-        """Every row written."""
+        """Every coverage row written."""
         return self.grids + self.segments + self.cells + self.added + self.expired + self.dropped + self.aged
 
 
-def refresh_coverage_for(
-    conn: psycopg.Connection, fixes: pd.DataFrame, *, settings: Settings, now: datetime | None = None
-) -> CoverageMoves:
-    """Move coverage by a batch of newly stored fixes (columns ``unit_id``, ``ts`` tz-aware), in the
-    caller's transaction: the places they hit, within each unit's radius, and nothing else. Waits
-    for the coverage lock; does nothing before coverage was first derived."""
+def move_pending_coverage(
+    conn: psycopg.Connection, *, settings: Settings, now: datetime | None = None, wait: bool = True
+) -> CoverageMoves | None:
+    """Count every fix in ``coverage_pending`` and take it out, in the caller's transaction: only the
+    places they hit, within each unit's radius, move. Waits for the coverage lock, or, with
+    ``wait=False``, returns None at once while a rebuild or the upkeep holds it (the fixes stay
+    pending). Before coverage was first derived it does nothing (the first rebuild counts them)."""
     moves = CoverageMoves()
     now = now or datetime.now(timezone.utc)
-    if fixes.empty or (params := _live_params(conn, settings, now)) is None:
-        return moves
-    ts = pd.to_datetime(fixes["ts"], utc=True)
-    cap = timedelta(seconds=DWELL_CAP_S)
-    params |= {"unit_id": fixes["unit_id"].astype("int64").tolist(),
-               "ts_us": ((ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "us")).astype("int64").tolist(),
-               "t_lo": ts.min().to_pydatetime() - cap, "t_hi": ts.max().to_pydatetime() + cap}
-    _run(conn, _BATCH, params)
-    _run(conn, _DELTA, params)
-    moves.added = _add_missing(conn, params)
-    _move(conn, params, moves)
-    _drop_temps(conn)
+    if not _lock(conn, wait=wait):
+        return None
+    if (params := _live_params(conn, settings, now)) is not None:
+        _move_pending(conn, params, moves)
     return moves
 
 
 def age_coverage(conn: psycopg.Connection, *, settings: Settings, now: datetime | None = None) -> CoverageMoves:
-    """Move the coverage windows from ``coverage_clock`` to ``now``, in the caller's transaction: take
-    out of each window the hits that left it, clear last visits older than the look-back (dropping
-    cells no border zone holds), re-judge the statuses that change against the clock."""
+    """Move the coverage windows from ``coverage_clock`` to ``now``, in the caller's transaction, under
+    the coverage lock: count the pending fixes (as :func:`move_pending_coverage`), take out of each
+    window the hits that left it, clear last visits older than the look-back (dropping cells no
+    border zone holds), re-judge the statuses that change against the clock."""
     moves = CoverageMoves()
     now = now or datetime.now(timezone.utc)
+    _lock(conn, wait=True)
     if (params := _live_params(conn, settings, now)) is None:
         return moves
+    _move_pending(conn, params, moves)  # the leaving hits are judged with every stored fix counted
     if now > params["windows_at"]:
         cap = timedelta(seconds=DWELL_CAP_S)
         params |= {"t_lo": params["windows_at"] - timedelta(hours=max(WINDOWS_H)) - cap,
@@ -543,14 +556,35 @@ def age_coverage(conn: psycopg.Connection, *, settings: Settings, now: datetime 
     return moves
 
 
+def _lock(conn: psycopg.Connection, *, wait: bool) -> bool:
+    """Take the coverage lock until the transaction ends (``wait=False``: only if free); whether taken."""
+    if wait:
+        conn.execute(_LOCK)
+        return True
+    return bool(conn.execute(_TRY_LOCK).fetchone()[0])
+
+
 def _live_params(conn: psycopg.Connection, settings: Settings, now: datetime) -> dict | None:
-    """Take the coverage lock; the parameters of a live step, or None before coverage was first derived."""
-    conn.execute(_LOCK)
+    """The parameters of a live step, or None before coverage was first derived."""
     windows_at = _clock(conn)
     srid = region_srid(conn) if windows_at is not None else None
     if srid is None:
         return None
     return _params(settings, now) | {"windows_at": windows_at, "srid": srid}
+
+
+def _move_pending(conn: psycopg.Connection, params: dict, moves: CoverageMoves) -> None:
+    """Take the pending fixes out of ``coverage_pending`` and move the places they hit by them."""
+    _run(conn, _TAKE_PENDING, params)
+    moves.pending, t_lo, t_hi = conn.execute("SELECT count(*), min(ts), max(ts) FROM cov_new").fetchone()
+    if moves.pending:
+        cap = timedelta(seconds=DWELL_CAP_S)
+        params = params | {"t_lo": t_lo - cap, "t_hi": t_hi + cap}
+        _run(conn, _BATCH, params)
+        _run(conn, _DELTA, params)
+        moves.added += _add_missing(conn, params)
+        _move(conn, params, moves)
+    _drop_temps(conn)
 
 
 def _add_missing(conn: psycopg.Connection, params: dict) -> int:
@@ -568,9 +602,9 @@ def _add_missing(conn: psycopg.Connection, params: dict) -> int:
 
 
 def _move(conn: psycopg.Connection, params: dict, moves: CoverageMoves) -> None:
-    """Add ``cov_delta`` to the coverage rows, counting the rows moved per table."""
+    """Add ``cov_delta`` to the coverage rows, counting the rows moved per table (a step may move twice)."""
     for table, sql in _APPLY.items():
-        setattr(moves, table, conn.execute(sql, params).rowcount)
+        setattr(moves, table, getattr(moves, table) + conn.execute(sql, params).rowcount)
 
 
 def _drop_temps(conn: psycopg.Connection) -> None:

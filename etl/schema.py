@@ -41,8 +41,7 @@ __all__ = ["metadata", "include_object", "POSITION_PARTITION"] + [
     "defence_line", "checkpoint", "border_segment", "road", "river", "settlement", "port", "sensor", "unit",
     "position", "unit_latest", "incident", "grid_coverage", "segment_coverage", "hex_coverage", "quarantine",
     "loaded_file", "etl_run", "line_crossing", "leak_route", "device", "ingest_offset", "ingest_status", "alert",
-    "table_change",
-    "reference_version", "coverage_clock",
+    "table_change", "reference_version", "coverage_clock", "coverage_pending",
 ]
 
 metadata = MetaData()
@@ -601,4 +600,12 @@ coverage_clock = Table(
     Column("id", SmallInteger, CheckConstraint("id = 1"), primary_key=True, autoincrement=False,
            server_default=text("1")),
     Column("windows_at", DateTime(timezone=True), nullable=False),
+)
+
+# The fixes stored but not yet counted by coverage (their position keys): the ingest writer adds
+# them in the batch's transaction, the live step or the full rebuild that counts them deletes them.
+coverage_pending = Table(
+    "coverage_pending", metadata,
+    Column("unit_id", Integer, primary_key=True, autoincrement=False),
+    Column("ts", DateTime(timezone=True), primary_key=True),
 )

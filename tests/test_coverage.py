@@ -4,11 +4,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import h3
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from gridwatch.etl.coverage import CoverageMoves, age_coverage, derive_coverage, refresh_coverage_for
+import psycopg
+
+from gridwatch.etl.coverage import CoverageMoves, age_coverage, derive_coverage, move_pending_coverage
 from gridwatch.settings import Settings
 
 from _refdata import rows, seed_region
@@ -23,7 +24,9 @@ FIXES = [  # unit, time (UTC), lon, lat
 ]
 
 
-def insert_fixes(engine: sa.Engine, fixes: list[tuple] = FIXES) -> None:
+def insert_fixes(engine: sa.Engine, fixes: list[tuple] = FIXES, *, pending: bool = False) -> None:
+    """Store ``fixes`` in one transaction (``pending``: with their keys in ``coverage_pending``, as the
+    ingest writer stores a batch)."""
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT ensure_position_partitions(:a, :b)"),
                      {"a": min(f[1] for f in fixes), "b": max(f[1] for f in fixes)})
@@ -33,6 +36,9 @@ def insert_fixes(engine: sa.Engine, fixes: list[tuple] = FIXES) -> None:
                         "VALUES (:u, :t, ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'test', :h)"),
                 {"u": unit, "t": ts, "x": lon, "y": lat, "h": h3.str_to_int(h3.latlng_to_cell(lat, lon, 9))},
             )
+            if pending:
+                conn.execute(sa.text("INSERT INTO coverage_pending (unit_id, ts) VALUES (:u, :t)"),
+                             {"u": unit, "t": ts})
 
 
 @pytest.fixture
@@ -91,12 +97,22 @@ def test_as_of_must_carry_a_zone(region):
         derive_coverage(region, settings=Settings(), as_of=datetime(2026, 11, 20))
 
 
-def store(engine: sa.Engine, fixes: list[tuple], *, now: datetime) -> CoverageMoves:
-    """Store ``fixes`` and move coverage by them, as the live writer does (one transaction)."""
-    insert_fixes(engine, fixes)
-    stored = pd.DataFrame({"unit_id": [f[0] for f in fixes], "ts": pd.to_datetime([f[1] for f in fixes], utc=True)})
+def move(engine: sa.Engine, *, now: datetime, wait: bool = True) -> CoverageMoves | None:
+    """Count the pending fixes, in a transaction of its own."""
     with engine.begin() as conn:
-        return refresh_coverage_for(conn.connection.driver_connection, stored, settings=Settings(), now=now)
+        return move_pending_coverage(conn.connection.driver_connection, settings=Settings(), now=now, wait=wait)
+
+
+def store(engine: sa.Engine, fixes: list[tuple], *, now: datetime) -> CoverageMoves:
+    """Store ``fixes`` as pending, then move coverage by them, as the live writer does (two transactions)."""
+    insert_fixes(engine, fixes, pending=True)
+    moves = move(engine, now=now)
+    assert moves.pending == len(fixes) and pending(engine) == 0
+    return moves
+
+
+def pending(engine: sa.Engine) -> int:
+    return rows(engine, "SELECT count(*) FROM coverage_pending")[0][0]
 
 
 def age(engine: sa.Engine, now: datetime) -> CoverageMoves:
@@ -188,6 +204,60 @@ def test_the_clock_drops_cells_past_the_look_back_and_ages_only_changed_statuses
 
 def test_live_steps_wait_for_a_first_derivation(clean_db):
     seed_region(clean_db)
-    assert store(clean_db, [(1, at(1), *INLAND)], now=at(2)).rows == 0
-    assert age(clean_db, at(3)).rows == 0
-    assert rows(clean_db, "SELECT count(*) FROM grid_coverage") == [(0,)]
+    insert_fixes(clean_db, [(1, at(1), *INLAND)], pending=True)
+    assert move(clean_db, now=at(2)) == CoverageMoves()
+    assert age(clean_db, at(3)) == CoverageMoves()
+    assert rows(clean_db, "SELECT count(*) FROM grid_coverage") == [(0,)] and pending(clean_db) == 1
+    derive_coverage(clean_db, settings=Settings(), as_of=at(4))  # the first derivation counts the fix
+    assert pending(clean_db) == 0
+    assert rows(clean_db, "SELECT grid_id, visits_1h FROM grid_coverage ORDER BY 1") == [(1, 1), (2, 0)]
+
+
+def test_pending_fixes_are_counted_once_whoever_counts_them(clean_db, db_url):
+    """Fixes stored with their pending keys but not yet counted (a crash between the batch and its
+    move, a rebuild holding the coverage lock while batches arrive) are counted exactly once: by the
+    next move, by the upkeep's window move, or by a full rebuild; a partial rebuild leaves them."""
+    seed_region(clean_db)
+    derive_coverage(clean_db, settings=Settings(), as_of=T0)
+    untouched = coverage(clean_db)
+
+    # a crash between the two transactions: stored, not counted, nothing moved
+    insert_fixes(clean_db, [(1, at(1), *INLAND), (2, at(3), *NEAR_BOTH)], pending=True)
+    assert pending(clean_db) == 2 and coverage(clean_db) == untouched
+    # the writer's next start counts them, with its own new batch
+    insert_fixes(clean_db, [(1, at(1.5), *INLAND), (2, at(4.5), *NEAR_BOTH)], pending=True)
+    first = move(clean_db, now=at(5))
+    assert (first.pending, first.grids, first.segments) == (4, 2, 2) and pending(clean_db) == 0
+    assert_as_rebuilt(clean_db, at(5))
+
+    # a full rebuild holds the lock while two batches arrive: they are stored, and wait
+    with psycopg.connect(db_url) as rebuild:
+        rebuild.execute("SELECT pg_advisory_xact_lock(hashtext('gridwatch.derive.coverage'))")
+        insert_fixes(clean_db, [(2, at(6), *NEAR_BOTH)], pending=True)
+        assert move(clean_db, now=at(7), wait=False) is None
+        insert_fixes(clean_db, [(1, at(2), *INLAND), (2, at(8), *EAST_STRIP)], pending=True)
+        assert move(clean_db, now=at(8), wait=False) is None
+        assert pending(clean_db) == 3 and rows(clean_db, "SELECT count(*) FROM position") == [(7,)]
+    late = move(clean_db, now=at(9), wait=False)
+    assert late.pending == 3 and pending(clean_db) == 0
+    assert_as_rebuilt(clean_db, at(9))
+
+    # the upkeep counts what is pending before it moves the windows
+    insert_fixes(clean_db, [(1, at(61), *INLAND), (1, at(2.5), *INLAND)], pending=True)
+    aged = age(clean_db, at(62.5))
+    assert aged.pending == 2 and pending(clean_db) == 0
+    assert_as_rebuilt(clean_db, at(62.5))
+
+    # a partial rebuild (after a publish) leaves them pending, and their move stays exact
+    insert_fixes(clean_db, [(1, at(63), *INLAND), (2, at(63.5), *NEAR_BOTH)], pending=True)
+    derive_coverage(clean_db, settings=Settings(), as_of=at(64), grid_ids=[1])
+    assert pending(clean_db) == 2
+    assert move(clean_db, now=at(64)).pending == 2
+    assert_as_rebuilt(clean_db, at(64))
+
+    # a full rebuild counts them and takes them out: the next move finds nothing to count
+    insert_fixes(clean_db, [(1, at(65), *FAR_INLAND)], pending=True)
+    derive_coverage(clean_db, settings=Settings(), as_of=at(66))
+    assert pending(clean_db) == 0 and move(clean_db, now=at(66)) == CoverageMoves()
+    assert rows(clean_db, "SELECT last_visit FROM grid_coverage WHERE grid_id = 1") == [(at(65),)]
+    assert_as_rebuilt(clean_db, at(66))
