@@ -7,13 +7,18 @@ one transaction per batch: checks each fix against the database (unknown
 unit, impossible implied speed → ``quarantine``), fuses the rest with grids,
 zones, border segments and H3 (:func:`gridwatch.etl._fuse_points.fuse_points`),
 inserts them into ``position`` (``ON CONFLICT DO NOTHING``, so a fix sent
-twice is stored once), moves ``unit_latest`` forward, and stores the new spool
-position in ``ingest_offset``; in the same transaction, coverage moves by the
-fixes it newly stored (:func:`gridwatch.etl.coverage.refresh_coverage_for`, only
-the places they hit). Because the position commits with the rows, a restart
-replays from exactly where the database stopped, and coverage never counts a
-fix twice or misses one. The reference layers are read again only when
-``reference_version`` moved (a trigger moves it with every change to them).
+twice is stored once) and their keys into ``coverage_pending``, moves
+``unit_latest`` forward, and stores the new spool position in
+``ingest_offset``; then, in a second short transaction, coverage counts every
+pending fix and takes it out (:func:`gridwatch.etl.coverage.move_pending_coverage`,
+only the places they hit). Because the position commits with the rows and
+their pending keys, a restart replays from exactly where the database stopped,
+and coverage never counts a fix twice or misses one: the pending keys a crash
+left are counted when the writer starts again. While a full rebuild (or the
+upkeep) holds coverage, the fixes stay pending and the writer goes on storing;
+it tries again after each batch and every interval while idle. The reference
+layers are read again only when ``reference_version`` moved (a trigger moves
+it with every change to them).
 
 One bad fix never stops the stream: partitions are made only for the days the
 fixes fall on, and a batch the database refuses for a data reason (SQLSTATE
@@ -45,7 +50,7 @@ from gridwatch.errors import GridwatchError
 from gridwatch.etl import _pgbinary as pgb
 from gridwatch.etl._fuse_points import Reference, fuse_points, load_reference
 from gridwatch.etl._position_rows import POSITION_COLUMNS, ensure_partitions, position_columns, upsert_latest
-from gridwatch.etl.coverage import refresh_coverage_for
+from gridwatch.etl.coverage import move_pending_coverage
 from gridwatch.etl.ingest._fix import SOURCES
 from gridwatch.etl.ingest.spool import Spool, SpoolPosition, SpoolReader, now_us
 from gridwatch.etl.runlog import quarantine_rows
@@ -67,19 +72,15 @@ REFUSED = "refused by the database"
 # The writer's own session: a lock or a statement that waits this long is an error to retry, not a stall.
 _SESSION_LOCK_TIMEOUT = "5s"
 _SESSION = (f"SET lock_timeout = '{_SESSION_LOCK_TIMEOUT}'", "SET statement_timeout = '60s'")
-# How long a batch waits for the coverage lock (the upkeep holds it for a tick, a full rebuild longer).
-_COVERAGE_WAIT = "2s"
 
 
 @dataclass
 class StoreResult:
-    """What one batch did: rows written, repeats dropped, rejections by reason, and the
-    fixes newly stored (``unit_id``, ``ts``; for the coverage update)."""
+    """What one batch did: rows written, repeats dropped, rejections by reason."""
 
     written: int = 0
     duplicates: int = 0
     rejected: Counter = field(default_factory=Counter)
-    stored: pd.DataFrame | None = None
 
 
 def fuse_and_store(conn: psycopg.Connection, records: np.ndarray, *, reference: Reference, settings: Settings) -> StoreResult:
@@ -103,7 +104,7 @@ def fuse_and_store(conn: psycopg.Connection, records: np.ndarray, *, reference: 
     reasons[too_fast] = "impossible speed"
     keep = (reasons == None) & ~repeated  # noqa: E711
     result.rejected.update(reasons[~keep & ~repeated].tolist())
-    stored, refused = _store(conn, records[keep], unit_id[keep], reference=reference, settings=settings)
+    written, refused = _store(conn, records[keep], unit_id[keep], reference=reference, settings=settings)
     if refused:
         result.rejected[REFUSED] += len(refused)
         reasons[np.flatnonzero(keep)[list(refused)]] = list(refused.values())
@@ -112,8 +113,7 @@ def fuse_and_store(conn: psycopg.Connection, records: np.ndarray, *, reference: 
     if rejected.any():
         quarantine_rows(conn, None, QUARANTINE_SOURCE, _as_records(records[rejected], callsign[rejected]),
                         pd.Series(reasons[rejected]))
-    written = 0 if stored is None else len(stored)
-    result.written, result.stored = written, stored
+    result.written = written
     result.duplicates = int(keep.sum()) - written - len(refused) + int(repeated.sum())
     return result
 
@@ -165,21 +165,21 @@ def _as_records(records: np.ndarray, callsign: np.ndarray) -> pd.DataFrame:
 
 
 def _store(conn: psycopg.Connection, records: np.ndarray, unit_id: np.ndarray, *, reference: Reference,
-           settings: Settings) -> tuple[pd.DataFrame | None, dict[int, str]]:
-    """Fuse, insert new fixes into ``position`` and move ``unit_latest``; return the fixes inserted
-    (``unit_id``, ``ts``; a repeat of a stored fix is not) and, by row, the reason of each the
-    database refused.
+           settings: Settings) -> tuple[int, dict[int, str]]:
+    """Fuse, insert new fixes into ``position`` and their keys into ``coverage_pending``, and move
+    ``unit_latest``; return how many fixes were inserted (a repeat of a stored fix is not) and, by
+    row, the reason of each the database refused.
 
     Each try runs in a savepoint; a data error splits the rows tried in halves until it stands
     alone, so k refused rows cost O(k log n) tries and one try when there are none.
     """
     if len(records) == 0:
-        return None, {}
+        return 0, {}
     lon, lat = records["lon"].astype(np.float64), records["lat"].astype(np.float64)
     fused = fuse_points(reference, lon, lat, resolution=settings.h3_resolution)
     ts = records["ts_us"].astype(np.int64).view("datetime64[us]")
 
-    def attempt(part: slice) -> list[tuple]:
+    def attempt(part: slice) -> int:
         with conn.transaction():
             ensure_partitions(conn, ts[part])
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS ingest_stage (LIKE position) ON COMMIT DELETE ROWS")
@@ -191,13 +191,14 @@ def _store(conn: psycopg.Connection, records: np.ndarray, unit_id: np.ndarray, *
                     unit_id[part][at], ts[part][at], lon[part][at], lat[part][at], rows["speed_kmh"][at],
                     rows["heading"][at], rows["accuracy_m"][at], source=SOURCES[code], fused=fused.iloc[part][at]))
             inserted = conn.execute(
-                f"INSERT INTO position ({_NAMES}) SELECT {_NAMES} FROM ingest_stage "
-                "ON CONFLICT (unit_id, ts) DO NOTHING RETURNING unit_id, ts"
-            ).fetchall()
+                f"WITH stored AS (INSERT INTO position ({_NAMES}) SELECT {_NAMES} FROM ingest_stage "
+                "ON CONFLICT (unit_id, ts) DO NOTHING RETURNING unit_id, ts) "
+                "INSERT INTO coverage_pending (unit_id, ts) SELECT unit_id, ts FROM stored"
+            ).rowcount
             upsert_latest(conn, "ingest_stage")
             return inserted
 
-    inserted, refused = [], {}
+    inserted, refused = 0, {}
     parts = [(0, len(records))]
     while parts:
         lo, hi = parts.pop()
@@ -209,9 +210,7 @@ def _store(conn: psycopg.Connection, records: np.ndarray, unit_id: np.ndarray, *
             else:
                 mid = (lo + hi) // 2
                 parts += [(mid, hi), (lo, mid)]
-    if not inserted:
-        return None, refused
-    return pd.DataFrame(inserted, columns=["unit_id", "ts"]), refused
+    return inserted, refused
 
 
 class ReferenceCache:
@@ -245,6 +244,7 @@ class WriterStats:
     rejected: Counter = field(default_factory=Counter)
     batches: int = 0
     lost: int = 0  # acknowledged fixes of a damaged spool segment that could not be read back
+    coverage_waits: int = 0  # turns the pending fixes waited for a full rebuild or the upkeep
     state: str = "retrying"  # storing | retrying | stopped (retrying until it first reaches the database)
     db_up: bool = False
     last_error: str = ""
@@ -289,6 +289,7 @@ class SpoolWriter(threading.Thread):
         self._reference = ReferenceCache()
         self._oldest: tuple[SpoolPosition | None, datetime | None] = (None, None)
         self._reported_at = float("-inf")
+        self._coverage_due = True  # fixes may be pending: a batch stored some, or a crash left them
 
     def backlog(self) -> int | None:
         """Fixes spooled but not yet committed (None until the writer has reached the database)."""
@@ -324,6 +325,7 @@ class SpoolWriter(threading.Thread):
                     self.stats.db_up = True
                 started = time.monotonic()
                 drained = self._batch(conn)
+                self._move_coverage(conn)
                 backoff = 0.2
                 self._report(conn)
                 if drained:  # until more is durable, or the interval has passed
@@ -336,6 +338,7 @@ class SpoolWriter(threading.Thread):
                 if conn is not None:
                     conn.close()
                 conn = None
+                self._coverage_due = True
                 self._report(None)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -406,19 +409,15 @@ class SpoolWriter(threading.Thread):
         except (psycopg.Error, GridwatchError) as exc:
             log.debug("spool writer: status not written: %s", exc)
 
-    def _move_coverage(self, conn: psycopg.Connection, stored: pd.DataFrame | None) -> None:
-        """Coverage moves by the batch's new fixes in the batch's transaction (the upkeep moves the
-        windows under the same lock). While a full rebuild holds the tables past
-        ``_COVERAGE_WAIT``, the batch is stored without moving them: the next full rebuild counts it."""
-        if stored is None or stored.empty:
+    def _move_coverage(self, conn: psycopg.Connection) -> None:
+        """Count the pending fixes in coverage, in a transaction of their own after the batch's; while a
+        full rebuild or the upkeep holds coverage they stay pending, tried again at the next turn."""
+        if not self._coverage_due:
             return
-        try:
-            with conn.transaction():
-                conn.execute(f"SET LOCAL lock_timeout = '{_COVERAGE_WAIT}'")
-                refresh_coverage_for(conn, stored, settings=self.settings)
-                conn.execute(f"SET LOCAL lock_timeout = '{_SESSION_LOCK_TIMEOUT}'")
-        except psycopg.errors.LockNotAvailable:
-            log.warning("spool writer: coverage held by a full rebuild; %d fixes stored without moving it", len(stored))
+        with conn.transaction():
+            moved = move_pending_coverage(conn, settings=self.settings, wait=False)
+        self._coverage_due = moved is None
+        self.stats.coverage_waits += moved is None
 
     def _storing(self) -> None:
         """The database takes what the writer sends."""
@@ -435,7 +434,6 @@ class SpoolWriter(threading.Thread):
         reference = self._reference.get(conn)
         with conn.transaction():
             result = fuse_and_store(conn, records, reference=reference, settings=self.settings)
-            self._move_coverage(conn, result.stored)
             stored_at = conn.execute(
                 "INSERT INTO ingest_offset (spool_id, segment, pos, fixes) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (spool_id) DO UPDATE SET segment = EXCLUDED.segment, pos = EXCLUDED.pos, "
@@ -453,6 +451,7 @@ class SpoolWriter(threading.Thread):
         self.stats.duplicates += result.duplicates
         self.stats.rejected.update(result.rejected)
         self.stats.batches += 1
+        self._coverage_due |= result.written > 0
         self.stats.lost += lost
         self.stats.last_stored_at = stored_at
         self.committed = after
