@@ -1,5 +1,5 @@
 """The ingest writer: it reads the reference layers again only when they changed, and counts coverage
-after each batch, in a transaction of its own."""
+beside the batches, in transactions of its own."""
 from __future__ import annotations
 
 import asyncio
@@ -68,8 +68,10 @@ def test_fixes_stored_while_coverage_is_held_wait_and_are_counted_once(
     with psycopg.connect(db_url) as rebuild:
         rebuild.execute("SELECT pg_advisory_xact_lock(hashtext('gridwatch.derive.coverage'))")
         writer.start()
-        wait_for(lambda: writer.stats.coverage_waits >= 2, "the writer never tried to count the fixes")
-        assert writer.stats.written == 3 and rows(clean_db, "SELECT count(*) FROM unit_latest") == [(1,)]
+        wait_for(lambda: writer.stats.written == 3, "the batch was not stored while coverage was held")
+        assert rows(clean_db, "SELECT count(*) FROM unit_latest") == [(1,)]
+        waits = writer.stats.coverage_waits
+        wait_for(lambda: writer.stats.coverage_waits >= waits + 2, "the writer never tried to count the fixes")
         assert rows(clean_db, "SELECT count(*) FROM coverage_pending") == [(3,)]
         assert rows(clean_db, "SELECT last_visit FROM grid_coverage WHERE grid_id = 1") == [(None,)]
     wait_for(lambda: rows(clean_db, "SELECT count(*) FROM coverage_pending") == [(0,)], "the fixes stayed pending")

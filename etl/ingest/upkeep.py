@@ -1,8 +1,9 @@
 """Keeping the live situation current while fixes stream in.
 
-Each written batch moves coverage right after it, in a transaction of its own
-(the writer calls :func:`gridwatch.etl.coverage.move_pending_coverage`; what a
-busy lock kept pending, the next batch or tick counts). Between batches,
+Each written batch moves coverage at once, beside the batches, in a transaction
+of its own (the writer's coverage thread calls
+:func:`gridwatch.etl.coverage.move_pending_coverage`; what a busy lock kept
+pending, its next try or the next tick counts). Between batches,
 time itself changes the picture: fixes leave the 1 h / 4 h / 24 h windows,
 places turn due and overdue, units fall silent, alerts are raised and cleared.
 :class:`Upkeep` does that on a clock, in its own thread of the ingest service

@@ -9,14 +9,17 @@ zones, border segments and H3 (:func:`gridwatch.etl._fuse_points.fuse_points`),
 inserts them into ``position`` (``ON CONFLICT DO NOTHING``, so a fix sent
 twice is stored once) and their keys into ``coverage_pending``, moves
 ``unit_latest`` forward, and stores the new spool position in
-``ingest_offset``; then, in a second short transaction, coverage counts every
-pending fix and takes it out (:func:`gridwatch.etl.coverage.move_pending_coverage`,
-only the places they hit). Because the position commits with the rows and
-their pending keys, a restart replays from exactly where the database stopped,
-and coverage never counts a fix twice or misses one: the pending keys a crash
-left are counted when the writer starts again. While a full rebuild (or the
-upkeep) holds coverage, the fixes stay pending and the writer goes on storing;
-it tries again after each batch and every interval while idle. The reference
+``ingest_offset``; the fixes are visible when it commits. Beside it, the
+writer's coverage thread, on a connection of its own, counts every pending fix
+in coverage and takes it out, in a short transaction
+(:func:`gridwatch.etl.coverage.move_pending_coverage`, only the places they
+hit), whenever a batch stored some, so no batch waits for coverage. Because the
+position commits with the rows and their pending keys, a restart replays from
+exactly where the database stopped, and coverage never counts a fix twice or
+misses one: the pending keys a crash left are counted when the writer starts
+again. While a full rebuild (or the upkeep) holds coverage, the fixes stay
+pending and the writer goes on storing; the coverage thread tries again every
+interval. The reference
 layers are read again only when ``reference_version`` moved (a trigger moves
 it with every change to them).
 
@@ -289,7 +292,9 @@ class SpoolWriter(threading.Thread):
         self._reference = ReferenceCache()
         self._oldest: tuple[SpoolPosition | None, datetime | None] = (None, None)
         self._reported_at = float("-inf")
-        self._coverage_due = True  # fixes may be pending: a batch stored some, or a crash left them
+        self._coverage_due = threading.Event()  # a batch stored fixes
+        self._halted = threading.Event()
+        self._coverage = threading.Thread(target=self._count_coverage, name="coverage-mover", daemon=True)
 
     def backlog(self) -> int | None:
         """Fixes spooled but not yet committed (None until the writer has reached the database)."""
@@ -315,6 +320,7 @@ class SpoolWriter(threading.Thread):
         self.join(drain_s + 10.0)
 
     def run(self) -> None:
+        self._coverage.start()
         conn: psycopg.Connection | None = None
         backoff = 0.2
         while not self._should_stop():
@@ -325,7 +331,6 @@ class SpoolWriter(threading.Thread):
                     self.stats.db_up = True
                 started = time.monotonic()
                 drained = self._batch(conn)
-                self._move_coverage(conn)
                 backoff = 0.2
                 self._report(conn)
                 if drained:  # until more is durable, or the interval has passed
@@ -338,7 +343,6 @@ class SpoolWriter(threading.Thread):
                 if conn is not None:
                     conn.close()
                 conn = None
-                self._coverage_due = True
                 self._report(None)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -346,6 +350,9 @@ class SpoolWriter(threading.Thread):
         self._report(conn, now=True)
         if conn is not None:
             conn.close()
+        self._halted.set()
+        self._coverage_due.set()
+        self._coverage.join(30)
 
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(self.url_of(), autocommit=True, connect_timeout=3)
@@ -409,15 +416,29 @@ class SpoolWriter(threading.Thread):
         except (psycopg.Error, GridwatchError) as exc:
             log.debug("spool writer: status not written: %s", exc)
 
-    def _move_coverage(self, conn: psycopg.Connection) -> None:
-        """Count the pending fixes in coverage, in a transaction of their own after the batch's; while a
-        full rebuild or the upkeep holds coverage they stay pending, tried again at the next turn."""
-        if not self._coverage_due:
-            return
-        with conn.transaction():
-            moved = move_pending_coverage(conn, settings=self.settings, wait=False)
-        self._coverage_due = moved is None
-        self.stats.coverage_waits += moved is None
+    def _count_coverage(self) -> None:
+        """The coverage thread: count the pending fixes whenever a batch stored some (and once at the
+        start, for what a crash left), in a transaction of its own; while a full rebuild or the upkeep
+        holds coverage, or the database fails, they stay pending and it tries again every interval."""
+        conn: psycopg.Connection | None = None
+        due = True
+        while not self._halted.is_set():
+            due = self._coverage_due.wait(self.interval_s) or due
+            if not due or self._halted.is_set():
+                continue
+            self._coverage_due.clear()  # before reading them: a batch committed meanwhile wakes it again
+            try:
+                conn = conn or self._connect()
+                with conn.transaction():
+                    due = move_pending_coverage(conn, settings=self.settings, wait=False) is None
+                self.stats.coverage_waits += due
+            except Exception as exc:  # the fixes stay pending; never lost, never counted twice
+                log.warning("coverage thread: %s: %s", type(exc).__name__, " ".join(str(exc).split())[:300])
+                if conn is not None:
+                    conn.close()
+                conn, due = None, True
+        if conn is not None:
+            conn.close()
 
     def _storing(self) -> None:
         """The database takes what the writer sends."""
@@ -451,7 +472,8 @@ class SpoolWriter(threading.Thread):
         self.stats.duplicates += result.duplicates
         self.stats.rejected.update(result.rejected)
         self.stats.batches += 1
-        self._coverage_due |= result.written > 0
+        if result.written:
+            self._coverage_due.set()
         self.stats.lost += lost
         self.stats.last_stored_at = stored_at
         self.committed = after

@@ -10,7 +10,7 @@ fast as they can, then paced at the issue's two loads (2,000 and 10,000 fixes/s
 offered, by enough gateways to offer it); a poller samples how long an
 acknowledged fix takes to show in ``unit_latest``, against the issue's goals
 (p99 <= 1 s at 2k/s, <= 2 s at 10k/s). The fixes are hours
-old, inside every coverage window, so coverage moves after each batch too. The CPU
+old, inside every coverage window, so coverage moves with every batch too. The CPU
 the ingest process and the client used is reported, to tell which of them was
 the limit (the machine may be shared); a paced load the client could not offer
 shows as its achieved rate below the goal. The throughput baseline, in the same
@@ -132,7 +132,7 @@ def bench_ingest(settings: Settings, *, scale: str) -> list[Figure]:
                100 * osmand.client_busy, "% of a core"),
         Figure("backlog written after the OsmAnd load stopped (≈ 0: the writer keeps up)", drain_osmand, "s"),
         Figure("backlog written after the JSON load stopped (≈ 0: the writer keeps up)", drain_json, "s"),
-        Figure(f"fixes per committed batch, coverage moved after each ({live['batches']:,} batches)", per_batch,
+        Figure(f"fixes per committed batch, coverage moved beside them ({live['batches']:,} batches)", per_batch,
                "fixes"),
         Figure(f"full coverage rebuild over the run's {live['written']:,} fixes (etl run only, never live)",
                rebuild_s, "s"),
