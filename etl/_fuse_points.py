@@ -24,12 +24,14 @@ import shapely
 from gridwatch.geo.crs import WGS84, local_metric_crs
 from gridwatch.geo.h3cells import cells_for_points
 
-__all__ = ["Reference", "load_reference", "fuse_points", "region_srid", "FUSED_COLUMNS"]
+__all__ = ["Reference", "REFERENCE_TABLES", "load_reference", "fuse_points", "region_srid", "FUSED_COLUMNS"]
 
 FUSED_COLUMNS = ("grid_id", "zone_id", "segment_id", "border_m", "h3")
 # A point in two zones gets the most specific one.
 _ZONE_ORDER = "CASE kind WHEN 'port_control' THEN 0 WHEN 'border_closed' THEN 1 ELSE 2 END, id"
 REGION_MARGIN_KM = 50.0
+# The tables :func:`load_reference` reads (a write to one of them changes the reference).
+REFERENCE_TABLES = ("grid", "zone", "border_segment", "command_unit")
 VERTEX_SPACING_M = 20.0
 
 

@@ -41,7 +41,7 @@ __all__ = ["metadata", "include_object", "POSITION_PARTITION"] + [
     "defence_line", "checkpoint", "border_segment", "road", "river", "settlement", "port", "sensor", "unit",
     "position", "unit_latest", "incident", "grid_coverage", "segment_coverage", "hex_coverage", "quarantine",
     "loaded_file", "etl_run", "line_crossing", "leak_route", "device", "ingest_offset", "ingest_status", "alert",
-    "table_change", "reference_version", "coverage_clock", "coverage_pending",
+    "table_change", "coverage_clock", "coverage_pending",
 ]
 
 metadata = MetaData()
@@ -583,15 +583,6 @@ table_change = Table(
     Column("name", Text, primary_key=True),
     Column("generation", BigInteger, nullable=False, server_default=text("0")),
     Column("changed_at", DateTime(timezone=True), nullable=False, server_default=_now()),
-)
-
-# Moved by one in every transaction writing grid, zone, border_segment or command_unit (statement
-# triggers): the live writer re-reads the reference layers only when it changed.
-reference_version = Table(
-    "reference_version", metadata,
-    Column("id", SmallInteger, CheckConstraint("id = 1"), primary_key=True, autoincrement=False,
-           server_default=text("1")),
-    Column("version", BigInteger, nullable=False, server_default=text("0")),
 )
 
 # The time the coverage windows were last moved to (no row: coverage never derived).

@@ -4,10 +4,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import h3
+import psycopg
 import pytest
 import sqlalchemy as sa
-
-import psycopg
 
 from gridwatch.etl.coverage import CoverageMoves, age_coverage, derive_coverage, move_pending_coverage
 from gridwatch.settings import Settings

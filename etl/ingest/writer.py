@@ -20,8 +20,8 @@ misses one: the pending keys a crash left are counted when the writer starts
 again. While a full rebuild (or the upkeep) holds coverage, the fixes stay
 pending and the writer goes on storing; the coverage thread tries again every
 interval. The reference
-layers are read again only when ``reference_version`` moved (a trigger moves
-it with every change to them).
+layers are read again only when the change counts of their tables in
+``table_change`` moved (statement triggers count every write to them).
 
 One bad fix never stops the stream: partitions are made only for the days the
 fixes fall on, and a batch the database refuses for a data reason (SQLSTATE
@@ -51,7 +51,7 @@ import psycopg
 
 from gridwatch.errors import GridwatchError
 from gridwatch.etl import _pgbinary as pgb
-from gridwatch.etl._fuse_points import Reference, fuse_points, load_reference
+from gridwatch.etl._fuse_points import REFERENCE_TABLES, Reference, fuse_points, load_reference
 from gridwatch.etl._position_rows import POSITION_COLUMNS, ensure_partitions, position_columns, upsert_latest
 from gridwatch.etl.coverage import move_pending_coverage
 from gridwatch.etl.ingest._fix import SOURCES
@@ -217,8 +217,8 @@ def _store(conn: psycopg.Connection, records: np.ndarray, unit_id: np.ndarray, *
 
 
 class ReferenceCache:
-    """The reference layers fixes are fused with, read again only when ``reference_version`` moved
-    (a trigger moves it with every change to grids, zones, border segments or command units)."""
+    """The reference layers fixes are fused with, read again only when a write to grids, zones, border
+    segments or command units has committed (their change counts in ``table_change``)."""
 
     def __init__(self) -> None:
         self.version: int | None = None
@@ -227,8 +227,9 @@ class ReferenceCache:
 
     def get(self, conn: psycopg.Connection) -> Reference:
         """The reference as the database holds it now (one cheap query when unchanged)."""
-        row = conn.execute("SELECT version FROM reference_version").fetchone()
-        version = None if row is None else row[0]
+        version = conn.execute(
+            "SELECT coalesce(sum(generation), 0) FROM table_change WHERE name = ANY(%s)", (list(REFERENCE_TABLES),)
+        ).fetchone()[0]
         if self.reference is None or version != self.version:
             self.reference, self.version = load_reference(conn), version
             self.loads += 1
