@@ -101,6 +101,7 @@ CALLBACKS: dict[str, str] = {
     "pages.dispatch.alerts": "viewer",
     "pages.dispatch.acknowledge": "dispatcher",
     "pages.dispatch.evidence": "dispatcher",
+    "pages.dispatch.acknowledge_group": "dispatcher",
     "pages.dispatch.refresh_units": "viewer",
     "pages.dispatch.replay_track": "viewer",
     "pages.plan.act": "planner",

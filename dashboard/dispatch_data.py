@@ -29,8 +29,8 @@ from gridwatch.dashboard.shift_report import shift_report
 from gridwatch.dashboard.wall_data import scope_id
 from gridwatch.dashboard.wall_panels import banner, local_time
 from gridwatch.errors import GridwatchError
-from gridwatch.etl.alerts import AlertNotFound, acknowledge, refresh_alerts
-from gridwatch.layers.alerts import alert_in_scope, alerts_at
+from gridwatch.etl.alerts import acknowledge_all, refresh_alerts
+from gridwatch.layers.alerts import alerts_at, alerts_in_scope
 from gridwatch.layers.evidence import export_evidence, position_counts, read_layer, window
 from gridwatch.layers.gaps import gap_list, open_incidents
 from gridwatch.layers.nearest import nearest_units
@@ -38,7 +38,7 @@ from gridwatch.layers.queries import command_unit_tree, data_status, live_units
 from gridwatch.layers.replay import positions_at, track, unit_roster
 
 __all__ = ["moment", "evidence_file", "TargetsUpdate", "targets_update", "NearestUpdate", "nearest_update", "alerts_update",
-           "acknowledge_alert",            "UnitsUpdate", "units_update", "track_update", "unit_choices"]
+           "acknowledge_alerts", "UnitsUpdate", "units_update", "track_update", "unit_choices"]
 
 
 def moment(minutes_back: int | None) -> datetime | None:
@@ -85,16 +85,17 @@ class TargetsUpdate:
 def targets_update(ctx: WallContext, *, mode: str, unit: str | None, zone_kind: str | None, lang: str,
                    selected: str | None) -> TargetsUpdate | None:
     """Gaps (``mode="gaps"``) or open incidents in command unit ``unit``; None while the database is down."""
+    now = datetime.now(timezone.utc)
     try:
         if mode == "gaps":
-            frame = gap_list(ctx.engine, ctx.settings, now=datetime.now(timezone.utc), unit=unit, zone_kind=zone_kind)
+            frame = gap_list(ctx.engine, ctx.settings, now=now, unit=unit, zone_kind=zone_kind)
         else:
             frame = open_incidents(ctx.engine, unit=unit)
     except DB_ERRORS:
         return None
     rows = target_rows(frame, mode=mode, lang=lang)
     return TargetsUpdate(target_table(frame, rows, mode=mode, lang=lang, timezone=ctx.settings.timezone,
-                                      selected=selected), rows)
+                                      selected=selected, now=now, lookback_h=ctx.settings.coverage_lookback_h), rows)
 
 
 @dataclass(frozen=True)
@@ -147,22 +148,22 @@ def alerts_update(ctx: WallContext, *, at: datetime | None, lang: str, can_ackno
     except DB_ERRORS:
         return None
     return alert_list(alerts, lang=lang, timezone=ctx.settings.timezone, live=at is None and can_acknowledge,
-                      note=note)
+                      now=at or datetime.now(timezone.utc), note=note)
 
 
-def acknowledge_alert(ctx: WallContext, alert_id: int, *, who: str, address: str | None, unit: str | None) -> bool:
-    """Acknowledge an alert of command unit ``unit`` (None: any) as the signed-in ``who``; False when the
-    database is away or the alert is not in ``unit``.
+def acknowledge_alerts(ctx: WallContext, alert_ids: list[int], *, who: str, address: str | None, unit: str | None
+                       ) -> bool:
+    """Acknowledge the alerts (one, or a group's members) of command unit ``unit`` (None: any) as the
+    signed-in ``who``; False when the database is away or none of them is in ``unit``.
 
     An alert acknowledged meanwhile by another dispatcher is left as it is: the list shows who.
     """
     try:
-        if not alert_in_scope(ctx.engine, alert_id, scope=scope_id(ctx, unit)):
+        ids = alerts_in_scope(ctx.engine, alert_ids, scope=scope_id(ctx, unit))
+        if not ids:
             return False
         with ctx.engine.begin() as conn:
-            acknowledge(conn, alert_id, who, address=address)
-    except AlertNotFound:
-        return True
+            acknowledge_all(conn, ids, who, address=address)
     except DB_ERRORS:
         return False
     return True

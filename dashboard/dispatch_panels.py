@@ -1,12 +1,13 @@
 """The dispatcher's panels and map traces as plain functions of query results.
 
 Lists are ``html.Table`` rows whose ids are pattern-matched by the page's
-callbacks (``dispatch-target-row``, ``dispatch-unit-row``, ``dispatch-ack``).
+callbacks (``dispatch-target-row``, ``dispatch-unit-row``, ``dispatch-ack``, ``dispatch-ack-group``).
 Traces come in :data:`TRACES` order so that callbacks replace them one by one
 with a ``dash.Patch``.
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from gridwatch.dashboard.live_map import KIND_COLOURS
 from gridwatch.dashboard.wall_panels import local_time
 from gridwatch.layers.catalog import COVERAGE_COLOURS, SEVERITY_COLOURS
 
-__all__ = ["TRACES", "ROUTE_COLOUR", "duration", "gap_labels", "alert_text", "target_rows", "target_table", "nearest_table", "alert_list",
+__all__ = ["TRACES", "ROUTE_COLOUR", "duration", "length", "ago", "gap_labels", "alert_text", "target_rows", "target_table", "nearest_table", "alert_list",
            "units_trace", "route_traces", "track_trace"]
 
 TRACES = ("units", "track", "route", "target", "nearest", "replay")
@@ -53,25 +54,39 @@ def _row(key: str, cells: list, *, selected: bool, tone: str = "") -> html.Tr:
                    className=" ".join(filter(None, ["pick", tone, "selected" if selected else ""])))
 
 
+def _gap_cells(gap: Any, *, lang: str, timezone: str, window_start: datetime, lookback_h: float) -> list[html.Td]:
+    """How far past its limit a gap is and when it was last visited; a gap with no visit in the
+    look-back window reads "> N h" and "no visit since" the window's start."""
+    unvisited = pd.isna(gap.last_visit)
+    if unvisited:
+        overdue = t("more_than", lang, d=duration(gap.overdue_s, lang))
+        visit = t("no_visit_since", lang, t=local_time(window_start, timezone, "%m-%d %H:%M"))
+    else:
+        overdue = (duration(gap.overdue_s, lang) if gap.overdue_s > 0 else
+                   t("due_in", lang, d=duration(gap.overdue_s, lang)))
+        visit = local_time(gap.last_visit, timezone, "%m-%d %H:%M")
+    title = t("no_visit_within", lang, h=f"{lookback_h:g}") if unvisited else None
+    return [html.Td(overdue, className="num"), html.Td(visit, className="num", title=title)]
+
+
 def target_table(frame: pd.DataFrame, rows: list[dict[str, Any]], *, mode: str, lang: str, timezone: str,
-                 selected: str | None) -> html.Table | html.Div:
-    """The gap list (most overdue first) or the open incidents, each row selectable."""
+                 selected: str | None, now: datetime, lookback_h: float) -> html.Table | html.Div:
+    """The gap list (most urgent first) or the open incidents, each row selectable."""
     if frame.empty:
         return html.Div(t("no_gaps" if mode == "gaps" else "no_incidents", lang), className="empty")
     if mode == "gaps":
+        window_start = now - timedelta(hours=lookback_h)
         head = [t("col_place", lang), t("col_zone", lang), t("col_overdue", lang), t("col_last_visit", lang)]
         body = [
             _row(r["key"], [
                 html.Td([html.Span(className="dot", style={"background": COVERAGE_COLOURS[g.status]}), r["label"]]),
                 html.Td(t(f"zone_{g.zone_kind}", lang) if isinstance(g.zone_kind, str) else "—"),
-                html.Td(t("never", lang) if pd.isna(g.last_visit) else
-                        duration(g.overdue_s, lang) if g.overdue_s > 0 else t("due_in", lang, d=duration(g.overdue_s, lang)),
-                        className="num"),
-                html.Td(local_time(g.last_visit if not pd.isna(g.last_visit) else None, timezone, "%m-%d %H:%M"),
-                        className="num"),
+                *_gap_cells(g, lang=lang, timezone=timezone, window_start=window_start, lookback_h=lookback_h),
             ], selected=r["key"] == selected, tone=g.status)
             for r, g in zip(rows, frame.itertuples())
         ]
+        note = html.Caption(t("gaps_ranked", lang, h=f"{lookback_h:g}"), className="note")
+        return html.Table([note, html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(body)], className="list")
     else:
         head = [t("col_incident", lang), t("col_severity", lang), t("col_reported", lang), ""]
         body = [
@@ -104,27 +119,97 @@ def nearest_table(ranked: pd.DataFrame, *, chosen: int, lang: str) -> html.Table
     return html.Table([html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(body)], className="list")
 
 
+def length(metres: float, lang: str) -> str:
+    """``153.0 km`` (or ``850 m`` below a kilometre) in the UI language."""
+    return t("km", lang, km=f"{metres / 1000:.1f}") if metres >= 1000 else t("m", lang, m=f"{metres:.0f}")
+
+
+def ago(ts: datetime, now: datetime, lang: str) -> str:
+    """``12 min ago`` (``just now`` within a minute) in the UI language."""
+    seconds = (now - ts).total_seconds()
+    return t("just_now", lang) if seconds < 60 else t("ago", lang, d=duration(seconds, lang))
+
+
 def alert_text(kind: str, detail: dict[str, Any], lang: str) -> str:
-    return t(f"alert_{kind}", lang, **{k: ("—" if v is None else v) for k, v in detail.items()})
+    values = {k: ("—" if v is None else v) for k, v in detail.items()}
+    for key in ("length_m", "distance_m"):
+        if detail.get(key) is not None:
+            values[key] = length(float(detail[key]), lang)
+    return t(f"alert_{kind}", lang, **values)
 
 
-def alert_list(alerts: pd.DataFrame, *, lang: str, timezone: str, live: bool, note: str = "") -> list:
-    """The alerts, most severe then newest first; unacknowledged ones highlighted with a button (live only)."""
+def _when(ts: datetime, now: datetime, *, lang: str, timezone: str) -> html.Span:
+    return html.Span(ago(ts, now, lang), className="num when", title=local_time(ts, timezone, "%m-%d %H:%M:%S"))
+
+
+def _acknowledgement(a: Any, *, lang: str, timezone: str, live: bool) -> html.Span | html.Button | None:
+    """Who acknowledged the alert and when, or (live) its Acknowledge button, whose id carries the alert's id."""
+    if pd.notna(a.acknowledged_at):
+        return html.Span(t("acked_by", lang, who=a.acknowledged_by, t=local_time(a.acknowledged_at, timezone, "%H:%M")),
+                         className="acked")
+    return html.Button(t("ack", lang), id={"type": "dispatch-ack", "id": int(a.id)}, className="ack") if live else None
+
+
+def _severity(severity: int, lang: str) -> html.Span:
+    colour = SEVERITY_COLOURS[severity]
+    return html.Span(t("severity_n", lang, n=severity), className="sev", style={"borderColor": colour, "color": colour})
+
+
+def _alert_item(a: Any, *, lang: str, timezone: str, live: bool, now: datetime) -> html.Li:
+    return html.Li([
+        _severity(a.severity, lang), _when(a.raised_at, now, lang=lang, timezone=timezone),
+        html.Span(alert_text(a.kind, a.detail, lang), className="what"),
+        _acknowledgement(a, lang=lang, timezone=timezone, live=live),
+    ], className="alert" + ("" if pd.notna(a.acknowledged_at) else " unacked"), **{"data-kind": a.kind})
+
+
+def _group_item(group: pd.DataFrame, *, lang: str, timezone: str, live: bool, now: datetime) -> html.Li:
+    """One alert as it is; several of one kind and place as one row with their count, newest time and
+    one button for all, expanding to the members."""
+    members = [_alert_item(a, lang=lang, timezone=timezone, live=live, now=now) for a in group.itertuples()]
+    if len(members) == 1:
+        return members[0]
+    first = group.iloc[0]
+    place = first["place_en" if lang == "en" else "place"]
+    title = t("alert_group", lang, kind=t(f"alerts_{first['kind']}", lang),
+              place=place if isinstance(place, str) else t("place_unknown", lang), n=len(group))
+    unacked = group.loc[group["acknowledged_at"].isna(), "id"].astype(int).tolist()
+    button = (html.Button(t("ack_group", lang, n=len(unacked)), className="ack ack-group",
+                          id={"type": "dispatch-ack-group", "ids": ",".join(map(str, unacked))})
+              if live and unacked else None)
+    return html.Li([
+        html.Details([html.Summary([_severity(int(group["severity"].max()), lang),
+                                    _when(group["raised_at"].max(), now, lang=lang, timezone=timezone),
+                                    html.Span(title, className="what"), button]),
+                      html.Ul(members, className="alerts members")]),
+    ], className="alert group" + (" unacked" if unacked else ""), **{"data-kind": first["kind"],
+                                                                     "data-count": str(len(group))})
+
+
+def _grouped(alerts: pd.DataFrame, *, lang: str, timezone: str, live: bool, now: datetime) -> list[html.Li]:
+    places = alerts["place"].fillna("")
+    return [_group_item(group, lang=lang, timezone=timezone, live=live, now=now)
+            for _, group in alerts.groupby([alerts["kind"], places], sort=False)]
+
+
+def alert_list(alerts: pd.DataFrame, *, lang: str, timezone: str, live: bool, now: datetime, note: str = "") -> list:
+    """The alerts grouped by kind and place, most severe then newest first, with relative times; those
+    already true when alerting began under one heading that says so once. Unacknowledged ones are
+    highlighted with a button each, and a group with one for all its members (live only)."""
+    head = html.Div(note, className="note") if note else None
     if alerts.empty:
-        return [html.Div(note, className="note") if note else None, html.Div(t("alerts_none", lang), className="empty")]
-    items = [
-        html.Li([
-            html.Span(t("severity_n", lang, n=a.severity), className="sev",
-                      style={"borderColor": SEVERITY_COLOURS[a.severity], "color": SEVERITY_COLOURS[a.severity]}),
-            html.Span(local_time(a.raised_at, timezone, "%H:%M"), className="num when"),
-            html.Span(alert_text(a.kind, a.detail, lang), className="what"),
-            html.Span(t("acked_by", lang, who=a.acknowledged_by, t=local_time(a.acknowledged_at, timezone, "%H:%M")),
-                      className="acked") if pd.notna(a.acknowledged_at) else
-            html.Button(t("ack", lang), id={"type": "dispatch-ack", "id": int(a.id)}, className="ack") if live else None,
-        ], className="alert" + ("" if pd.notna(a.acknowledged_at) else " unacked"), **{"data-kind": a.kind})
-        for a in alerts.itertuples()
-    ]
-    return [html.Div(note, className="note") if note else None, html.Ul(items, className="alerts")]
+        return [head, html.Div(t("alerts_none", lang), className="empty")]
+    at_start = alerts["at_start"].astype(bool)
+    since, before = alerts[~at_start], alerts[at_start]
+    items = _grouped(since, lang=lang, timezone=timezone, live=live, now=now) if len(since) else []
+    if len(before):
+        heading = t("alerts_at_start", lang, n=len(before),
+                    t=local_time(before["raised_at"].iloc[0], timezone, "%m-%d %H:%M"))
+        items.append(html.Li(html.Details([
+            html.Summary(heading, className="at-start-title"),
+            html.Ul(_grouped(before, lang=lang, timezone=timezone, live=live, now=now), className="alerts"),
+        ]), className="at-start"))
+    return [head, html.Ul(items, className="alerts")]
 
 
 def units_trace(units: pd.DataFrame, *, timezone: str) -> dict[str, Any]:

@@ -22,10 +22,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from gridwatch.etl.accounts import audit
 from gridwatch.settings import Settings
 
-__all__ = ["RefreshResult", "refresh_alerts", "acknowledge", "AlertNotFound"]
+__all__ = ["RefreshResult", "refresh_alerts", "acknowledge", "acknowledge_all", "AlertNotFound"]
 
 REFRESH_LOCK = "gridwatch.alerts.refresh"
 
@@ -128,14 +127,29 @@ def refresh_alerts(conn: sa.Connection, settings: Settings, now: datetime) -> Re
     return RefreshResult(row.raised, row.updated, row.cleared)
 
 
+_ACKNOWLEDGE = """
+WITH done AS (
+    UPDATE alert SET acknowledged_by = :who, acknowledged_at = now()
+    WHERE id = ANY(CAST(:ids AS bigint[])) AND acknowledged_at IS NULL RETURNING id, acknowledged_at
+), audited AS (
+    INSERT INTO audit_log (actor, action, address, detail)
+    SELECT :who, 'alert_acknowledged', :address, jsonb_build_object('alert', id) FROM done
+)
+SELECT id, acknowledged_at FROM done ORDER BY id
+"""
+
+
+def acknowledge_all(conn: sa.Connection, alert_ids: list[int], who: str, *, address: str | None = None
+                    ) -> list[int]:
+    """Record that the signed-in account ``who`` acknowledged each of the alerts (one audit row each); returns
+    the ids acknowledged now (not those unknown or already done)."""
+    rows = conn.execute(sa.text(_ACKNOWLEDGE), {"ids": [int(i) for i in alert_ids], "who": who, "address": address})
+    return [row.id for row in rows]
+
+
 def acknowledge(conn: sa.Connection, alert_id: int, who: str, *, address: str | None = None) -> datetime:
     """Record that the signed-in account ``who`` acknowledged the alert (and audit it); returns when.
     :class:`AlertNotFound` if unknown or done."""
-    at = conn.execute(sa.text(
-        "UPDATE alert SET acknowledged_by = :who, acknowledged_at = now() "
-        "WHERE id = :id AND acknowledged_at IS NULL RETURNING acknowledged_at"
-    ), {"id": alert_id, "who": who}).scalar()
-    if at is None:
+    if not acknowledge_all(conn, [alert_id], who, address=address):
         raise AlertNotFound(f"alert {alert_id} does not exist or is already acknowledged")
-    audit(conn, who, "alert_acknowledged", address=address, alert=alert_id)
-    return at
+    return conn.execute(sa.text("SELECT acknowledged_at FROM alert WHERE id = :id"), {"id": alert_id}).scalar()

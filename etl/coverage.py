@@ -13,6 +13,8 @@ point on surface, a segment's midpoint); statuses: grids and cells ``fresh``
 ``patrolled`` (visited within the limit), ``watched`` (else seen by a working
 sensor), ``overdue``.
 
+Coverage is derived from the fixes of the look-back window (``settings.coverage_lookback_h``,
+48 h by default): a place with no visit in it has no last visit.
 Hex cells covered: the cells holding a fix in the look-back window plus every
 cell of the border_closed and port_control zones (all cells of the whole
 region would be too many at resolution 9 for a province).
@@ -57,7 +59,7 @@ from gridwatch.etl._fuse_points import region_srid
 from gridwatch.geo.h3cells import cell_polygons
 from gridwatch.settings import Settings
 
-__all__ = ["derive_coverage", "move_pending_coverage", "age_coverage", "lookback_hours", "CoverageMoves", "DWELL_CAP_S",
+__all__ = ["derive_coverage", "move_pending_coverage", "age_coverage", "CoverageMoves", "DWELL_CAP_S",
            "WINDOWS_H"]
 
 DWELL_CAP_S = 120.0  # 2 x the longest regular report interval (60 s)
@@ -100,17 +102,12 @@ def _params(settings: Settings, now: datetime) -> dict:
     """The bound parameters every coverage statement draws on."""
     return {
         "now": now,
-        "lookback_h": lookback_hours(settings),
+        "lookback_h": settings.coverage_lookback_h,
         "radius": json.dumps(settings.detection_radius_m),
         "limits": json.dumps(settings.coverage_limit_h),
         "max_radius": max(settings.detection_radius_m.values()),
         "cap": DWELL_CAP_S,
     }
-
-
-def lookback_hours(settings: Settings) -> int:
-    """How far back fixes count: the longest window, or twice the longest limit."""
-    return int(max(max(WINDOWS_H), 2 * max(settings.coverage_limit_h.values())))
 
 
 def _clock(conn: psycopg.Connection) -> datetime | None:
@@ -168,7 +165,7 @@ SELECT p.unit_id, p.ts, p.h3, ST_Transform(p.geom, %(srid)s::int) AS g, r.radius
 FROM position p
 """ + _RADIUS + """
 {near}
-WHERE p.ts > %(as_of)s::timestamptz - make_interval(hours => %(lookback_h)s::int)
+WHERE p.ts > %(as_of)s::timestamptz - make_interval(secs => %(lookback_h)s::float8 * 3600)
   AND p.ts <= %(as_of)s::timestamptz AND """ + _COUNTED + """;
 CREATE INDEX ON cov_fix USING gist (g);
 ANALYZE cov_fix
@@ -364,7 +361,7 @@ _TAKE_PENDING = """
 CREATE TEMP TABLE cov_new (unit_id int, ts timestamptz) ON COMMIT DROP;
 WITH taken AS (DELETE FROM coverage_pending RETURNING unit_id, ts)
 INSERT INTO cov_new SELECT unit_id, ts FROM taken
-WHERE ts > %(windows_at)s::timestamptz - make_interval(hours => %(lookback_h)s::int)
+WHERE ts > %(windows_at)s::timestamptz - make_interval(secs => %(lookback_h)s::float8 * 3600)
 """
 
 # The pending fixes: per unit, their span; the terms that can change are those of hits within the
@@ -464,11 +461,11 @@ SELECT pl.id, pl.limit_h, 'overdue', h.geom FROM cov_place pl JOIN cov_hex h ON 
 # Last visits older than the look-back are no visits (a rebuild would not see them).
 _EXPIRE = {
     "grids": "UPDATE grid_coverage SET last_visit = NULL, updated_at = now() "
-             "WHERE last_visit <= %(now)s::timestamptz - make_interval(hours => %(lookback_h)s::int)",
+             "WHERE last_visit <= %(now)s::timestamptz - make_interval(secs => %(lookback_h)s::float8 * 3600)",
     "segments": "UPDATE segment_coverage SET last_visit = NULL, updated_at = now() "
-                "WHERE last_visit <= %(now)s::timestamptz - make_interval(hours => %(lookback_h)s::int)",
+                "WHERE last_visit <= %(now)s::timestamptz - make_interval(secs => %(lookback_h)s::float8 * 3600)",
     "cells": "UPDATE hex_coverage SET last_visit = NULL, updated_at = now() "
-             "WHERE last_visit <= %(now)s::timestamptz - make_interval(hours => %(lookback_h)s::int) RETURNING h3",
+             "WHERE last_visit <= %(now)s::timestamptz - make_interval(secs => %(lookback_h)s::float8 * 3600) RETURNING h3",
 }
 
 _AGE = {

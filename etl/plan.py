@@ -270,7 +270,7 @@ def publish(engine: sa.Engine, version: int, *, author: str, settings: Settings,
     """Make ``version`` the grid layer; only the grids it changes are rewritten (with their
     lineage, fixes, incidents and coverage, judged as of ``as_of``, default now)."""
     now = as_of or datetime.now(timezone.utc)
-    lookback_h = 2 * max(settings.coverage_limit_h.values())
+    lookback_h = settings.coverage_lookback_h
     with pg_transaction(engine) as conn:
         conn.execute(PLAN_LOCK)
         if not conn.execute("SELECT EXISTS (SELECT 1 FROM plan_grid WHERE version = %s)", (version,)).fetchone()[0]:

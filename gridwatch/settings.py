@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings", "ZONE_KINDS", "UNIT_KINDS", "ROLES"]
@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     coverage_limit_h: dict[str, float] = Field(
         default={"border_closed": 4.0, "port_control": 2.0, "social_surface": 24.0},
         description="Hours after which a place of each zone kind counts as uncovered.",
+    )
+    coverage_lookback_h: float = Field(
+        default=48.0, ge=24,
+        description="Hours of fixes coverage is derived from (at least the 24 h visit window and every zone's "
+                    "limit): a place with no visit in this window reads \"no visit since\" its start.",
     )
     detection_radius_m: dict[str, float] = Field(
         default={"foot": 150.0, "vehicle": 300.0, "drone": 1000.0, "post": 500.0, "checkpoint": 200.0},
@@ -184,6 +189,14 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"zone kinds {sorted(unknown)} are not in {list(ZONE_KINDS)}")
         return {**{"border_closed": 4.0, "port_control": 2.0, "social_surface": 24.0}, **value}
+
+    @model_validator(mode="after")
+    def _lookback_covers_the_limits(self) -> Settings:
+        longest = max(self.coverage_limit_h.values())
+        if self.coverage_lookback_h < longest:
+            raise ValueError(f"coverage_lookback_h was {self.coverage_lookback_h} but must be at least the longest "
+                             f"coverage limit, {longest} h")
+        return self
 
     @property
     def home_dir(self) -> Path:

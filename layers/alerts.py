@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from gridwatch.layers.queries import SCOPE, UNIT_IN_SCOPE
 
-__all__ = ["alerts_at", "alert_in_scope"]
+__all__ = ["alerts_at", "alerts_in_scope"]
 
 _IN_SCOPE = f"""(CAST(:scope AS integer) IS NULL OR CASE
     WHEN a.kind IN ('unit_silent', 'unit_out_of_area')
@@ -28,17 +28,29 @@ _OPEN_AT = ("a.raised_at <= CAST(:at AS timestamptz) "
             "AND (a.cleared_at IS NULL OR a.cleared_at > CAST(:at AS timestamptz))")
 
 
-def alerts_at(engine: sa.Engine, *, at: datetime | None = None, limit: int = 100, scope: int | None = None
+def alerts_at(engine: sa.Engine, *, at: datetime | None = None, limit: int = 500, scope: int | None = None
               ) -> pd.DataFrame:
     """The alerts open at ``at`` (default: open now) in ``scope``, most severe then newest first.
 
     Columns: id, kind, subject, severity, detail (dict), raised_at, cleared_at, acknowledged_by,
-    acknowledged_at.
+    acknowledged_at; ``place`` and ``place_en``, the township the alert's point lies in (for a unit
+    with no fix, its command unit; None if neither); ``at_start``, whether it was raised by the very
+    first refresh, so already true when alerting began.
     """
     sql = SCOPE + f"""
     SELECT a.id, a.kind, a.subject, a.severity, a.detail, a.raised_at, a.cleared_at, a.acknowledged_by,
-           a.acknowledged_at
+           a.acknowledged_at, p.name AS place, coalesce(p.name_en, p.name) AS place_en,
+           a.raised_at = (SELECT min(raised_at) FROM alert) AS at_start
     FROM alert a
+    LEFT JOIN LATERAL (
+        SELECT c.name, c.name_en FROM command_unit c
+        WHERE c.level = 'township' AND ST_Intersects(c.geom, ST_SetSRID(ST_MakePoint(
+            (a.detail->>'lon')::float8, (a.detail->>'lat')::float8), 4326))
+        UNION ALL
+        SELECT c.name, c.name_en FROM unit u JOIN command_unit c ON c.id = u.command_unit_id
+        WHERE a.kind IN ('unit_silent', 'unit_out_of_area') AND u.id = a.subject::bigint
+        LIMIT 1
+    ) p ON true
     WHERE {_OPEN_NOW if at is None else _OPEN_AT} AND {_IN_SCOPE}
     ORDER BY a.severity DESC, a.raised_at DESC, a.id DESC
     LIMIT :limit
@@ -48,8 +60,8 @@ def alerts_at(engine: sa.Engine, *, at: datetime | None = None, limit: int = 100
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
-def alert_in_scope(engine: sa.Engine, alert_id: int, *, scope: int | None) -> bool:
-    """Whether the alert exists and lies in ``scope``."""
-    sql = SCOPE + f"SELECT 1 FROM alert a WHERE a.id = :id AND {_IN_SCOPE}"
+def alerts_in_scope(engine: sa.Engine, alert_ids: list[int], *, scope: int | None) -> list[int]:
+    """Those of the alerts that exist and lie in ``scope``."""
+    sql = SCOPE + f"SELECT a.id FROM alert a WHERE a.id = ANY(CAST(:ids AS bigint[])) AND {_IN_SCOPE} ORDER BY a.id"
     with engine.connect() as conn:
-        return conn.execute(sa.text(sql), {"id": alert_id, "scope": scope}).first() is not None
+        return list(conn.execute(sa.text(sql), {"ids": [int(i) for i in alert_ids], "scope": scope}).scalars())

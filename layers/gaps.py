@@ -2,10 +2,16 @@
 
 A gap is a border segment, grid or H3 cell whose last visit is older than its
 limit (``overdue``), judged at ``now`` from the coverage tables' last visit and
-limit (a segment or grid with no coverage row yet counts as never visited);
-grids and cells past half their limit follow as ``due``. Segments seen
-by a working sensor (``watched``) are no gap. Gaps are sorted by how long they
-are overdue (now − last visit − limit), never-visited first.
+limit; grids and cells past half their limit follow as ``due``. Segments seen
+by a working sensor (``watched``) are no gap. Coverage is derived from the
+look-back window (``settings.coverage_lookback_h``): a place with no visit in it
+(or no coverage row yet, judged by the limit of its zone) counts as last visited
+at the window's start, so it is overdue by at least (look-back − limit).
+
+Gaps are ranked by urgency, how far past its limit a place is relative to that
+limit: (now − last visit − limit) / limit, so a border segment 2 h past its 4 h
+limit outranks a grid 6 h past its 24 h one. At equal urgency, border segments
+and places of the border_closed zone come first.
 
 Each row carries a ``key`` (``kind:id``), a point to route to (a segment's
 midpoint, a grid's stored point on surface, a cell's centroid) and its bounds. Filters:
@@ -35,32 +41,36 @@ WITH scope AS (SELECT geom FROM command_unit WHERE code = CAST(:unit AS text)),
 limits AS (SELECT key AS kind, value::float8 AS limit_h FROM jsonb_each_text(CAST(:limits AS jsonb))),
 coverage AS (
     SELECT 'segment' AS kind, s.id::text AS id, s.km_from, s.km_to, NULL AS code, NULL AS name,
-           c.last_visit, c.limit_h, ST_LineInterpolatePoint(s.geom, 0.5) AS pt, s.geom
+           c.last_visit, c.limit_h, 'border_closed' AS fallback, ST_LineInterpolatePoint(s.geom, 0.5) AS pt, s.geom
     FROM border_segment s LEFT JOIN segment_coverage c ON c.segment_id = s.id WHERE NOT coalesce(c.watched, false)
     UNION ALL
-    SELECT 'grid', g.id::text, NULL, NULL, g.code, g.name, c.last_visit, c.limit_h, g.label_point, g.geom
+    SELECT 'grid', g.id::text, NULL, NULL, g.code, g.name, c.last_visit, c.limit_h, 'social_surface', g.label_point,
+           g.geom
     FROM grid g LEFT JOIN grid_coverage c ON c.grid_id = g.id
     UNION ALL
-    SELECT 'hex', to_hex(h3), NULL, NULL, NULL, NULL, last_visit, limit_h, ST_Centroid(geom), geom
+    SELECT 'hex', to_hex(h3), NULL, NULL, NULL, NULL, last_visit, limit_h, 'social_surface', ST_Centroid(geom), geom
     FROM hex_coverage
+), zoned AS (
+    SELECT c.*, z.kind AS zone_kind, coalesce(c.limit_h, z.limit_h, f.limit_h) AS limit_s_h
+    FROM coverage c
+    LEFT JOIN LATERAL (
+        SELECT z.kind, l.limit_h FROM zone z JOIN limits l ON l.kind = z.kind
+        WHERE ST_Intersects(z.geom, c.pt) ORDER BY l.limit_h LIMIT 1
+    ) z ON true
+    LEFT JOIN limits f ON f.kind = c.fallback
+    WHERE (CAST(:unit AS text) IS NULL OR EXISTS (SELECT 1 FROM scope WHERE ST_Intersects(scope.geom, c.pt)))
+      AND (CAST(:zone_kind AS text) IS NULL OR z.kind = CAST(:zone_kind AS text))
 ), judged AS (
-    SELECT *, extract(epoch FROM CAST(:now AS timestamptz) - last_visit) - limit_h * 3600 AS overdue_s
-    FROM coverage
-    WHERE (CAST(:unit AS text) IS NULL OR EXISTS (SELECT 1 FROM scope WHERE ST_Intersects(scope.geom, pt)))
-), gaps AS (
-    SELECT *, CASE WHEN last_visit IS NULL OR overdue_s > 0 THEN 'overdue' ELSE 'due' END AS status
-    FROM judged
-    WHERE last_visit IS NULL OR overdue_s > 0 OR (kind <> 'segment' AND overdue_s > -limit_h * 1800)
+    SELECT *, coalesce(extract(epoch FROM CAST(:now AS timestamptz) - last_visit), :lookback_h * 3600)
+              - limit_s_h * 3600 AS overdue_s
+    FROM zoned
 )
-SELECT g.kind || ':' || g.id AS key, g.kind, g.id, g.km_from, g.km_to, g.code, g.name, g.status, g.last_visit,
-       g.limit_h, g.overdue_s, z.kind AS zone_kind, {_point_and_bounds('g.pt', 'g.geom')}
-FROM gaps g
-LEFT JOIN LATERAL (
-    SELECT z.kind FROM zone z JOIN limits l ON l.kind = z.kind
-    WHERE ST_Intersects(z.geom, g.pt) ORDER BY l.limit_h LIMIT 1
-) z ON true
-WHERE CAST(:zone_kind AS text) IS NULL OR z.kind = CAST(:zone_kind AS text)
-ORDER BY g.status = 'overdue' DESC, g.last_visit IS NULL DESC, g.overdue_s DESC, g.kind, g.id
+SELECT kind || ':' || id AS key, kind, id, km_from, km_to, code, name,
+       CASE WHEN overdue_s > 0 THEN 'overdue' ELSE 'due' END AS status, last_visit, limit_s_h AS limit_h,
+       overdue_s, overdue_s / (limit_s_h * 3600) AS urgency, zone_kind, {_point_and_bounds('pt', 'geom')}
+FROM judged
+WHERE overdue_s > 0 OR (kind <> 'segment' AND overdue_s > -limit_s_h * 1800)
+ORDER BY urgency DESC, (kind = 'segment' OR zone_kind = 'border_closed') DESC, kind, id
 LIMIT :limit
 """
 
@@ -74,14 +84,15 @@ def gap_list(
     engine: sa.Engine, settings: Settings, *, now: datetime, unit: str | None = None,
     zone_kind: str | None = None, limit: int = 200,
 ) -> pd.DataFrame:
-    """Gaps at ``now``, most overdue first (overdue before due), optionally in command unit ``unit``.
+    """Gaps at ``now``, most urgent first (overdue before due), optionally in command unit ``unit``.
 
-    Columns: key, kind, id, km_from, km_to, code, name, status, last_visit, limit_h, overdue_s
-    (NaN: never visited), zone_kind, lon, lat, west, south, east, north.
+    Columns: key, kind, id, km_from, km_to, code, name, status, last_visit (None: no visit in the
+    look-back window), limit_h, overdue_s, urgency (overdue_s / limit), zone_kind, lon, lat, west,
+    south, east, north.
     """
     _check_zone_kind(zone_kind)
     params = {"now": now, "unit": unit, "zone_kind": zone_kind, "limit": limit,
-              "limits": json.dumps(settings.coverage_limit_h)}
+              "limits": json.dumps(settings.coverage_limit_h), "lookback_h": settings.coverage_lookback_h}
     with engine.connect() as conn:
         result = conn.execute(sa.text(_GAPS), params)
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))

@@ -1,16 +1,20 @@
-"""Alerts: each kind raised on hand-made rows and cleared when its condition ends; acknowledgement; idempotence.
+"""Alerts: each kind raised on hand-made rows and cleared when its condition ends; acknowledgement of one
+alert or a group; idempotence; the panel's groups, relative times and lengths.
 
 The tiny region of :mod:`tests._refdata` starts "quiet" (segments and grids just visited,
 both units reporting inside their area); each case adds one condition, then removes it.
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+from plotly.utils import PlotlyJSONEncoder
 
-from gridwatch.etl.alerts import AlertNotFound, acknowledge, refresh_alerts
+from gridwatch.dashboard.dispatch_panels import alert_list
+from gridwatch.etl.alerts import AlertNotFound, acknowledge, acknowledge_all, refresh_alerts
 from gridwatch.layers.alerts import alerts_at
 from gridwatch.settings import Settings
 
@@ -152,3 +156,63 @@ def test_acknowledge_stores_who_and_when_and_audits_it(quiet):
 def test_refresh_needs_an_aware_time(quiet):
     with quiet.begin() as conn, pytest.raises(ValueError, match="time zone"):
         refresh_alerts(conn, SETTINGS, datetime(2026, 5, 1))
+
+
+def _both_silent_then_a_leak_route(engine: sa.Engine) -> None:
+    run(engine, "UPDATE unit_latest SET ts = CAST(:now AS timestamptz) - interval '11 minutes'")
+    refresh(engine, NOW)  # the first refresh: both units were already silent
+    run(engine, CASES["leak_route"][1].replace("1000", "152960"))
+    refresh(engine, LATER)
+
+
+def _panel(alerts, lang: str, now: datetime) -> str:
+    return json.dumps(alert_list(alerts, lang=lang, timezone="Asia/Shanghai", live=True, now=now),
+                      cls=PlotlyJSONEncoder, ensure_ascii=False)
+
+
+def test_alerts_carry_their_place_and_whether_the_first_refresh_raised_them(quiet):
+    _both_silent_then_a_leak_route(quiet)
+    alerts = alerts_at(quiet)
+    assert alerts[["kind", "subject", "place", "at_start"]].values.tolist() == [
+        ["leak_route", alerts["subject"].iloc[0], "Town", False], ["unit_silent", "2", "Town", True],
+        ["unit_silent", "1", "Town", True]]
+
+
+@pytest.mark.parametrize("lang, texts", [
+    ("en", ["Leak route past line 2 (153.0 km)", "12 min ago", "Units silent · Town (2)", "13 min ago",
+            "Acknowledge all 2"]),
+    ("zh", ["第2道防线漏管通道（153.0 公里）", "12分钟前", "警力失联 · Town（2）", "全部确认（2）"]),
+])
+def test_the_panel_groups_by_kind_and_place_says_already_true_once_in_km_and_relative_times(quiet, lang, texts):
+    _both_silent_then_a_leak_route(quiet)
+    alerts = alerts_at(quiet)
+    panel = _panel(alerts, lang, LATER + timedelta(minutes=12))
+    for text in texts:
+        assert text in panel
+    heading = "Already true when alerting began" if lang == "en" else "已存在"
+    assert panel.count(heading) == 1 and "152960" not in panel
+    silent = ",".join(map(str, alerts.loc[alerts["kind"] == "unit_silent", "id"]))
+    assert panel.count(f'"ids": "{silent}"') == 1  # one group button, naming exactly its members
+    for alert_id in alerts["id"]:
+        assert panel.count(f'"id": {alert_id}, "type": "dispatch-ack"') + panel.count(
+            f'"type": "dispatch-ack", "id": {alert_id}') == 1  # one button per alert, carrying its id
+
+
+def test_acknowledging_a_group_acknowledges_exactly_its_members_and_audits_each(quiet):
+    _both_silent_then_a_leak_route(quiet)
+    alerts = alerts_at(quiet)
+    members = sorted(alerts.loc[alerts["kind"] == "unit_silent", "id"].astype(int))
+    with quiet.begin() as conn:
+        assert acknowledge_all(conn, [*members, 9999], "group.ack", address="10.0.0.7") == members
+    with quiet.connect() as conn:
+        acked = conn.execute(sa.text("SELECT id, acknowledged_by FROM alert WHERE acknowledged_at IS NOT NULL "
+                                     "ORDER BY id")).all()
+        audited = conn.execute(sa.text(
+            "SELECT (a.detail->>'alert')::bigint FROM audit_log a JOIN alert l ON l.id = (a.detail->>'alert')::bigint "
+            "WHERE a.action = 'alert_acknowledged' AND a.actor = 'group.ack' AND a.at = l.acknowledged_at "
+            "ORDER BY 1")).scalars().all()
+    assert [tuple(r) for r in acked] == [(i, "group.ack") for i in members]
+    assert audited == members
+    with quiet.begin() as conn:
+        assert acknowledge_all(conn, members, "someone.else") == []
+

@@ -1,9 +1,10 @@
-"""The dispatcher's desk: the gap list and its filters (plain functions), then the page in headless
-Chromium, offline: gap list order, centring on a gap, nearest units with a route, acknowledging an
-alert, the time slider and the track replay.
+"""The dispatcher's desk: the gap list, its ranking by urgency and its filters (plain functions), then
+the page in headless Chromium, offline: gap list order, centring on a gap, nearest units with a route,
+acknowledging one alert or one group (also while the list refreshes), the time slider and the track replay.
 """
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import time
@@ -12,9 +13,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from plotly.utils import PlotlyJSONEncoder
 
 from gridwatch.bench._harness import new_account
 from gridwatch.dashboard.app import create_app
+from gridwatch.dashboard.dispatch_panels import target_rows, target_table
 from gridwatch.data.synthetic import REGIONS, make_region
 from gridwatch.layers.gaps import gap_list, open_incidents
 from gridwatch.layers.replay import positions_at, track
@@ -49,12 +52,13 @@ def tiny(clean_db):
     return clean_db
 
 
-def test_gaps_most_overdue_first_never_visited_on_top(tiny):
+def test_gaps_most_urgent_first_unvisited_on_top(tiny):
     gaps = gap_list(tiny, Settings(), now=NOW)
-    assert gaps["key"].tolist() == ["segment:2", "grid:1", "segment:1", "grid:2"]
+    assert gaps["key"].tolist() == ["segment:2", "segment:1", "grid:1", "grid:2"]
     assert gaps["status"].tolist() == ["overdue", "overdue", "overdue", "due"]
-    assert gaps["overdue_s"].iloc[1:3].tolist() == [6 * 3600, 3600]
-    assert gaps.loc[0, "zone_kind"] == "border_closed" and gaps.loc[1, "zone_kind"] == "social_surface"
+    # no visit in the 48 h look-back window: overdue by at least 48 - 4 h
+    assert gaps["overdue_s"].iloc[:3].tolist() == [44 * 3600, 3600, 6 * 3600]
+    assert gaps.loc[0, "zone_kind"] == "border_closed" and gaps.loc[2, "zone_kind"] == "social_surface"
 
 
 def test_gaps_filtered_by_command_unit_and_zone_kind(tiny):
@@ -68,7 +72,60 @@ def test_gaps_filtered_by_command_unit_and_zone_kind(tiny):
 def test_a_watched_segment_is_no_gap_and_a_fresh_grid_neither(tiny):
     run(tiny, "UPDATE segment_coverage SET watched = true WHERE segment_id = 2; "
               "UPDATE grid_coverage SET last_visit = CAST(:now AS timestamptz) WHERE grid_id = 2")
-    assert gap_list(tiny, Settings(), now=NOW)["key"].tolist() == ["grid:1", "segment:1"]
+    assert gap_list(tiny, Settings(), now=NOW)["key"].tolist() == ["segment:1", "grid:1"]
+
+
+@pytest.fixture
+def ranked(clean_db):
+    """Hand-made places, each with a chosen last visit and limit (urgency = (now - visit - limit) / limit)."""
+    seed_region(clean_db)
+    run(clean_db, """
+            INSERT INTO grid (id, code, township_id, geom) VALUES
+              (3, 'G-S', 3, ST_Multi(ST_MakeEnvelope(100.05, 22.0, 100.06, 22.01, 4326))),
+              (4, 'G-4', 3, ST_Multi(ST_MakeEnvelope(100.06, 22.1, 100.07, 22.11, 4326))),
+              (5, 'G-5', 3, ST_Multi(ST_MakeEnvelope(100.07, 22.1, 100.08, 22.11, 4326)));
+            INSERT INTO segment_coverage (segment_id, last_visit, watched, limit_h, status) VALUES
+              (1, CAST(:now AS timestamptz) - interval '6 hours', false, 4, 'overdue');
+            INSERT INTO grid_coverage (grid_id, last_visit, limit_h, status) VALUES
+              (1, CAST(:now AS timestamptz) - interval '36 hours', 24, 'overdue'),
+              (2, CAST(:now AS timestamptz) - interval '13 hours', 24, 'due'),
+              (3, CAST(:now AS timestamptz) - interval '6 hours', 4, 'overdue'),
+              (4, CAST(:now AS timestamptz) - interval '32 hours', 24, 'overdue')""")
+    return clean_db
+
+
+def test_gaps_ranked_by_how_far_past_the_limit_relative_to_it(ranked):
+    gaps = gap_list(ranked, Settings(), now=NOW).set_index("key")
+    assert gaps.index.tolist() == [
+        "segment:2",  # no coverage row: no visit in 48 h, (48 - 4) / 4 = 11
+        "grid:5",     # no coverage row, social surface: (48 - 24) / 24 = 1
+        "grid:3",     # 2 h past 4 h in the border_closed zone: 0.5, border first at equal urgency
+        "segment:1",  # 2 h past 4 h: 0.5
+        "grid:1",     # 12 h past 24 h: 0.5, social surface
+        "grid:4",     # 8 h past 24 h: longer overdue than segment 1, yet less urgent (1/3)
+        "grid:2",     # 13 h of 24 h: due
+    ]
+    assert gaps["urgency"].iloc[:6].round(3).tolist() == [11, 1, 0.5, 0.5, 0.5, 0.333]
+    assert gaps.loc["grid:3", "zone_kind"] == "border_closed" and gaps.loc["grid:1", "zone_kind"] == "social_surface"
+    assert gaps["last_visit"].isna().tolist() == [True, True, False, False, False, False, False]
+
+
+def test_a_longer_look_back_window_ranks_unvisited_places_higher(ranked):
+    gaps = gap_list(ranked, Settings(coverage_lookback_h=96), now=NOW).set_index("key")
+    assert gaps.loc["grid:5", "urgency"] == 3 and gaps.loc["segment:2", "urgency"] == 23
+    with pytest.raises(ValueError, match="coverage_lookback_h was 30.0 but must be at least"):
+        Settings(coverage_lookback_h=30, coverage_limit_h={"social_surface": 36})
+
+
+@pytest.mark.parametrize("lang, unvisited, since", [("en", "> 44 h 00 min", "no visit since 04-29 20:00"),
+                                                    ("zh", "超过44小时00分", "04-29 20:00 以来未巡")])
+def test_gap_list_reads_no_visit_since_the_window_start_never_a_bare_never(ranked, lang, unvisited, since):
+    frame = gap_list(ranked, Settings(), now=NOW)
+    rows = target_rows(frame, mode="gaps", lang=lang)
+    table = json.dumps(target_table(frame, rows, mode="gaps", lang=lang, timezone="Asia/Shanghai", selected=None,
+                                    now=NOW, lookback_h=48), cls=PlotlyJSONEncoder)
+    assert table.count(json.dumps(unvisited)[1:-1]) == 1 and table.count(json.dumps(since)[1:-1]) == 2
+    assert '"never"' not in table and "\\u2014" not in table
 
 
 def test_positions_at_and_track_read_the_past(tiny):
@@ -113,7 +170,7 @@ def desk(region, db_url):
 
 
 @pytest.mark.browser
-def test_page_loads_with_gaps_sorted_by_overdue(desk, region):
+def test_page_loads_with_gaps_ranked_by_urgency(desk, region):
     page, watch, _ = desk
     page.wait_for_function(f"() => ({ROW_KEYS})().length > 0", timeout=20_000)
     expected = gap_list(region, get_settings(), now=datetime.now(timezone.utc))
@@ -122,7 +179,7 @@ def test_page_loads_with_gaps_sorted_by_overdue(desk, region):
     assert shown[:50] == expected["key"].tolist()[:50]  # further down, seconds of drift may swap near-ties
     overdue = expected[expected["status"] == "overdue"]
     assert len(overdue) and (expected["status"].iloc[:len(overdue)] == "overdue").all()
-    assert overdue["overdue_s"].dropna().is_monotonic_decreasing
+    assert expected["urgency"].is_monotonic_decreasing
     page.wait_for_selector("#dispatch-alerts .alert", timeout=20_000)
     assert not watch.console_errors, "\n".join(watch.console_errors)
 

@@ -2,9 +2,10 @@
 
 ``/dispatch?unit=CODE&lang=zh``. A click on a gap (or an open incident) centres
 the map on it and ranks the available units by road travel time, drawing the
-route of the chosen one. Alerts refresh every ``alert_refresh_s`` (10 s) and
-are acknowledged by the signed-in account (a dispatcher or above; a viewer
-sees the list without buttons). The time slider shows the
+route of the chosen one. Gaps are ranked by urgency (how far past its zone's limit,
+relative to the limit). Alerts refresh every ``alert_refresh_s`` (10 s), grouped by
+kind and place, and are acknowledged one by one or a group at a time by the signed-in
+account (a dispatcher or above; a viewer sees the list without buttons). The time slider shows the
 units and the alerts at any moment of the last 24 h (coverage layers stay
 "now"); a unit's track can be replayed. A dispatcher downloads the evidence
 (GeoPackage) or the shift report (PDF) of the chosen command unit over the
@@ -19,7 +20,7 @@ from dash import ALL, ClientsideFunction, Input, Output, State, callback, client
 from gridwatch.dashboard._context import DB_ERRORS, context, milliseconds
 from gridwatch.dashboard.access import may, principal, scope_code
 from gridwatch.dashboard.dispatch_data import (
-    acknowledge_alert,
+    acknowledge_alerts,
     alerts_update,
     evidence_file,
     moment,
@@ -85,6 +86,7 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
         dcc.Store(id="dispatch-ranked"),
         dcc.Store(id="dispatch-frames"),
         dcc.Store(id="dispatch-acked"),
+        dcc.Store(id="dispatch-acked-group"),
         html.Header(className="dispatch-header", children=[
             html.H1(t("dispatch_title", lang)),
             dcc.Dropdown(id="dispatch-scope", value=unit, options=unit_options(ctx, lang=lang, within=scope_code(None)),
@@ -198,13 +200,18 @@ def nearest(target: dict | None, _clicks, ranked: list[dict] | None, lang: str):
 @callback(
     Output("dispatch-alerts", "children"),
     Input("dispatch-alert-tick", "n_intervals"), Input("dispatch-time", "value"), Input("dispatch-acked", "data"),
-    State("dispatch-lang", "data"),
+    Input("dispatch-acked-group", "data"), State("dispatch-lang", "data"),
 )
-def alerts(_tick, minutes_back: int, _acked, lang: str):
+def alerts(_tick, minutes_back: int, _acked, _acked_group, lang: str):
     """Every 10 s and after an acknowledgement: refresh and list the alerts (or those open at the slider's moment)."""
     panel = alerts_update(context(), at=moment(minutes_back), lang=lang, can_acknowledge=may("dispatcher"),
                           unit=scope_code(None))
     return dash.no_update if panel is None else panel
+
+
+def _acknowledge(alert_ids: list[int]) -> bool:
+    return acknowledge_alerts(context(), alert_ids, who=principal().name, address=flask.request.remote_addr,
+                              unit=scope_code(None))
 
 
 @callback(
@@ -212,13 +219,24 @@ def alerts(_tick, minutes_back: int, _acked, lang: str):
     prevent_initial_call=True,
 )
 def acknowledge(_clicks):
-    """A click on Acknowledge: the alert is acknowledged by the signed-in account."""
+    """A click on Acknowledge: that one alert (the button's id) is acknowledged by the signed-in account.
+    A list redrawn during a refresh fires this with no click (n_clicks None): nothing is acknowledged."""
     if not _clicked():
         return dash.no_update
-    alert_id = dash.ctx.triggered_id["id"]
-    done = acknowledge_alert(context(), int(alert_id), who=principal().name, address=flask.request.remote_addr,
-                             unit=scope_code(None))
-    return alert_id if done else dash.no_update
+    alert_id = int(dash.ctx.triggered_id["id"])
+    return alert_id if _acknowledge([alert_id]) else dash.no_update
+
+
+@callback(
+    Output("dispatch-acked-group", "data"), Input({"type": "dispatch-ack-group", "ids": ALL}, "n_clicks"),
+    prevent_initial_call=True,
+)
+def acknowledge_group(_clicks):
+    """A click on a group's Acknowledge all: exactly the members its button names are acknowledged."""
+    if not _clicked():
+        return dash.no_update
+    ids = [int(i) for i in dash.ctx.triggered_id["ids"].split(",") if i]
+    return dash.ctx.triggered_id["ids"] if ids and _acknowledge(ids) else dash.no_update
 
 
 @callback(
