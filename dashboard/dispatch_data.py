@@ -5,6 +5,8 @@ picture) or, for the live units, the "database unreachable" banner, like the wal
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -13,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 from dash import html
+from plotly.utils import PlotlyJSONEncoder
 
 from gridwatch.dashboard._context import DB_ERRORS, WallContext
 from gridwatch.dashboard.dispatch_panels import (
@@ -37,8 +40,9 @@ from gridwatch.layers.nearest import nearest_units
 from gridwatch.layers.queries import command_unit_tree, data_status, live_units
 from gridwatch.layers.replay import positions_at, track, unit_roster
 
-__all__ = ["moment", "evidence_file", "TargetsUpdate", "targets_update", "NearestUpdate", "nearest_update", "alerts_update",
-           "acknowledge_alerts", "UnitsUpdate", "units_update", "track_update", "unit_choices"]
+__all__ = ["moment", "evidence_file", "TargetsUpdate", "targets_update", "NearestUpdate", "nearest_update",
+           "alerts_update", "panel_digest", "acknowledge_alerts", "UnitsUpdate", "units_update", "track_update",
+           "unit_choices"]
 
 
 def moment(minutes_back: int | None) -> datetime | None:
@@ -149,6 +153,11 @@ def alerts_update(ctx: WallContext, *, at: datetime | None, lang: str, can_ackno
         return None
     return alert_list(alerts, lang=lang, timezone=ctx.settings.timezone, live=at is None and can_acknowledge,
                       now=at or datetime.now(timezone.utc), note=note)
+
+
+def panel_digest(panel: list) -> str:
+    """A digest of a panel's components, to tell whether it changed since it was last sent."""
+    return hashlib.sha1(json.dumps(panel, cls=PlotlyJSONEncoder).encode()).hexdigest()
 
 
 def acknowledge_alerts(ctx: WallContext, alert_ids: list[int], *, who: str, address: str | None, unit: str | None

@@ -205,10 +205,10 @@ def alert_list(alerts: pd.DataFrame, *, lang: str, timezone: str, live: bool, no
     if len(before):
         heading = t("alerts_at_start", lang, n=len(before),
                     t=local_time(before["raised_at"].iloc[0], timezone, "%m-%d %H:%M"))
-        items.append(html.Li(html.Details([
-            html.Summary(heading, className="at-start-title"),
+        items.append(html.Li([
+            html.Div(heading, className="at-start-title"),
             html.Ul(_grouped(before, lang=lang, timezone=timezone, live=live, now=now), className="alerts"),
-        ]), className="at-start"))
+        ], className="at-start"))
     return [head, html.Ul(items, className="alerts")]
 
 

@@ -25,6 +25,7 @@ from gridwatch.dashboard.dispatch_data import (
     evidence_file,
     moment,
     nearest_update,
+    panel_digest,
     targets_update,
     track_update,
     unit_choices,
@@ -87,6 +88,7 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
         dcc.Store(id="dispatch-frames"),
         dcc.Store(id="dispatch-acked"),
         dcc.Store(id="dispatch-acked-group"),
+        dcc.Store(id="dispatch-alerts-shown"),
         html.Header(className="dispatch-header", children=[
             html.H1(t("dispatch_title", lang)),
             dcc.Dropdown(id="dispatch-scope", value=unit, options=unit_options(ctx, lang=lang, within=scope_code(None)),
@@ -198,15 +200,17 @@ def nearest(target: dict | None, _clicks, ranked: list[dict] | None, lang: str):
 
 
 @callback(
-    Output("dispatch-alerts", "children"),
+    Output("dispatch-alerts", "children"), Output("dispatch-alerts-shown", "data"),
     Input("dispatch-alert-tick", "n_intervals"), Input("dispatch-time", "value"), Input("dispatch-acked", "data"),
-    Input("dispatch-acked-group", "data"), State("dispatch-lang", "data"),
+    Input("dispatch-acked-group", "data"), State("dispatch-alerts-shown", "data"), State("dispatch-lang", "data"),
 )
-def alerts(_tick, minutes_back: int, _acked, _acked_group, lang: str):
-    """Every 10 s and after an acknowledgement: refresh and list the alerts (or those open at the slider's moment)."""
+def alerts(_tick, minutes_back: int, _acked, _acked_group, shown: str | None, lang: str):
+    """Every 10 s and after an acknowledgement: refresh and list the alerts (or those open at the slider's moment).
+    The list is redrawn only when it changed, so a button is not replaced under the pointer."""
     panel = alerts_update(context(), at=moment(minutes_back), lang=lang, can_acknowledge=may("dispatcher"),
                           unit=scope_code(None))
-    return dash.no_update if panel is None else panel
+    digest = None if panel is None else panel_digest(panel)
+    return (dash.no_update, dash.no_update) if digest in (None, shown) else (panel, digest)
 
 
 def _acknowledge(alert_ids: list[int]) -> bool:
