@@ -19,8 +19,8 @@ from gridwatch.dashboard.live_map import KIND_COLOURS
 from gridwatch.dashboard.wall_panels import local_time
 from gridwatch.layers.catalog import COVERAGE_COLOURS, SEVERITY_COLOURS
 
-__all__ = ["TRACES", "ROUTE_COLOUR", "duration", "length", "ago", "gap_labels", "alert_text", "target_rows", "target_table", "nearest_table", "alert_list",
-           "units_trace", "route_traces", "track_trace"]
+__all__ = ["TRACES", "ROUTE_COLOUR", "duration", "length", "ago", "gap_labels", "alert_text", "target_rows",
+           "target_table", "nearest_table", "alert_list", "units_trace", "route_traces", "track_trace"]
 
 TRACES = ("units", "track", "route", "target", "nearest", "replay")
 ROUTE_COLOUR = "#22d3ee"
