@@ -1,5 +1,5 @@
 """Sample data for gridwatch: the fictional border prefecture generator."""
 
-from .sample import SCALES, generate_sample
+from .sample import SCALES, fixed_end, generate_sample
 
-__all__ = ["SCALES", "generate_sample"]
+__all__ = ["SCALES", "fixed_end", "generate_sample"]

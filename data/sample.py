@@ -1,14 +1,14 @@
 """Generate the fictional border prefecture used by tests, demos and benchmarks.
 
 Everything is drawn in EPSG:4542 (metres) and delivered as files plus a
-``manifest.json`` that tells the ETL what each file holds. The same seed and
-scale give byte-identical files.
+``manifest.json`` that tells the ETL what each file holds. Positions end now
+by default; the same seed, scale and end give byte-identical files.
 
 Examples
 --------
 >>> from pathlib import Path
 >>> import tempfile
->>> manifest = generate_sample(Path(tempfile.mkdtemp()), seed=1, scale="small")
+>>> manifest = generate_sample(Path(tempfile.mkdtemp()), seed=1, scale="small", end=fixed_end(1))
 >>> manifest.name
 'manifest.json'
 """
@@ -47,7 +47,7 @@ from ._roads import build_rivers, build_roads
 from ._scale import SCALES, scale_spec
 from ._tracks import LOCAL_OFFSET_S, UNIT_COLUMNS, Fixes, add_noise, build_units, simulate_positions
 
-__all__ = ["MANIFEST_FORMAT", "SCALES", "TIMEZONE", "generate_sample"]
+__all__ = ["MANIFEST_FORMAT", "SCALES", "TIMEZONE", "fixed_end", "generate_sample"]
 
 MANIFEST_FORMAT = "gridwatch-manifest/1"
 TIMEZONE = "Asia/Shanghai"
@@ -92,9 +92,18 @@ def _prepare_out_dir(out_dir: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def _end_time(seed: int) -> int:
-    """Epoch seconds of the last position: 2026-11-20 08:00 +08:00 plus seed-many days (mod 28)."""
-    return int((BASE_END + timedelta(days=seed % 28)).timestamp())
+def fixed_end(seed: int) -> datetime:
+    """A fixed end for reproducible samples: 2026-11-20 08:00 +08:00 plus seed-many days (mod 28)."""
+    return BASE_END + timedelta(days=seed % 28)
+
+
+def _end_time(end: datetime | None) -> int:
+    """Epoch seconds of the last position: ``end``, or now rounded down to the minute."""
+    if end is None:
+        return int(datetime.now(timezone.utc).timestamp()) // 60 * 60
+    if end.tzinfo is None:
+        raise ValueError("`end` must carry a time zone")
+    return int(end.timestamp())
 
 
 def _lonlat(fixes: Fixes) -> Fixes:
@@ -115,16 +124,17 @@ def generate_sample(
     Parameters
     ----------
     out_dir : folder to write into (created if missing; files of an earlier run are replaced)
-    seed : random seed; the same seed and scale give byte-identical files
+    seed : random seed; the same seed, scale and end give byte-identical files
     scale : one of ``SCALES`` ("small" for tests, "prefecture", "province" for benchmarks)
     progress : show a tqdm progress bar over the generation stages and units
-    end : time of the last position (whole seconds); by default a fixed time derived from
-        the seed, so files are reproducible. The demo passes "now" so its data is current.
+    end : time of the last position (whole seconds, with a time zone); by default now, rounded
+        down to the minute. The same seed, scale and end give byte-identical files, so tests and
+        benchmarks pass one (``fixed_end(seed)``).
     """
     spec = scale_spec(scale)
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir)
-    end_ts = int(end.timestamp()) if end is not None else _end_time(seed)
+    end_ts = _end_time(end)
     window = (end_ts - spec.hours * 3600, end_ts)
     end_day = datetime.fromtimestamp(end_ts, timezone(timedelta(hours=8))).date().isoformat()
 

@@ -166,15 +166,15 @@ def demo(seed: int, scale: str, host: str | None, port: int | None, no_serve: bo
 @click.option("--seed", default=1, type=int, show_default=True, help="An integer: same seed, same files.")
 @click.option("--scale", default="prefecture", show_default=True, help="small, prefecture or province.")
 @click.option("--end", default=None,
-              help="Time of the last fix: ISO 8601 or 'now'. Default: fixed by the seed (2026-11-20 08:00 "
-                   "+08:00 plus seed days), so the same seed gives the same files.")
+              help="Time of the last fix: ISO 8601 (a time without a zone is in the site's zone) or 'now'. "
+                   "Default: now, rounded down to the minute. The same seed and --end give the same files.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 def sample(seed: int, scale: str, end: str | None, out_dir: Path) -> None:
     """Write the fictional sample region and its manifest."""
     from gridwatch.data import generate_sample
 
-    options = {} if end is None else {"end": datetime.now(ZoneInfo("UTC")) if end == "now" else _when(end)}
-    manifest = generate_sample(out_dir, seed=seed, scale=scale, progress=True, **options)
+    manifest = generate_sample(out_dir, seed=seed, scale=scale, progress=True,
+                               end=None if end in (None, "now") else _when(end))
     click.echo(f"wrote {manifest}")
 
 

@@ -69,10 +69,10 @@ def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated sample folder (manifest and files), made once; tests copy it before changing it."""
-    from gridwatch.data import generate_sample
+    from gridwatch.data import fixed_end, generate_sample
 
     folder = tmp_path_factory.mktemp("sample")
-    generate_sample(folder, seed=7, scale="small")
+    generate_sample(folder, seed=7, scale="small", end=fixed_end(7))
     return folder
 
 

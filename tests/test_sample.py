@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import geopandas as gpd
@@ -14,7 +15,7 @@ import pyogrio
 import pytest
 import shapely
 
-from gridwatch.data import SCALES, generate_sample
+from gridwatch.data import SCALES, fixed_end, generate_sample
 
 METRIC_CRS = "EPSG:4542"
 REL_TOL = 1e-6  # of the parent's area
@@ -23,12 +24,13 @@ TARGETS = {
     "settlement", "port", "sensor", "unit", "position", "incident",
 }
 GPX_NS = {"g": "http://www.topografix.com/GPX/1/1"}
+END = fixed_end(1)
 
 
 @pytest.fixture(scope="module")
 def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sample")
-    generate_sample(out, seed=1, scale="small")
+    generate_sample(out, seed=1, scale="small", end=END)
     return out
 
 
@@ -213,15 +215,29 @@ def test_incidents_lifecycle(sample_dir: Path, manifest: dict) -> None:
 
 
 def test_same_seed_gives_identical_bytes(sample_dir: Path, tmp_path: Path) -> None:
-    generate_sample(tmp_path / "again", seed=1, scale="small")
+    generate_sample(tmp_path / "again", seed=1, scale="small", end=END)
     assert _files(sample_dir) == _files(tmp_path / "again")
 
 
 def test_other_seed_gives_other_files(sample_dir: Path, tmp_path: Path) -> None:
-    generate_sample(tmp_path / "other", seed=2, scale="small")
+    generate_sample(tmp_path / "other", seed=2, scale="small", end=END)
     first, other = _files(sample_dir), _files(tmp_path / "other")
     for name in ("positions.csv", "boundaries.gpkg", "incidents.csv", "grids/housing.geojson"):
         assert first[name] != other[name]
+
+
+def test_positions_end_at_the_given_end(sample_dir: Path, manifest: dict) -> None:
+    assert datetime.fromisoformat(manifest["exported_at"]) == END
+    ts = pd.to_datetime(pd.read_csv(sample_dir / _entry(manifest, "position")["path"], usecols=["ts"])["ts"],
+                        format="ISO8601")
+    assert END - timedelta(minutes=5) < ts[ts <= END].max()  # later rows are the ones spoiled into the future
+
+
+def test_positions_end_now_by_default(tmp_path: Path) -> None:
+    before = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    manifest = json.loads(generate_sample(tmp_path, seed=1, scale="small").read_text(encoding="utf-8"))
+    end = datetime.fromisoformat(manifest["exported_at"])
+    assert before <= end <= datetime.now(timezone.utc) and end.second == 0
 
 
 def test_unknown_scale_is_rejected(tmp_path: Path) -> None:

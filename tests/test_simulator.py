@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from gridwatch.data import generate_sample
+from gridwatch.data import fixed_end, generate_sample
 from gridwatch.data.simulator import invent_tracks, load_tracks, parse_speed, schedule, simulate
 
 from _ingest import REGION_SQL, IngestProcess, provision, rows
@@ -41,7 +41,7 @@ def test_invented_tracks_stay_in_their_box_and_are_never_stamped_ahead() -> None
 
 
 def test_sample_positions_load_as_tracks(tmp_path: Path) -> None:
-    generate_sample(tmp_path, seed=1, scale="small")
+    generate_sample(tmp_path, seed=1, scale="small", end=fixed_end(1))
     tracks = load_tracks(tmp_path)
     assert {"callsign", "t", "lon", "lat", "speed_kmh", "heading", "accuracy_m"} <= set(tracks.columns)
     assert len(tracks) > 1000 and tracks["t"].is_monotonic_increasing and tracks["callsign"].nunique() > 3

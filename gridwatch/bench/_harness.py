@@ -48,11 +48,11 @@ INTERACTIVE = """(b) => {
 
 def bench_sample(settings: Settings, scale: str) -> Path:
     """The sample folder of ``scale``, generated on first use."""
-    from gridwatch.data import generate_sample
+    from gridwatch.data import fixed_end, generate_sample
 
     folder = settings.home_dir / "bench" / f"sample-{scale}"
     if not (folder / "manifest.json").exists():
-        generate_sample(folder, seed=1, scale=scale)
+        generate_sample(folder, seed=1, scale=scale, end=fixed_end(1))
     return folder
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from gridwatch.bench import Figure
-from gridwatch.data.sample import generate_sample
+from gridwatch.data.sample import fixed_end, generate_sample
 from gridwatch.settings import Settings
 
 __all__ = ["bench_sample"]
@@ -23,7 +23,7 @@ def bench_sample(settings: Settings, *, scale: str) -> list[Figure]:
     for name in scales:
         with tempfile.TemporaryDirectory(dir=settings.home_dir if settings.home_dir.exists() else None) as tmp:
             started = time.perf_counter()
-            generate_sample(Path(tmp), seed=1, scale=name, progress=True)
+            generate_sample(Path(tmp), seed=1, scale=name, progress=True, end=fixed_end(1))
             seconds = time.perf_counter() - started
             rows = len(pd.read_csv(Path(tmp) / "positions.csv", engine="pyarrow"))
         figures.append(Figure(f"generate {name}", seconds, "s", f"<= {TARGETS_S[name]:g}"))
