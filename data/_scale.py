@@ -38,7 +38,7 @@ _SPECS = {
         name="small", center_lonlat=(98.3, 23.3), radius_km=14.0, border_km=55.0,
         n_counties=1, n_townships=3, seat_grids=12, town_grids=8, rural_grids=32,
         n_border_stations=2, n_ports=1, line2_km=4.0, ring_km=2.5, n_rivers=1,
-        n_units=12, hours=3, fix_interval_s=(10, 30), n_gpx_units=1,
+        n_units=12, hours=12, fix_interval_s=(10, 30), n_gpx_units=1,
         incidents_per_day=80, shortest_paths=True,
     ),
     "prefecture": ScaleSpec(

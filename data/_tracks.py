@@ -15,7 +15,8 @@ from ._geometry import points_in
 from ._roads import SPEED_KMH, RoadNetwork
 from ._scale import ScaleSpec
 
-__all__ = ["Fixes", "UNIT_COLUMNS", "add_noise", "build_units", "simulate_positions"]
+__all__ = ["Fixes", "PatrolPlan", "UNIT_COLUMNS", "add_noise", "build_units", "plan_patrols", "silence_units",
+           "simulate_positions"]
 
 LOCAL_OFFSET_S = 8 * 3600  # Asia/Shanghai has no daylight saving
 UNIT_KINDS = ("foot", "vehicle", "drone", "post", "checkpoint")
@@ -24,12 +25,13 @@ _KIND_LETTER = {"foot": "F", "vehicle": "V", "drone": "D", "post": "G", "checkpo
 # name: (start minute of the local day, duration in minutes)
 SHIFTS = {"day": (480, 720), "night": (1200, 720), "early": (360, 480), "late": (840, 480), "full": (0, 1440)}
 _SHIFT_CHOICE = {
-    "foot": (("day", "night", "early", "late"), (0.35, 0.25, 0.2, 0.2)),
-    "vehicle": (("day", "night", "early", "late"), (0.35, 0.25, 0.2, 0.2)),
     "drone": (("day", "early", "late"), (0.5, 0.25, 0.25)),
     "post": (("full", "day", "night"), (0.6, 0.2, 0.2)),
     "checkpoint": (("full", "day", "night"), (0.6, 0.2, 0.2)),
 }
+_PATROL_TURNS = ("day", "night", "early", "late")
+QUIET_SHIFT = "day"  # the only shift the quiet border station works: nobody on its stretch overnight
+SILENT_SHARE = 0.04  # units on duty at the end whose fixes stop 1-3 h before it
 # share of each noise kind among the delivered CSV rows
 NOISE_RATES = {"duplicate": 0.004, "out_of_order": 0.003, "zero": 0.001, "swapped": 0.001,
                "jump": 0.001, "future": 0.001, "low_accuracy": 0.003}
@@ -64,6 +66,26 @@ def _hhmm(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
+@dataclass(frozen=True)
+class PatrolPlan:
+    """Where the patrols go: every grid is on some station's round, with two gaps a real roster has."""
+
+    short_township: str  # township code whose stations get no patrol units of their own
+    quiet_station: int  # row of the border station that works days only: its stretch is quiet overnight
+
+
+def plan_patrols(stations: gpd.GeoDataFrame, grid: gpd.GeoDataFrame, rng: np.random.Generator) -> PatrolPlan:
+    """Pick the township short of patrols (the one with the fewest grids among those without a border
+    station, if there are any) and the quiet border station."""
+    is_border = stations["is_border"].to_numpy()
+    township = stations["parent_code"].to_numpy()
+    inland = np.setdiff1d(township, township[is_border])
+    pool = inland if inland.size else np.unique(township)
+    short = str(grid["township_code"].value_counts().reindex(pool, fill_value=0).idxmin())
+    border = np.flatnonzero(is_border & (township != short))
+    return PatrolPlan(short, int(border[rng.integers(len(border))]) if border.size else -1)
+
+
 def _station_of(points: np.ndarray, stations: gpd.GeoDataFrame) -> np.ndarray:
     """Row of the station nearest to (or containing) each point."""
     tree = shapely.STRtree(stations.geometry.to_numpy())
@@ -78,12 +100,16 @@ def build_units(
     stations: gpd.GeoDataFrame,
     police_area: gpd.GeoDataFrame,
     checkpoint: gpd.GeoDataFrame,
+    grid: gpd.GeoDataFrame,
+    plan: PatrolPlan,
     end_ts: int,
     rng: np.random.Generator,
 ) -> pd.DataFrame:
-    """The unit roster: crews at staffed checkpoints, posts and drones at border stations, the rest patrols."""
+    """The unit roster: crews at staffed checkpoints, posts and drones at border stations, the rest patrols,
+    shared out by the grids each station has to cover (none to the short township's stations)."""
     stations = stations.reset_index(drop=True)
     border = np.flatnonzero(stations["is_border"].to_numpy()) if stations["is_border"].any() else np.arange(len(stations))
+    post_border = np.setdiff1d(border, [plan.quiet_station]) if len(border) > 1 else border
     staffed = checkpoint[checkpoint["staffed"]]
     n_crew = min(len(staffed), spec.n_units // 4)
     crew_cp = np.sort(rng.choice(len(staffed), size=n_crew, replace=False))
@@ -92,12 +118,14 @@ def build_units(
     n_drone = max(1, round(0.05 * spec.n_units))
     n_rest = spec.n_units - n_crew - n_post - n_drone
     n_vehicle = round(0.45 * n_rest)
-    weight = np.where(stations["is_border"].to_numpy(), 3.0, 1.0)
+    n_grids = grid["station_code"].value_counts().reindex(stations["code"], fill_value=0).to_numpy()
+    weight = (n_grids + 2.0) * np.where(stations["is_border"].to_numpy(), 1.5, 1.0)
+    weight[stations["parent_code"].to_numpy() == plan.short_township] = 0.0
     patrol_station = rng.choice(len(stations), size=n_rest, p=weight / weight.sum())
     kind = np.array(["checkpoint"] * n_crew + ["post"] * n_post + ["drone"] * n_drone
                     + ["vehicle"] * n_vehicle + ["foot"] * (n_rest - n_vehicle), dtype=object)
     station = np.concatenate([
-        _station_of(crew_xy, stations), rng.choice(border, n_post), rng.choice(border, n_drone), patrol_station
+        _station_of(crew_xy, stations), rng.choice(post_border, n_post), rng.choice(border, n_drone), patrol_station
     ]).astype(np.int64)
     anchor = np.full((len(kind), 2), np.nan)
     anchor[:n_crew] = crew_xy
@@ -120,7 +148,11 @@ def build_units(
     callsign = [f"{'B' if is_border[s] else 'P'}{rank[s]:0{max(2, width)}d}-{_KIND_LETTER[k]}{n:02d}"
                 for s, k, n in zip(station, kind, seq)]
 
-    shift = np.array([rng.choice(_SHIFT_CHOICE[k][0], p=_SHIFT_CHOICE[k][1]) for k in kind], dtype=object)
+    patrols = np.isin(kind, ["foot", "vehicle"])  # a station's patrols take the shifts in turn, round the clock
+    turn = rng.integers(len(_PATROL_TURNS), size=len(stations))[station] + seq - 1
+    shift = np.array(_PATROL_TURNS, dtype=object)[turn % len(_PATROL_TURNS)]
+    shift[~patrols] = [rng.choice(_SHIFT_CHOICE[k][0], p=_SHIFT_CHOICE[k][1]) for k in kind[~patrols]]
+    shift[station == plan.quiet_station] = QUIET_SHIFT
     start_min = np.array([SHIFTS[s][0] for s in shift])
     dur_min = np.array([SHIFTS[s][1] for s in shift])
     end_minute = ((end_ts + LOCAL_OFFSET_S) % 86400) // 60
@@ -158,7 +190,8 @@ class _Router:
     """Builds timed routes (vertices with arrival times) for one kind of movement."""
 
     def __init__(self, spec: ScaleSpec, roads: RoadNetwork, patrol: shapely.LineString,
-                 stations: gpd.GeoDataFrame, police_area: gpd.GeoDataFrame) -> None:
+                 stations: gpd.GeoDataFrame, police_area: gpd.GeoDataFrame, grid: gpd.GeoDataFrame,
+                 plan: PatrolPlan) -> None:
         self.spec = spec
         self.roads = roads
         self.patrol = patrol
@@ -168,24 +201,49 @@ class _Router:
         self.area_geom = dict(zip(police_area["code"], police_area.geometry))
         main = max(nx.connected_components(roads.graph), key=len)
         self.main_nodes = np.array(sorted(main))
-        self._candidates: dict[int, tuple[int, np.ndarray]] = {}
+        self.grid_xy = shapely.get_coordinates(shapely.point_on_surface(grid.geometry.to_numpy()))
+        main_xy = self.roads.node_xy[self.main_nodes]
+        self.grid_node = self.main_nodes[shapely.STRtree(shapely.points(main_xy)).query_nearest(
+            shapely.points(self.grid_xy), all_matches=False)[1]]
+        self.grids_of_station = grid.groupby("station_code").indices
+        self.grids_of_area = grid.groupby("police_area_code").indices
+        quiet = self.stations.geometry.iloc[plan.quiet_station] if plan.quiet_station >= 0 else None
+        pn = np.intersect1d(self.roads.patrol_nodes, self.main_nodes)
+        if quiet is not None:  # no other station's round passes the quiet stretch
+            pn = pn[shapely.distance(quiet, shapely.points(self.roads.node_xy[pn])) > 2000.0]
+        self.patrol_round_nodes = pn
+        self.quiet_station = plan.quiet_station
+        self._candidates: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
 
-    def candidates(self, station: int) -> tuple[int, np.ndarray]:
-        """(home node, destination nodes) for vehicles of ``station``."""
+    def candidates(self, station: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """(home node, stop nodes, stop points) of the round of ``station``'s vehicles: a stop at every
+        grid of the station (the road node nearest it, then off the road to the grid), and for a border
+        station every other stop on the patrol road within 15 km; in an order its vehicles share."""
         if station not in self._candidates:
             geom = self.stations.geometry.iloc[station]
-            xy = self.roads.node_xy[self.main_nodes]
-            inside = self.main_nodes[shapely.contains_xy(geom, xy[:, 0], xy[:, 1])]
+            mine = self.grids_of_station.get(self.stations["code"].iloc[station], np.empty(0, dtype=np.int64))
+            order = np.random.default_rng(station)
+            mine = mine[order.permutation(len(mine))]
+            nodes, points = self.grid_node[mine], self.grid_xy[mine]
             if self.stations["is_border"].iloc[station]:
-                pn = np.intersect1d(self.roads.patrol_nodes, self.main_nodes)
-                pxy = self.roads.node_xy[pn]
-                near = pn[shapely.distance(geom, shapely.points(pxy)) < 15000.0]
-                inside = np.union1d(inside, np.repeat(near, 2))  # patrol nodes count double
+                pn = self.patrol_round_nodes
+                if station == self.quiet_station:
+                    pn = np.intersect1d(self.roads.patrol_nodes, self.main_nodes)
+                near = pn[shapely.distance(geom, shapely.points(self.roads.node_xy[pn])) < 15000.0]
+                near = near[order.permutation(len(near))]
+                if near.size:  # every other stop is on the patrol road
+                    m = max(len(nodes), len(near))
+                    k = np.arange(m)
+                    grid_stops = (k % len(nodes)) if len(nodes) else np.empty(0, dtype=np.int64)
+                    nodes = np.column_stack([nodes[grid_stops], near[k % len(near)]]).ravel() if len(nodes) else near
+                    points = (np.stack([points[grid_stops], self.roads.node_xy[near[k % len(near)]]], axis=1)
+                              .reshape(-1, 2) if len(points) else self.roads.node_xy[near])
             rep = shapely.get_coordinates(geom.representative_point())[0]
-            if inside.size < 2:
-                inside = self.main_nodes[np.argsort(np.hypot(*(xy - rep).T))[:5]]
-            home = int(inside[np.argmin(np.hypot(*(self.roads.node_xy[inside] - rep).T))])
-            self._candidates[station] = (home, inside)
+            if nodes.size < 2:
+                nodes = self.main_nodes[np.argsort(np.hypot(*(self.roads.node_xy[self.main_nodes] - rep).T))[:5]]
+                points = self.roads.node_xy[nodes]
+            home = int(nodes[np.argmin(np.hypot(*(self.roads.node_xy[nodes] - rep).T))])
+            self._candidates[station] = (home, nodes, points)
         return self._candidates[station]
 
     def _path(self, a: int, b: int, rng: np.random.Generator) -> list[int]:
@@ -200,13 +258,17 @@ class _Router:
         return path
 
     def vehicle(self, station: int, duration: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Drive shortest paths between nodes of the station, stopping 2-20 min at each."""
-        home, dests = self.candidates(station)
+        """Drive the station's round from a random stop on, off the road to each grid at 15 km/h and
+        back, stopping 2-8 min at each."""
+        home, dests, stops = self.candidates(station)
+        order = np.roll(np.arange(len(dests)), -int(rng.integers(len(dests))))
         speed = {c: rng.uniform(*SPEED_KMH[c]) / 3.6 for c in SPEED_KMH}
         xy, dt = [self.roads.node_xy[home][None]], [np.zeros(1)]
-        total, cur = 0.0, home
+        total, cur, k = 0.0, home, 0
         while total < duration:
-            dest = int(dests[rng.integers(len(dests))])
+            stop = order[k % len(order)]
+            k += 1
+            dest = int(dests[stop])
             path = self._path(cur, dest, rng) if dest != cur else [cur]
             for a, b in zip(path[:-1], path[1:]):
                 edge = self.roads.graph.edges[a, b]
@@ -217,21 +279,26 @@ class _Router:
                 dt.append(seg)
                 total += seg.sum()
             cur = path[-1]
-            pause = rng.uniform(120, 1200)
-            xy.append(xy[-1][-1:])
-            dt.append(np.array([pause]))
-            total += pause
+            node_xy, off = self.roads.node_xy[cur], np.hypot(*(stops[stop] - self.roads.node_xy[cur])) / (15 / 3.6)
+            pause = rng.uniform(120, 480)
+            xy.append(np.vstack([stops[stop], stops[stop], node_xy]))
+            dt.append(np.array([off, pause, off]))
+            total += pause + 2 * off
         return np.vstack(xy), np.cumsum(np.concatenate(dt))
 
     def foot(self, area_code: str, duration: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Walk between random points of the police area at 3-5 km/h, pausing 1-15 min."""
+        """Walk the grids of the police area in a random order at 3-5 km/h, with a random point of
+        the area between two grids, pausing 1-15 min at each."""
         geom = self.area_geom[area_code]
         speed = rng.uniform(0.8, 1.4)
         start = shapely.get_coordinates(geom.representative_point())
         xy, dt = [start], [np.zeros(1)]
         total = 0.0
+        mine = self.grid_xy[self.grids_of_area.get(area_code, np.empty(0, dtype=np.int64))]
         while total < duration:
-            pts = points_in(geom, 20, rng)
+            pts = points_in(geom, max(len(mine), 1), rng)
+            if len(mine):
+                pts = np.column_stack([mine[rng.permutation(len(mine))], pts]).reshape(-1, 2)
             walk = np.hypot(*np.diff(np.vstack([xy[-1][-1:], pts]), axis=0).T) / speed
             pause = rng.uniform(60, 900, len(pts))
             xy.append(np.repeat(pts, 2, axis=0))
@@ -282,13 +349,15 @@ def simulate_positions(
     patrol: shapely.LineString,
     stations: gpd.GeoDataFrame,
     police_area: gpd.GeoDataFrame,
+    grid: gpd.GeoDataFrame,
+    plan: PatrolPlan,
     window: tuple[int, int],
     rng: np.random.Generator,
     *,
     progress: bool = False,
 ) -> Fixes:
     """Fixes of every unit while on shift in ``window`` (work CRS, no delivery noise yet)."""
-    router = _Router(spec, roads, patrol, stations, police_area)
+    router = _Router(spec, roads, patrol, stations, police_area, grid, plan)
     parts: list[Fixes] = []
     rows = units.itertuples(index=True)
     for u in tqdm(rows, total=len(units), disable=not progress, desc="units", leave=False):
@@ -330,6 +399,19 @@ def simulate_positions(
                 accuracy=np.round(acc, 1).astype(np.float32),
             ))
     return Fixes.concat(parts)
+
+
+def silence_units(units: pd.DataFrame, fixes: Fixes, end_ts: int, rng: np.random.Generator) -> Fixes:
+    """Drop the last 1-3 h of fixes of a few moving units on duty at the end for 2 h or more: they
+    reported for at least half an hour of their shift, then went silent."""
+    end_minute = ((end_ts + LOCAL_OFFSET_S) % 86400) // 60
+    on_for = ((end_minute - units["shift_start_min"].to_numpy()) % 1440) * 60
+    moving = units["kind"].isin(["foot", "vehicle", "drone"]).to_numpy() & (units["status"] != "off_duty").to_numpy()
+    pool = np.flatnonzero(moving & (on_for >= 2 * 3600))
+    silent = rng.choice(pool, size=min(len(pool), max(1, round(SILENT_SHARE * len(units)))), replace=False)
+    since = np.full(len(units), np.iinfo(np.int64).max)
+    since[silent] = end_ts - rng.uniform(3600, np.minimum(3 * 3600, on_for[silent] - 1800)).astype(np.int64)
+    return fixes.take(fixes.ts < since[fixes.unit])
 
 
 def add_noise(fixes: Fixes, end_ts: int, rng: np.random.Generator) -> tuple[Fixes, dict[str, int]]:

@@ -45,7 +45,16 @@ from ._names import NameMaker
 from ._region import build_outline
 from ._roads import build_rivers, build_roads
 from ._scale import SCALES, scale_spec
-from ._tracks import LOCAL_OFFSET_S, UNIT_COLUMNS, Fixes, add_noise, build_units, simulate_positions
+from ._tracks import (
+    LOCAL_OFFSET_S,
+    UNIT_COLUMNS,
+    Fixes,
+    add_noise,
+    build_units,
+    plan_patrols,
+    silence_units,
+    simulate_positions,
+)
 
 __all__ = ["MANIFEST_FORMAT", "SCALES", "TIMEZONE", "fixed_end", "generate_sample"]
 
@@ -174,9 +183,11 @@ def generate_sample(
     delivered = {d.name: department_grids(cu.grid, d, dept_rng) for d in DEPARTMENTS}
     step("departments")
 
-    units = build_units(spec, stations, cu.police_area, checkpoints, end_ts, rng(11))
-    fixes = _lonlat(simulate_positions(spec, units, roads, patrol, stations, cu.police_area, window, rng(12),
-                                       progress=progress))
+    plan = plan_patrols(stations, cu.grid, rng(15))
+    units = build_units(spec, stations, cu.police_area, checkpoints, cu.grid, plan, end_ts, rng(11))
+    fixes = simulate_positions(spec, units, roads, patrol, stations, cu.police_area, cu.grid, plan, window, rng(12),
+                               progress=progress)
+    fixes = _lonlat(silence_units(units, fixes, end_ts, rng(16)))
     noise_rng = rng(13)
     reporting = np.unique(fixes.unit[np.isin(units["kind"].to_numpy()[fixes.unit], ["vehicle", "foot"])])
     gpx_units = np.sort(noise_rng.choice(reporting, size=min(spec.n_gpx_units, len(reporting)), replace=False))
