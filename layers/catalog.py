@@ -20,16 +20,18 @@ import sqlalchemy as sa
 
 __all__ = [
     "Layer", "CATALOG", "UnknownLayerError", "get_layer", "available_layers", "PRESENT_TABLES", "with_tables",
-    "COVERAGE_COLOURS", "SEGMENT_COLOURS", "LINE_COLOURS", "SEVERITY_COLOURS",
+    "Swatch", "COVERAGE_COLOURS", "SEGMENT_COLOURS", "LINE_COLOURS", "SEVERITY_COLOURS",
 ]
 
 GeometryKind = Literal["point", "line", "polygon"]
 Group = Literal["boundaries", "coverage", "defence", "base", "events"]
 
-# Colours shared by the style, the legend and the KPI strip.
-COVERAGE_COLOURS = {"fresh": "#22c55e", "due": "#f59e0b", "overdue": "#ef4444", "unknown": "#64748b"}
-SEGMENT_COLOURS = {"patrolled": "#22c55e", "watched": "#38bdf8", "overdue": "#ef4444", "unknown": "#64748b"}
-LINE_COLOURS = {1: "#f43f5e", 2: "#fb923c", 3: "#facc15"}
+# Colours shared by the style, the legend and the KPI strip; one colour means one thing. ``unknown`` is a
+# place with no visit within the look-back window (``settings.coverage_lookback_h``): past overdue, darker.
+COVERAGE_COLOURS = {"fresh": "#22c55e", "due": "#facc15", "overdue": "#ef4444", "unknown": "#991b1b"}
+SEGMENT_COLOURS = {"patrolled": COVERAGE_COLOURS["fresh"], "watched": "#2dd4bf",
+                   "overdue": COVERAGE_COLOURS["overdue"], "unknown": COVERAGE_COLOURS["unknown"]}
+LINE_COLOURS = {1: "#e879f9", 2: "#fb923c", 3: "#93c5fd"}
 SEVERITY_COLOURS = {1: "#a3e635", 2: "#facc15", 3: "#fb923c", 4: "#ef4444"}  # 4 is the most severe
 ZONE_COLOURS = {"border_closed": "#a855f7", "port_control": "#0ea5e9"}  # other kinds: outline only
 
@@ -45,6 +47,35 @@ def _match(prop: str, colours: dict[Any, str], default: str) -> list:
     """A MapLibre ``match`` expression mapping a property's values to colours."""
     pairs = [item for key, colour in colours.items() for item in (key, colour)]
     return ["match", ["get", prop], *pairs, default]
+
+
+@dataclass(frozen=True)
+class Swatch:
+    """One legend key: the style part ``part`` paints ``colour`` through ``paint`` for the features
+    whose ``prop`` is ``value`` (``prop`` None: every feature of the part). ``label`` is its string key
+    (:mod:`gridwatch.dashboard.i18n`); ``shape`` is how the key is drawn (``box``, ``bar``, ``dot``)."""
+
+    part: str
+    paint: str
+    colour: str
+    label: str
+    shape: str
+    prop: str | None = None
+    value: Any = None
+
+
+def _swatches(part: str, paint: str, prop: str, colours: dict[Any, str], labels: dict[Any, str], *, shape: str
+              ) -> tuple[Swatch, ...]:
+    """The legend keys of a ``match`` on ``prop`` over ``colours`` (as :func:`_match` paints it), in
+    the order of ``labels``."""
+    return tuple(Swatch(part, paint, colours[value], label, shape, prop, value) for value, label in labels.items())
+
+
+_COVERAGE_LABELS = {"fresh": "fresh", "due": "due", "overdue": "overdue", "unknown": "no_visit"}
+_SEGMENT_LABELS = {"patrolled": "patrolled", "watched": "watched", "overdue": "overdue", "unknown": "no_visit"}
+# A place's class on the map: its coverage status, or ``unknown`` with no visit in the look-back window.
+_STATUS = ("CASE WHEN c.last_visit IS NULL AND c.status = 'overdue' THEN 'unknown' "
+           "ELSE coalesce(c.status, 'unknown') END AS status")
 
 
 def _parts_by(prop: str, specs: dict[str, dict[str, Any]], default: dict[str, Any], **common: Any
@@ -66,7 +97,8 @@ class Layer:
 
     ``styles`` are MapLibre style-layer specs without ``id``/``source``; each has
     an ``"id"`` suffix under the key ``"part"``. ``popup`` names the properties
-    the hover panel shows. ``live`` layers are refetched every refresh. The source's rows
+    the hover panel shows (each labelled by the string ``field_<name>``); ``legend`` the keys the
+    wall's legend draws, from the same colours as the styles. ``live`` layers are refetched every refresh. The source's rows
     change only with a write to its :attr:`tables`, and, when ``time_key`` (an SQL
     expression) is given, when its value changes: rows that leave the source by time alone.
     """
@@ -85,6 +117,7 @@ class Layer:
     requires: tuple[str, ...] = ()
     label: dict[str, Any] | None = None
     time_key: str | None = None
+    legend: tuple[Swatch, ...] = ()
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -133,7 +166,7 @@ CATALOG: tuple[Layer, ...] = (
     Layer(
         id="grids", title={"en": "Grids by coverage", "zh": "网格覆盖"},
         source=(
-            "SELECT g.id, g.code, g.name, coalesce(c.status, 'unknown') AS status, "
+            f"SELECT g.id, g.code, g.name, {_STATUS}, c.limit_h, "
             "to_char(c.last_visit AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"') AS last_visit, "
             "g.households, g.geom FROM grid g LEFT JOIN grid_coverage c ON c.grid_id = g.id"
         ),
@@ -145,7 +178,8 @@ CATALOG: tuple[Layer, ...] = (
                 "fill-opacity": 0.32}},
             {"part": "line", "type": "line", "minzoom": 9, "paint": {"line-color": "#0f172a", "line-width": 0.6}},
         ),
-        popup=("code", "name", "status", "last_visit", "households"),
+        popup=("name", "code", "limit_h", "last_visit", "status", "households"),
+        legend=_swatches("fill", "fill-color", "status", COVERAGE_COLOURS, _COVERAGE_LABELS, shape="box"),
     ),
     Layer(
         id="hexes", title={"en": "H3 coverage", "zh": "H3 覆盖"},
@@ -209,12 +243,13 @@ CATALOG: tuple[Layer, ...] = (
             for n, width, dash in ((1, 5, None), (2, 3.5, [3, 1.5]), (3, 3.5, [1, 1.2]))
         ),
         popup=("line_no", "name"),
+        legend=tuple(Swatch(f"line{n}", "line-color", colour, f"line_{n}", "bar") for n, colour in LINE_COLOURS.items()),
     ),
     Layer(
         id="segments", title={"en": "Border segments", "zh": "边境分段"},
         source=(
             "SELECT s.id, round(s.km_from::numeric, 1) AS km_from, round(s.km_to::numeric, 1) AS km_to, "
-            "coalesce(c.status, 'unknown') AS status, "
+            f"{_STATUS}, c.limit_h, "
             "to_char(c.last_visit AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI\"Z\"') AS last_visit, s.geom "
             "FROM border_segment s LEFT JOIN segment_coverage c ON c.segment_id = s.id"
         ),
@@ -222,7 +257,8 @@ CATALOG: tuple[Layer, ...] = (
         styles=({"part": "line", "type": "line", "layout": {"line-cap": "butt"}, "paint": {
             "line-color": _match("status", SEGMENT_COLOURS, SEGMENT_COLOURS["unknown"]),
             "line-width": ["interpolate", ["linear"], ["zoom"], 6, 3, 12, 7]}},),
-        popup=("km_from", "km_to", "status", "last_visit"),
+        popup=("km_from", "km_to", "limit_h", "last_visit", "status"),
+        legend=_swatches("line", "line-color", "status", SEGMENT_COLOURS, _SEGMENT_LABELS, shape="bar"),
     ),
     Layer(
         id="leak_routes", title={"en": "Leak routes", "zh": "漏管通道"},
@@ -233,7 +269,7 @@ CATALOG: tuple[Layer, ...] = (
         popup=("line_no", "length_m"),
     ),
     Layer(
-        id="unit_names", title={"en": "Unit names", "zh": "单位名称"},
+        id="unit_names", title={"en": "Place names (command units)", "zh": "辖区名称"},
         source=(
             "SELECT id, code, name, coalesce(name_en, name) AS name_en, level, label_point AS geom "
             "FROM command_unit"
@@ -257,7 +293,7 @@ CATALOG: tuple[Layer, ...] = (
         kind="point", group="base", minzoom=7,
         styles=({"part": "dot", "type": "circle", "paint": {
             "circle-radius": _match("kind", {"seat": 6, "town": 4.5}, 3),
-            "circle-color": "#e2e8f0", "circle-stroke-color": "#0b1220", "circle-stroke-width": 1.2}},),
+            "circle-color": "#94a3b8", "circle-stroke-color": "#0b1220", "circle-stroke-width": 1.2}},),
         popup=("name", "kind", "households"),
         label={"size": 13, "colour": "#e2e8f0", "placement": "offset", "minzoom": 10},
     ),

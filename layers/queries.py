@@ -118,7 +118,8 @@ def feed_trouble(engine: sa.Engine, settings: Settings) -> FeedTrouble | None:
 
 @dataclass(frozen=True)
 class Kpis:
-    """The wall's key figures for one scope."""
+    """The wall's key figures for one scope. The three unit counts are disjoint: a silent unit is
+    counted as silent only, whatever its status."""
 
     units_on_duty: int
     units_responding: int
@@ -229,7 +230,8 @@ def trails(
 
 _KPI_SQL = SCOPE + f"""
 , units AS (
-    SELECT u.status, l.ts FROM unit u LEFT JOIN unit_latest l ON l.unit_id = u.id
+    SELECT u.status, l.ts IS NULL OR l.ts < now() - make_interval(secs => :silent_s) AS silent
+    FROM unit u LEFT JOIN unit_latest l ON l.unit_id = u.id
     WHERE u.status <> 'off_duty' AND {UNIT_IN_SCOPE}
 ), segments AS (
     SELECT c.status FROM border_segment s LEFT JOIN segment_coverage c ON c.segment_id = s.id
@@ -245,10 +247,9 @@ _KPI_SQL = SCOPE + f"""
     WHERE status <> 'closed' AND {_in_scope("incident.geom")} GROUP BY severity
 )
 SELECT
-    (SELECT count(*) FILTER (WHERE status = 'on_duty') FROM units) AS units_on_duty,
-    (SELECT count(*) FILTER (WHERE status = 'responding') FROM units) AS units_responding,
-    (SELECT count(*) FILTER (WHERE ts IS NULL OR ts < now() - make_interval(secs => :silent_s)) FROM units)
-        AS units_silent,
+    (SELECT count(*) FILTER (WHERE status = 'on_duty' AND NOT silent) FROM units) AS units_on_duty,
+    (SELECT count(*) FILTER (WHERE status = 'responding' AND NOT silent) FROM units) AS units_responding,
+    (SELECT count(*) FILTER (WHERE silent) FROM units) AS units_silent,
     (SELECT count(*) FROM segments) AS segments_total,
     (SELECT count(*) FILTER (WHERE status IN ('patrolled', 'watched')) FROM segments) AS segments_covered,
     (SELECT coalesce(jsonb_object_agg(line_no, jsonb_build_array(staffed, total)), '{{}}') FROM checkpoints)
