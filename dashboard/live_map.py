@@ -7,6 +7,7 @@ All arrays are built with numpy/pandas, never a loop over units.
 from __future__ import annotations
 
 import math
+from string import Formatter
 from typing import Any
 
 import numpy as np
@@ -16,13 +17,16 @@ import plotly.graph_objects as go
 from gridwatch.dashboard.i18n import t
 from gridwatch.settings import UNIT_KINDS
 
-__all__ = ["KIND_COLOURS", "TRACES", "map_figure", "live_traces"]
+__all__ = ["KIND_COLOURS", "SILENT_COLOUR", "HALO_COLOURS", "FOUND_COLOUR", "TRACES", "map_figure", "live_traces"]
 
-KIND_COLOURS = {"foot": "#38bdf8", "vehicle": "#a78bfa", "drone": "#f472b6", "post": "#34d399",
-                "checkpoint": "#fbbf24"}
-TRACES = ("trail", "heading", "halo", "units")
-SILENT_COLOUR = "#64748b"
-HALO_COLOURS = {"responding": "rgba(245,158,11,0.45)", "silent": "rgba(239,68,68,0.4)"}
+# One colour, one meaning: no unit colour is a coverage, defence-line or zone colour of the catalog.
+KIND_COLOURS = {"foot": "#38bdf8", "vehicle": "#a78bfa", "drone": "#f472b6", "post": "#bef264",
+                "checkpoint": "#fdba74"}
+TRACES = ("trail", "heading", "halo", "found", "units")
+# A silent unit: a black dot in a white ring, whatever its kind (it shows on every coverage fill).
+SILENT_COLOUR = "#020617"
+HALO_COLOURS = {"responding": "rgba(255,255,255,0.45)", "silent": "rgba(248,250,252,0.95)"}
+FOUND_COLOUR = "rgba(34,211,238,0.6)"  # the unit found by its callsign
 HEADING_DEG = 0.02  # length of the heading tick, in degrees (~2 km)
 
 
@@ -68,17 +72,51 @@ def _separated(lon: np.ndarray, lat: np.ndarray, groups: np.ndarray) -> tuple[li
     return lon.tolist(), lat.tolist()
 
 
-def _hover(units: pd.DataFrame, *, lang: str, timezone: str) -> pd.Series:
-    """Callsign, kind and local time of the fix."""
-    local = pd.to_datetime(units["ts"], utc=True).dt.tz_convert(timezone).dt.strftime("%H:%M:%S")
+def _fill(template: str, **values: pd.Series) -> pd.Series:
+    """``template`` (an i18n string) filled column-wise from string Series of one index."""
+    index = next(iter(values.values())).index
+    out = pd.Series("", index=index, dtype=object)
+    for literal, field, _spec, _conv in Formatter().parse(template):
+        out = out + literal
+        if field is not None:
+            out = out + values[field]
+    return out
+
+
+def _age(seconds: pd.Series, *, lang: str) -> pd.Series:
+    """Ages as "N s", "N min" or "N h", by size."""
+    s = seconds.clip(lower=0).fillna(0)
+    ages = _fill(t("age_h", lang, n="{n}"), n=(s // 3600).astype(int).astype(str))
+    ages = ages.where(s >= 3600, _fill(t("age_m", lang, n="{n}"), n=(s // 60).astype(int).astype(str)))
+    return ages.where(s >= 60, _fill(t("age_s", lang, n="{n}"), n=s.astype(int).astype(str)))
+
+
+def _hover(units: pd.DataFrame, *, lang: str, timezone: str, now: pd.Timestamp) -> pd.Series:
+    """Callsign and kind; status (silent first), speed, age of the fix and its local time."""
+    ts = pd.to_datetime(units["ts"], utc=True)
+    local = ts.dt.tz_convert(timezone).dt.strftime("%H:%M:%S")
     kinds = units["kind"].map({kind: t(f"kind_{kind}", lang) for kind in UNIT_KINDS}).fillna(units["kind"])
-    return units["callsign"] + " · " + kinds + " " + local
+    status = units["status"].map({s: t(f"status_{s}", lang) for s in ("on_duty", "responding")}).fillna(units["status"])
+    status = status.where(~units["silent"].astype(bool), t("silent", lang))
+    speed = pd.to_numeric(units["speed"], errors="coerce")
+    speeds = _fill(t("speed_kmh", lang, v="{v}"), v=speed.fillna(0).round().astype(int).astype(str))
+    speeds = speeds.where(speed.notna(), t("speed_unknown", lang))
+    age = _age((now - ts).dt.total_seconds(), lang=lang)
+    # no <b>: plotly draws it with a style attribute, which the page's security policy refuses
+    return (units["callsign"] + " · " + kinds + "<br>"
+            + _fill(t("unit_tooltip", lang, status="{status}", speed="{speed}", age="{age}"),
+                    status=status, speed=speeds, age=age) + " (" + local + ")")
 
 
 def live_traces(
-    units: pd.DataFrame, trail: pd.DataFrame | None, *, lang: str, timezone: str
+    units: pd.DataFrame, trail: pd.DataFrame | None, *, lang: str, timezone: str, found: str | None = None,
+    now: pd.Timestamp | None = None,
 ) -> list[dict[str, Any]]:
     """The live traces, in :data:`TRACES` order, for units and their trails.
+
+    The unit with the callsign ``found`` gets a ring; ``now`` (default: the clock) dates the fixes'
+    ages in the tooltips. Each marker's ``customdata`` is its callsign and its legend class (its kind,
+    or ``silent``).
 
     ``trail=None`` leaves out the trails and the heading ticks (too many units to draw them legibly).
     Colours and sizes are per-unit arrays, so every unit is in one markers trace: each trace is four
@@ -100,7 +138,10 @@ def live_traces(
     silent = units["silent"].to_numpy(dtype=bool)
     responding = (units["status"] == "responding").to_numpy()
     halo = silent | responding
-    colours = np.where(silent, SILENT_COLOUR, units["kind"].map(KIND_COLOURS).fillna(SILENT_COLOUR).to_numpy())
+    classes = np.where(silent, "silent", units["kind"].to_numpy(dtype=object))
+    colours = pd.Series(classes).map({**KIND_COLOURS, "silent": SILENT_COLOUR}).fillna(SILENT_COLOUR).to_numpy()
+    is_found = (units["callsign"] == found).to_numpy()
+    now = pd.Timestamp.now(tz="UTC") if now is None else now
     return [
         {"type": "scattermap", "name": "trail", "mode": "lines", "lon": trail_lon, "lat": trail_lat,
          "line": {"color": "rgba(226,232,240,0.55)", "width": 2}, "hoverinfo": "skip"},
@@ -112,7 +153,11 @@ def live_traces(
          "lat": lat[halo].tolist(), "hoverinfo": "skip",
          "marker": {"size": np.where(silent, 26, 24)[halo].tolist(),
                     "color": np.where(silent, HALO_COLOURS["silent"], HALO_COLOURS["responding"])[halo].tolist()}},
+        {"type": "scattermap", "name": "found", "mode": "markers", "lon": lon[is_found].tolist(),
+         "lat": lat[is_found].tolist(), "hoverinfo": "skip", "marker": {"size": 44, "color": FOUND_COLOUR}},
         {"type": "scattermap", "name": "units", "mode": "markers", "lon": lon.tolist(), "lat": lat.tolist(),
-         "marker": {"size": 13, "color": colours.tolist()}, "text": _hover(units, lang=lang, timezone=timezone).tolist(),
-         "hovertemplate": "<b>%{text}</b><extra></extra>"},
+         "marker": {"size": 13, "color": colours.tolist()},
+         "customdata": np.column_stack([units["callsign"].to_numpy(dtype=object), classes]).tolist(),
+         "text": _hover(units, lang=lang, timezone=timezone, now=now).tolist(),
+         "hovertemplate": "%{text}<extra></extra>"},
     ]

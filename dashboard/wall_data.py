@@ -55,10 +55,12 @@ def selected_unit(ctx: WallContext, code: str | None) -> CommandUnit | None:
 
 @dataclass(frozen=True)
 class LiveUpdate:
-    """The live traces (None: keep the last ones) and the banner (text, class)."""
+    """The live traces (None: keep the last ones), the banner (text, class) and when the picture
+    was read (epoch milliseconds; None: never)."""
 
     traces: list[dict[str, Any]] | None
     banner: tuple[str, str]
+    read_at_ms: float | None = None
 
     def patch(self) -> Any:
         """A Patch replacing the live traces only (layout, style and tiles stay)."""
@@ -77,8 +79,9 @@ def _live_reads(ctx: WallContext, code: str | None) -> tuple:
     return units, trail, data_status(ctx.engine, ctx.settings), feed_trouble(ctx.engine, ctx.settings)
 
 
-def live_update(ctx: WallContext, code: str | None, *, lang: str) -> LiveUpdate:
-    """Units, trails and the data banner for the scope ``code`` (trails and ticks up to :data:`DETAIL_MAX_UNITS`).
+def live_update(ctx: WallContext, code: str | None, *, lang: str, found: str | None = None) -> LiveUpdate:
+    """Units, trails and the data banner for the scope ``code`` (trails and ticks up to :data:`DETAIL_MAX_UNITS`),
+    the unit with the callsign ``found`` ringed.
 
     While the database is away: the last known units, and a banner saying since when they are shown.
     """
@@ -87,18 +90,19 @@ def live_update(ctx: WallContext, code: str | None, *, lang: str) -> LiveUpdate:
     except DB_ERRORS:
         return LiveUpdate(None, banner("db_nothing", lang=lang))
     units, trail, status, feed = known.value
-    traces = live_traces(units, trail, lang=lang, timezone=ctx.settings.timezone)
+    traces = live_traces(units, trail, lang=lang, timezone=ctx.settings.timezone, found=found)
     tz = ctx.settings.timezone
+    read_at = known.at.timestamp() * 1000
     if not known.fresh:
-        return LiveUpdate(traces, banner("db_kept", lang=lang, since=local_time(known.at, tz, "%H:%M:%S")))
+        return LiveUpdate(traces, banner("db_kept", lang=lang, since=local_time(known.at, tz, "%H:%M:%S")), read_at)
     if feed is not None:
         return LiveUpdate(traces, banner(f"feed_{feed.kind}", lang=lang, since=local_time(feed.since, tz, "%H:%M:%S"),
-                                         backlog=f"{feed.backlog:,}", error=feed.last_error or "—"))
+                                         backlog=f"{feed.backlog:,}", error=feed.last_error or "—"), read_at)
     if status.empty:
-        return LiveUpdate(traces, banner("empty", lang=lang))
+        return LiveUpdate(traces, banner("empty", lang=lang), read_at)
     if status.stale:
-        return LiveUpdate(traces, banner("stale", lang=lang, since=local_time(status.newest_fix, tz)))
-    return LiveUpdate(traces, banner(None, lang=lang))
+        return LiveUpdate(traces, banner("stale", lang=lang, since=local_time(status.newest_fix, tz)), read_at)
+    return LiveUpdate(traces, banner(None, lang=lang), read_at)
 
 
 def unit_options(ctx: WallContext, *, lang: str, within: str | None) -> list[dict[str, str]]:
@@ -128,12 +132,13 @@ def start_bounds(ctx: WallContext, unit: str | None) -> tuple[float, float, floa
 
 @dataclass(frozen=True)
 class SlowUpdate:
-    """KPI strip, drill-down options, the bounds to fit and the layer toggles."""
+    """KPI strip, drill-down options, the bounds to fit, the layer toggles and the callsigns to find."""
 
     kpis: list
     scope_options: list[dict[str, str]]
     bounds: list[float] | None
     layer_options: list[dict[str, str]]
+    callsigns: list[str]
 
 
 def slow_update(ctx: WallContext, code: str | None, *, lang: str, within: str | None) -> SlowUpdate | None:
@@ -142,16 +147,20 @@ def slow_update(ctx: WallContext, code: str | None, *, lang: str, within: str | 
     def reads() -> tuple:
         unit = selected_unit(ctx, code)
         bounds = unit.bounds if unit else jurisdiction_bounds(ctx.engine)
-        figures = kpis(ctx.engine, ctx.settings, scope=unit.id if unit else None)
-        return bounds, figures, command_unit_tree(ctx.engine), available_layers(ctx.engine)
+        scope = unit.id if unit else None
+        figures = kpis(ctx.engine, ctx.settings, scope=scope)
+        callsigns = live_units(ctx.engine, ctx.settings, scope=scope)["callsign"].sort_values().tolist()
+        return bounds, figures, command_unit_tree(ctx.engine), available_layers(ctx.engine), callsigns
 
     try:
-        bounds, figures, tree, layers = ctx.known.read(("slow", code), reads).value
+        bounds, figures, tree, layers, callsigns = ctx.known.read(("slow", code), reads).value
     except DB_ERRORS:
         return None
     return SlowUpdate(
-        kpis=kpi_strip(figures, lang=lang, timezone=ctx.settings.timezone),
+        kpis=kpi_strip(figures, lang=lang, timezone=ctx.settings.timezone,
+                       lookback_h=ctx.settings.coverage_lookback_h),
         scope_options=scope_options(tree, lang=lang, within=within),
         bounds=list(bounds) if bounds else None,
         layer_options=layer_options(layers, lang=lang),
+        callsigns=callsigns,
     )

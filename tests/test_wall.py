@@ -142,7 +142,7 @@ def test_drill_down_fits_and_filters(wall, region):
         " return v.getWest() <= b[0] + 1e-6 && v.getSouth() <= b[1] + 1e-6 && v.getEast() >= b[2] - 1e-6"
         " && v.getNorth() >= b[3] - 1e-6 && (v.getNorth() - v.getSouth()) < 2 * (b[3] - b[1]); }",
         arg=list(county.bounds), timeout=15_000)
-    units = str(expected.units_on_duty + expected.units_responding)
+    units = str(expected.units_on_duty + expected.units_responding + expected.units_silent)
     page.wait_for_function("(n) => document.querySelector('#wall-kpis .kpi-value')?.textContent === n", arg=units)
     assert "unit=C2" in page.url
     assert page.locator("#wall-scope").inner_text().find("Baihe County") >= 0
@@ -221,14 +221,22 @@ def test_live_traces_keep_order_and_separate_trails():
         "ts": pd.to_datetime(["2024-05-01T00:00:00Z", "2024-05-01T00:00:05Z"]), "silent": [False, True],
     })
     trail = pd.DataFrame({"unit_id": [1, 1, 2, 2], "lon": [99.9, 100.0, 100.9, 101.0], "lat": [20, 20, 21, 21]})
-    traces = live_traces(units, trail, lang="en", timezone="Asia/Shanghai")
+    traces = live_traces(units, trail, lang="en", timezone="Asia/Shanghai", found="B2",
+                         now=pd.Timestamp("2024-05-01T00:02:00Z"))
     assert [t["name"] for t in traces] == list(TRACES)
     assert traces[0]["lon"] == [99.9, 100.0, None, 100.9, 101.0]
     assert traces[1]["lon"][0] == 100.0 and traces[1]["lon"][1] > 100.0 and len(traces[1]["lon"]) == 3
-    halo, marks = traces[2], traces[3]
+    halo, found, marks = traces[2], traces[3], traces[4]
     assert halo["lon"] == [101.0] and halo["marker"]["color"] == [HALO_COLOURS["silent"]]  # silent wins
+    assert found["lon"] == [101.0] and found["lat"] == [21.0]  # the callsign searched for
     assert marks["lon"] == [100.0, 101.0] and marks["marker"]["color"] == [KIND_COLOURS["foot"], SILENT_COLOUR]
-    assert marks["text"] == ["A1 · foot patrol 08:00:00", "B2 · drone 08:00:05"]  # shown in Asia/Shanghai
+    assert marks["customdata"] == [["A1", "foot"], ["B2", "silent"]]
+    # callsign, kind, status (silent wins), speed, the fix's age and its time in Asia/Shanghai
+    assert marks["text"] == ["A1 · foot patrol<br>on duty · 1 km/h · fix 2 min ago (08:00:00)",
+                             "B2 · drone<br>silent · 2 km/h · fix 1 min ago (08:00:05)"]
+    zh = live_traces(units, None, lang="zh", timezone="Asia/Shanghai", now=pd.Timestamp("2024-05-01T03:00:30Z"))
+    assert zh[-1]["text"][0] == "A1 · 徒步巡逻<br>在岗 · 1 公里/时 · 3小时前定位 (08:00:00)"
+    assert zh[3]["lon"] == []  # nothing searched: no ring
 
 
 def test_banners_and_options_in_both_languages():

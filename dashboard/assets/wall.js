@@ -1,7 +1,9 @@
 /* The wall's browser side: the MapLibre map inside plotly's Scattermap.
  * Layer toggles set style-layer visibility, the drill-down fits the map to a
  * command unit, live vector layers are refetched each slow tick, a hover panel
- * shows the catalog's popup fields, a live tick waits while the map still draws
+ * shows the catalog's popup fields in words (a place: name, zone, last visit, overdue
+ * by), the clock and the picture's age tick every second, a callsign search flies
+ * to its unit, a live tick waits while the map still draws
  * the last one, a map whose style failed to load asks again, and Dash's undo
  * history is kept short. Nothing here talks to another origin. */
 (function () {
@@ -25,6 +27,56 @@
     return map.getStyle().layers.filter(function (l) { return l.metadata && l.metadata["gridwatch:layer"]; });
   }
 
+  /* The site's time zone and language, from the clock element the page carries. */
+  function site() {
+    var el = document.getElementById("wall-clock");
+    return { timeZone: el ? el.dataset.timezone : undefined, locale: el && el.dataset.lang === "zh" ? "zh-CN" : "en-GB" };
+  }
+
+  function localTime(iso, withDate) {
+    var s = site(), opts = { timeZone: s.timeZone, hour: "2-digit", minute: "2-digit", hour12: false };
+    if (withDate) { opts.month = "2-digit"; opts.day = "2-digit"; } else { opts.second = "2-digit"; }
+    return new Intl.DateTimeFormat(s.locale, opts).format(iso ? new Date(iso) : new Date());
+  }
+
+  function fill(template, values) {
+    return template.replace(/\{(\w+)\}/g, function (_, k) { return values[k]; });
+  }
+
+  function duration(ms, S) {
+    var minutes = Math.round(ms / 60000), h = Math.floor(minutes / 60), m = minutes % 60;
+    return h ? fill(S.dur_hm, { h: h, m: (m < 10 ? "0" : "") + m }) : fill(S.dur_m, { m: m });
+  }
+
+  /* A place's rows (grid or border segment: it has a zone limit): name, zone, last visit, overdue by. */
+  function placeRows(p, S) {
+    var name = p.km_from !== undefined ? fill(S.segment, p) : p.name + (p.code ? " (" + p.code + ")" : "");
+    var limit = p.limit_h, overdue;
+    if (p.status === "unknown") {
+      overdue = limit === undefined ? "—" : fill(S.more_than, { h: Math.max(S.lookback_h - limit, 0) });
+    } else if (p.last_visit && limit !== undefined) {
+      var late = Date.now() - Date.parse(p.last_visit) - limit * 3600000;
+      overdue = late > 0 ? duration(late, S) : S.not_overdue;
+    } else {
+      overdue = S.not_overdue;
+    }
+    var rows = [[S.fields.name, name], [S.fields.zone, limit === undefined ? "—" : (S.zones[String(limit)] || "—")],
+      [S.fields.last_visit, p.last_visit ? localTime(p.last_visit, true) : S.statuses.unknown],
+      [S.fields.overdue_by, overdue], [S.fields.status, S.statuses[p.status] || p.status]];
+    if (p.households !== undefined) { rows.push([S.fields.households, p.households]); }
+    return rows;
+  }
+
+  function fieldRows(p, keys, S) {
+    return keys.filter(function (k) { return p[k] !== undefined; }).map(function (k) {
+      var v = p[k];
+      if (typeof v === "boolean") { v = v ? S.yes : S.no; }
+      else if (k === "status") { v = S.statuses[v] || v; }
+      else if (k === "reported_at" || k === "last_visit") { v = localTime(v, true); }
+      return [S.fields[k] || k, v];
+    });
+  }
+
   function attachHover(map) {
     if (map._gridwatchHover) { return; }
     map._gridwatchHover = true;
@@ -36,19 +88,32 @@
       }).map(function (l) { return l.id; });
       var hit = map.queryRenderedFeatures(e.point, { layers: ids })[0];
       if (!hit) { panel.replaceChildren(); return; }
-      var meta = hit.layer.metadata;
+      var meta = hit.layer.metadata, S = JSON.parse(panel.dataset.strings);
       var title = document.createElement("div");
       title.className = "hover-title";
       title.textContent = meta["gridwatch:title"];
-      var rows = meta["gridwatch:popup"].filter(function (k) { return hit.properties[k] !== undefined; })
-        .map(function (k) {
-          var row = document.createElement("div");
-          row.textContent = k + ": " + hit.properties[k];
+      var keys = meta["gridwatch:popup"];
+      var rows = (keys.indexOf("limit_h") >= 0 ? placeRows(hit.properties, S) : fieldRows(hit.properties, keys, S))
+        .map(function (pair) {
+          var row = document.createElement("div"), label = document.createElement("span");
+          label.className = "hover-label";
+          label.textContent = pair[0] + ": ";
+          row.append(label, String(pair[1]));
           return row;
         });
       panel.replaceChildren.apply(panel, [title].concat(rows));
     });
   }
+
+  /* The clock in the site's zone and how long ago the picture was read, every second. */
+  var readAt = null;
+  setInterval(function () {
+    var el = document.getElementById("wall-clock");
+    if (!el) { return; }
+    document.getElementById("wall-clock-time").textContent = localTime(null, false);
+    document.getElementById("wall-updated").textContent = readAt === null ? el.dataset.notYet
+      : fill(el.dataset.updated, { n: Math.max(0, Math.round((Date.now() - readAt) / 1000)) });
+  }, 1000);
 
   /* Center and zoom (512 px tiles, Web Mercator) that fit bounds in a width x height box. */
   function cameraFor(bounds, width, height, padding) {
@@ -149,6 +214,30 @@
           });
         }
         return n;
+      },
+      readAt: function (ms) {
+        readAt = typeof ms === "number" ? ms : null;
+        return ms;
+      },
+      /* The figure Patch centring the map on the unit with this callsign, close in (the live
+       * update rings it). */
+      flyTo: function (callsign) {
+        var gd = document.querySelector("#wall-map .js-plotly-plot");
+        var units = gd && gd.data && gd.data.filter(function (t) { return t.name === "units"; })[0];
+        var i = units && callsign ? (units.customdata || []).findIndex(function (c) { return c[0] === callsign; }) : -1;
+        if (i < 0) { return window.dash_clientside.no_update; }
+        var zoom = Math.max((gd.layout.map && gd.layout.map.zoom) || 0, 13);
+        var assign = function (location, value) {
+          return { operation: "Assign", location: location, params: { value: value } };
+        };
+        return {
+          __dash_patch_update: "__dash_patch_update",
+          operations: [
+            assign(["layout", "map", "center"], { lon: units.lon[i], lat: units.lat[i] }),
+            assign(["layout", "map", "zoom"], zoom),
+            assign(["layout", "uirevision"], "find:" + callsign)
+          ]
+        };
       },
       keepUrl: function (unit, lang) {
         var params = new URLSearchParams(window.location.search);
