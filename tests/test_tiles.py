@@ -182,12 +182,14 @@ SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "sam
 
 
 def _kpi_callback(client) -> dict:
-    """The wall's slow-tick callback (KPIs, unit tree, bounds, toggles) as the browser posts it."""
+    """The wall's slow-tick callback (KPIs, unit tree, bounds, toggles, callsigns) as the browser posts it."""
     client.get("/wall")  # Dash registers its page callbacks on the first request
     return {
-        "output": "..wall-kpis.children...wall-scope.options...wall-bounds.data...wall-layers.options..",
+        "output": "..wall-kpis.children...wall-scope.options...wall-bounds.data...wall-layers.options..."
+                  "wall-find.options..",
         "outputs": [{"id": "wall-kpis", "property": "children"}, {"id": "wall-scope", "property": "options"},
-                    {"id": "wall-bounds", "property": "data"}, {"id": "wall-layers", "property": "options"}],
+                    {"id": "wall-bounds", "property": "data"}, {"id": "wall-layers", "property": "options"},
+                    {"id": "wall-find", "property": "options"}],
         "inputs": [{"id": "wall-slow-tick", "property": "n_intervals", "value": 1},
                    {"id": "wall-scope", "property": "value", "value": None}],
         "state": [{"id": "wall-lang", "property": "data", "value": "en"},
