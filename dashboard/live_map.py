@@ -30,11 +30,11 @@ FOUND_COLOUR = "rgba(34,211,238,0.6)"  # the unit found by its callsign
 HEADING_DEG = 0.02  # length of the heading tick, in degrees (~2 km)
 
 
-def view_of(bounds: tuple[float, float, float, float] | None, *, size_px: tuple[int, int] = (1363, 705)
+def view_of(bounds: tuple[float, float, float, float] | None, *, size_px: tuple[int, int] = (1363, 699)
             ) -> dict[str, object]:
     """Centre and zoom that fit ``bounds`` (lon/lat) into a map of ``size_px`` (Web Mercator).
 
-    The default is the wall's map on a 1920 x 1080 screen (1423 x 765 px) less the 30 px margin the
+    The default is the wall's map on a 1920 x 1080 screen (1423 x 759 px) less the 30 px margin the
     page's own fit keeps (``fitBounds`` in ``assets/wall.js``), so the page opens fitted and that fit
     changes nothing.
     """
