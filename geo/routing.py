@@ -1,4 +1,4 @@
-"""Road travel time: a routing graph built from road lines, and units ranked by ETA to a target.
+"""Travel time by unit kind: a routing graph built from road lines, and units ranked by ETA to a target.
 
 The graph is built in the roads' local metric CRS: the lines are noded at every
 crossing (vertices snapped to :data:`SNAP_M`), cut into pieces of at most
@@ -6,16 +6,23 @@ crossing (vertices snapped to :data:`SNAP_M`), cut into pieces of at most
 becomes an edge weighted by its travel time at the speed of its road class
 (:data:`SPEED_KMH`). Roads are two-way, so the graph is undirected and one
 Dijkstra from the target ranks every unit (the reverse search of a
-multi-source, single-target problem).
+multi-source, single-target problem), over a sparse matrix of the edges
+(``scipy.sparse.csgraph``).
 
-A unit and the target are snapped to their nearest nodes; the two off-road legs
-are travelled at the unit kind's off-road speed (:data:`OFF_ROAD_KMH`). A unit
-may also go straight to the target off-road when that is quicker. Off-road legs
-longer than :data:`MAX_OFF_ROAD_M` are not taken: a unit with no other way is
-unreachable (ETA infinite) and never ranked.
+How a unit travels follows its kind (:data:`TRAVEL`), at the speeds of
+``settings.unit_speed_kmh`` (keys :data:`SPEED_KEYS`):
 
-The road speeds apply to every unit kind (a foot patrol is assumed to be
-driven); only the off-road legs depend on the kind.
+- ``road`` (vehicles): along the roads at their class speeds, the legs from the unit to
+  its nearest node and from the target's node at ``vehicle_offroad``; or straight
+  across country at that speed.
+- ``foot`` (foot patrols, posts, checkpoint crews): along the shortest road path at
+  ``foot`` (walking speed), the legs at ``foot_offroad``; or straight across
+  country at ``foot_offroad``, whichever is quicker.
+- ``flight`` (drones): a straight line at ``drone``, whatever lies under it.
+
+Legs off the roads longer than :data:`MAX_OFF_ROAD_M` are not taken (flights
+excepted): a unit with no other way is unreachable (ETA infinite) and never ranked.
+Each ranked unit says how it goes (``via``): ``road``, ``foot``, ``cross_country`` or ``flight``.
 """
 from __future__ import annotations
 
@@ -27,13 +34,17 @@ import numpy as np
 import pandas as pd
 import pyproj
 import shapely
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
 
 from gridwatch.geo.crs import WGS84, local_metric_crs
 
-__all__ = ["SPEED_KMH", "OFF_ROAD_KMH", "MAX_OFF_ROAD_M", "RoadGraph", "build_road_graph", "rank_units"]
+__all__ = ["SPEED_KMH", "TRAVEL", "SPEED_KEYS", "MAX_OFF_ROAD_M", "RoadGraph", "build_road_graph",
+           "rank_units"]
 
 SPEED_KMH = {"trunk": 80.0, "secondary": 60.0, "track": 30.0, "patrol": 40.0}
-OFF_ROAD_KMH = {"foot": 5.0, "post": 5.0, "checkpoint": 5.0, "vehicle": 15.0, "drone": 60.0}
+TRAVEL = {"vehicle": "road", "foot": "foot", "post": "foot", "checkpoint": "foot", "drone": "flight"}
+SPEED_KEYS = ("foot", "foot_offroad", "vehicle_offroad", "drone")  # of ``speeds`` in :func:`rank_units`
 MAX_OFF_ROAD_M = 5_000.0
 SNAP_M = 1.0
 SEGMENT_M = 500.0
@@ -42,9 +53,11 @@ SEGMENT_M = 500.0
 @dataclass(frozen=True)
 class RoadGraph:
     """The routing graph: nodes ``0..n-1`` with coordinates, edges with ``time_s``, ``length_m`` and
-    ``piece`` (the noded road piece they lie on)."""
+    ``piece`` (the noded road piece they lie on); the same edges as sparse matrices for Dijkstra."""
 
     graph: nx.Graph
+    time_s: csr_matrix  # (n, n) the quickest edge's travel time by road class, seconds
+    length_m: csr_matrix  # (n, n) the shortest edge's length, metres
     xy: np.ndarray  # (n, 2) node coordinates in metres (``crs``)
     lonlat: np.ndarray  # (n, 2) the same in degrees
     crs: pyproj.CRS
@@ -112,13 +125,24 @@ def build_road_graph(lines: np.ndarray, classes: np.ndarray, *, speeds: dict[str
         for u, v, t, m, k in zip(a[order], b[order], time_s[order], length[order], piece[inner][order])
         if u != v
     )
+    real = a != b
+    time_csr = _matrix(a[real], b[real], time_s[real], len(keys))
+    length_csr = _matrix(a[real], b[real], length[real], len(keys))
     first = np.r_[0, np.flatnonzero(piece[1:] != piece[:-1]) + 1]
     last = np.r_[first[1:] - 1, len(piece) - 1]
     node_xy = keys * SNAP_M
     back = pyproj.Transformer.from_crs(crs, WGS84, always_xy=True)
     lonlat = np.column_stack(back.transform(node_xy[:, 0], node_xy[:, 1]))
-    return RoadGraph(graph, node_xy, lonlat, crs, shapely.STRtree(shapely.points(node_xy)), fwd, pieces,
+    return RoadGraph(graph, time_csr, length_csr, node_xy, lonlat, crs, shapely.STRtree(shapely.points(node_xy)), fwd, pieces,
                      np.column_stack([node[first], node[last]]))
+
+
+def _matrix(a: np.ndarray, b: np.ndarray, weight: np.ndarray, n: int) -> csr_matrix:
+    """The (n, n) upper-triangular matrix of undirected edges a-b: the least weight of parallel edges."""
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    frame = pd.DataFrame({"lo": lo, "hi": hi, "w": weight}).groupby(["lo", "hi"], sort=False)["w"].min()
+    return csr_matrix((frame.to_numpy(), (frame.index.get_level_values(0), frame.index.get_level_values(1))),
+                      shape=(n, n))
 
 
 def _snap(road: RoadGraph, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,52 +151,70 @@ def _snap(road: RoadGraph, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return nodes, dist
 
 
-def _path(pred: dict[int, list[int]], start: int) -> list[int]:
+def _path(pred: np.ndarray, start: int) -> list[int]:
     """Nodes from ``start`` back to the Dijkstra's source, following the predecessors."""
     path = [start]
-    while pred[path[-1]]:
-        path.append(pred[path[-1]][0])
+    while pred[path[-1]] >= 0:
+        path.append(int(pred[path[-1]]))
     return path
 
 
-def rank_units(road: RoadGraph, target: tuple[float, float], units: pd.DataFrame, *, k: int = 5) -> pd.DataFrame:
+def _speeds(speeds: dict[str, float]) -> dict[str, float]:
+    missing = sorted(set(SPEED_KEYS) - set(speeds))
+    if missing:
+        raise ValueError(f"unit speeds {missing} are missing; expected all of {list(SPEED_KEYS)}")
+    return {key: speeds[key] / 3.6 for key in SPEED_KEYS}
+
+
+def rank_units(road: RoadGraph, target: tuple[float, float], units: pd.DataFrame, *, speeds: dict[str, float],
+               k: int = 5) -> pd.DataFrame:
     """The ``k`` quickest of ``units`` (columns lon, lat, kind, ...) to reach ``target`` (lon, lat).
 
-    Returns the chosen rows, quickest first, with ``eta_s``, ``via`` (``road`` or ``direct``),
-    ``route_m`` and ``route`` (a list of [lon, lat] from the unit to the target).
-    Unreachable units are left out.
+    ``speeds`` are km/h by :data:`SPEED_KEYS` (``settings.unit_speed_kmh``). Returns the chosen rows, quickest
+    first, with ``eta_s``, ``via`` (``road``, ``foot``, ``cross_country`` or ``flight``), ``route_m``
+    and ``route`` (a list of [lon, lat] from the unit to the target). Unreachable units are left out.
     """
-    unknown = sorted(set(units["kind"]) - set(OFF_ROAD_KMH))
+    unknown = sorted(set(units["kind"]) - set(TRAVEL))
     if unknown:
-        raise ValueError(f"unit kinds {unknown} have no off-road speed; expected one of {sorted(OFF_ROAD_KMH)}")
+        raise ValueError(f"unit kinds {unknown} have no way to travel; expected one of {sorted(TRAVEL)}")
+    ms = _speeds(speeds)
+    travel = units["kind"].map(TRAVEL).to_numpy(dtype=object)
     target_ll = np.array([target], dtype=float)
     units_ll = units[["lon", "lat"]].to_numpy(dtype=float)
     target_xy, units_xy = road.to_metric(target_ll), road.to_metric(units_ll)
     (target_node,), (target_off,) = _snap(road, target_xy)
     unit_node, unit_off = _snap(road, units_xy)
-    pred, dist = nx.dijkstra_predecessor_and_distance(road.graph, int(target_node), weight="time_s")
-    road_s = np.full(len(road.xy), np.inf)
-    road_s[np.fromiter(dist.keys(), int, len(dist))] = np.fromiter(dist.values(), float, len(dist))
-    off_ms = units["kind"].map(OFF_ROAD_KMH).to_numpy(dtype=float) / 3.6
-    legs_ok = (unit_off <= MAX_OFF_ROAD_M) & (target_off <= MAX_OFF_ROAD_M)
-    by_road = np.where(legs_ok, road_s[unit_node] + (unit_off + target_off) / off_ms, np.inf)
     direct_m = np.hypot(*(units_xy - target_xy).T)
-    direct = np.where(direct_m <= MAX_OFF_ROAD_M, direct_m / off_ms, np.inf)
-    eta = np.minimum(by_road, direct)
+    legs_m = np.where((unit_off <= MAX_OFF_ROAD_M) & (target_off <= MAX_OFF_ROAD_M), unit_off + target_off, np.inf)
+    inf = np.full(len(units), np.inf)
+    on_road, road_pred = inf, None  # by vehicle along the quickest roads, or on foot along the shortest
+    driving, walking = travel == "road", travel == "foot"
+    if driving.any():
+        road_s, road_pred = dijkstra(road.time_s, directed=False, indices=int(target_node), return_predecessors=True)
+        on_road = np.where(driving, road_s[unit_node] + legs_m / ms["vehicle_offroad"], on_road)
+    walk_pred = None
+    if walking.any():
+        walk_m, walk_pred = dijkstra(road.length_m, directed=False, indices=int(target_node),
+                                     return_predecessors=True)
+        on_road = np.where(walking, walk_m[unit_node] / ms["foot"] + legs_m / ms["foot_offroad"], on_road)
+    straight_ms = np.select([driving, walking], [ms["vehicle_offroad"], ms["foot_offroad"]], ms["drone"])
+    straight = np.where((direct_m <= MAX_OFF_ROAD_M) | (travel == "flight"), direct_m / straight_ms, np.inf)
+    eta = np.minimum(on_road, straight)
     best = np.argsort(eta, kind="stable")[:k]
     best = best[np.isfinite(eta[best])]
     chosen = units.iloc[best].copy()
     chosen["eta_s"] = eta[best]
-    chosen["via"] = np.where(direct[best] <= by_road[best], "direct", "road")
+    along = on_road[best] < straight[best]
+    chosen["via"] = np.where(along, travel[best], np.where(travel[best] == "flight", "flight", "cross_country"))
     routes, lengths = [], []
-    for i in best:  # at most k routes, each a walk along the Dijkstra tree
-        if direct[i] <= by_road[i]:
+    for i, by_road in zip(best, along):  # at most k routes, each a walk along a Dijkstra tree
+        if not by_road:
             routes.append([units_ll[i].tolist(), target_ll[0].tolist()])
             lengths.append(float(direct_m[i]))
             continue
-        nodes = _path(pred, int(unit_node[i]))
+        nodes = _path(road_pred if driving[i] else walk_pred, int(unit_node[i]))
         routes.append([units_ll[i].tolist(), *road.lonlat[nodes].tolist(), target_ll[0].tolist()])
-        lengths.append(float(unit_off[i] + target_off + nx.path_weight(road.graph, nodes, "length_m")))
+        lengths.append(float(unit_off[i] + target_off + np.hypot(*np.diff(road.xy[nodes], axis=0).T).sum()))
     chosen["route_m"] = lengths
     chosen["route"] = routes
     return chosen.reset_index(drop=True)

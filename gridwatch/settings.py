@@ -14,10 +14,12 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings", "ZONE_KINDS", "UNIT_KINDS", "ROLES"]
+__all__ = ["Settings", "get_settings", "ZONE_KINDS", "UNIT_KINDS", "UNIT_SPEED_KMH", "ROLES"]
 
 ZONE_KINDS = ("border_closed", "port_control", "social_surface")
 UNIT_KINDS = ("foot", "vehicle", "drone", "post", "checkpoint")
+# Nearest units: walking on roads, on foot across country, a vehicle off the roads, a drone's cruise.
+UNIT_SPEED_KMH = {"foot": 5.0, "foot_offroad": 3.0, "vehicle_offroad": 15.0, "drone": 60.0}
 # Roles of accounts, each allowed what the one before it is, and more.
 ROLES = ("viewer", "dispatcher", "planner", "admin")
 
@@ -58,6 +60,12 @@ class Settings(BaseSettings):
     max_speed_kmh: dict[str, float] = Field(
         default={"foot": 15.0, "vehicle": 160.0, "drone": 150.0, "post": 15.0, "checkpoint": 15.0},
         description="Implied speeds above this between two fixes reject the later fix.",
+    )
+    unit_speed_kmh: dict[str, float] = Field(
+        default=UNIT_SPEED_KMH,
+        description="Nearest units: walking on roads (foot patrols, posts, checkpoint crews), on foot across "
+                    "country, a vehicle off the roads (on roads it drives at the road class speeds), a drone "
+                    "in a straight line.",
     )
     h3_resolution: int = Field(default=9, ge=0, le=15, description="H3 resolution of hex coverage.")
     border_segment_m: float = Field(default=1000.0, gt=0, description="Border segment length.")
@@ -197,6 +205,17 @@ class Settings(BaseSettings):
             raise ValueError(f"coverage_lookback_h was {self.coverage_lookback_h} but must be at least the longest "
                              f"coverage limit, {longest} h")
         return self
+
+    @field_validator("unit_speed_kmh")
+    @classmethod
+    def _all_unit_speeds(cls, value: dict[str, float]) -> dict[str, float]:
+        speeds = {**UNIT_SPEED_KMH, **value}
+        wrong = sorted(set(speeds) - set(UNIT_SPEED_KMH))
+        if wrong:
+            raise ValueError(f"unit speeds {wrong} are not in {list(UNIT_SPEED_KMH)}")
+        if min(speeds.values()) <= 0:
+            raise ValueError(f"unit speeds must be above 0 km/h, got {speeds}")
+        return speeds
 
     @property
     def home_dir(self) -> Path:

@@ -1,4 +1,4 @@
-"""Nearest available units to a target by road travel time, over a cached road graph.
+"""Nearest available units to a target by travel time for their kind, over a cached road graph.
 
 The graph (:func:`gridwatch.geo.routing.build_road_graph`) is built once per version of
 the ``road`` table: its change count in ``table_change`` (bumped in the transaction of
@@ -64,7 +64,7 @@ def available_units(engine: sa.Engine, settings: Settings, *, scope: int | None 
 def nearest_units(
     engine: sa.Engine, settings: Settings, target: tuple[float, float], *, k: int = 5, scope: int | None = None
 ) -> pd.DataFrame:
-    """The ``k`` available units quickest to ``target`` (lon, lat) by road, quickest first.
+    """The ``k`` available units quickest to ``target`` (lon, lat) for their kind, quickest first.
 
     Columns: unit_id, callsign, kind, lon, lat, ts, eta_s, via, route_m, route (see
     :func:`gridwatch.geo.routing.rank_units`). Empty without roads or available units.
@@ -73,4 +73,4 @@ def nearest_units(
     graph = road_graph(engine)
     if graph is None or units.empty:
         return units.iloc[:0].assign(eta_s=[], via=[], route_m=[], route=[])
-    return rank_units(graph, target, units, k=k)
+    return rank_units(graph, target, units, speeds=settings.unit_speed_kmh, k=k)
