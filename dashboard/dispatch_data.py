@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,6 +22,7 @@ from gridwatch.dashboard._context import DB_ERRORS, WallContext
 from gridwatch.dashboard.dispatch_panels import (
     alert_list,
     nearest_table,
+    route_bounds,
     route_traces,
     target_rows,
     target_table,
@@ -36,13 +38,15 @@ from gridwatch.etl.alerts import acknowledge_all, refresh_alerts
 from gridwatch.layers.alerts import alerts_at, alerts_in_scope
 from gridwatch.layers.evidence import export_evidence, position_counts, read_layer, window
 from gridwatch.layers.gaps import gap_list, open_incidents
-from gridwatch.layers.nearest import nearest_units
+from gridwatch.layers.nearest import nearest_units, road_graph
 from gridwatch.layers.queries import command_unit_tree, data_status, live_units
-from gridwatch.layers.replay import positions_at, track, unit_roster
+from gridwatch.layers.replay import positions_at, situation, track, unit_roster
 
 __all__ = ["moment", "evidence_file", "TargetsUpdate", "targets_update", "NearestUpdate", "nearest_update",
-           "alerts_update", "panel_digest", "acknowledge_alerts", "UnitsUpdate", "units_update", "track_update",
-           "unit_choices"]
+           "warm_routes", "alerts_update", "panel_digest", "acknowledge_alerts", "UnitsUpdate", "units_update",
+           "ALL_UNITS", "ReplayUpdate", "replay_update", "unit_choices"]
+
+ALL_UNITS = "all"  # the replay choice of the whole situation: every unit
 
 
 def moment(minutes_back: int | None) -> datetime | None:
@@ -102,13 +106,18 @@ def targets_update(ctx: WallContext, *, mode: str, unit: str | None, zone_kind: 
                                       selected=selected, now=now, lookback_h=ctx.settings.coverage_lookback_h), rows)
 
 
+TARGET_PAD_DEG = 0.01  # ~1 km of context around the gap, the unit and the route when the map is fitted to them
+
+
 @dataclass(frozen=True)
 class NearestUpdate:
-    """The nearest-units panel, the routes kept for re-selection, and traces TRACES[2:5]."""
+    """The nearest-units panel, the routes kept for re-selection, traces TRACES[2:5], and the map's new
+    bounds (the target, the chosen unit and its route; None: keep the view)."""
 
     panel: Any
     ranked: list[dict[str, Any]]
     traces: list[dict[str, Any]]
+    fit: list[float] | None
 
 
 def nearest_update(ctx: WallContext, target: dict[str, Any] | None, *, lang: str, unit: str | None,
@@ -116,7 +125,7 @@ def nearest_update(ctx: WallContext, target: dict[str, Any] | None, *, lang: str
     """Rank the units of command unit ``unit`` (None: all) for ``target`` (or re-use ``ranked`` to choose
     another route); None when the db is down."""
     if not target:
-        return NearestUpdate(_note(t("nearest_pick", lang)), [], route_traces(None, _empty_ranking(), 0))
+        return NearestUpdate(_note(t("nearest_pick", lang)), [], route_traces(None, _empty_ranking(), 0), None)
     if ranked is None:
         try:
             frame = nearest_units(ctx.engine, ctx.settings, (target["lon"], target["lat"]), scope=scope_id(ctx, unit))
@@ -126,7 +135,20 @@ def nearest_update(ctx: WallContext, target: dict[str, Any] | None, *, lang: str
             "records")
     frame = pd.DataFrame(ranked) if ranked else _empty_ranking()
     panel = [_note(t("nearest_for", lang, target=target["label"])), nearest_table(frame, chosen=chosen, lang=lang)]
-    return NearestUpdate(panel, ranked, route_traces(target, frame, chosen))
+    return NearestUpdate(panel, ranked, route_traces(target, frame, chosen),
+                         route_bounds(target, frame, chosen, pad=TARGET_PAD_DEG))
+
+
+def warm_routes(ctx: WallContext) -> None:
+    """Build (or check) the cached road graph in the background, so that the first click on a gap does
+    not wait for it; a database away is left to the click to report."""
+    def build() -> None:
+        try:
+            road_graph(ctx.engine)
+        except DB_ERRORS:
+            pass
+
+    threading.Thread(target=build, name="road-graph", daemon=True).start()
 
 
 def _empty_ranking() -> pd.DataFrame:
@@ -180,11 +202,13 @@ def acknowledge_alerts(ctx: WallContext, alert_ids: list[int], *, who: str, addr
 
 @dataclass(frozen=True)
 class UnitsUpdate:
-    """The units trace (None: keep the last), the banner (text, class) and the time label."""
+    """The units trace (None: keep the last), the banner (text, class), the time label and the map's note
+    (why a past moment's map is empty, else "")."""
 
     trace: dict[str, Any] | None
     banner: tuple[str, str]
     time_label: str
+    note: str = ""
 
 
 def units_update(ctx: WallContext, *, at: datetime | None, lang: str, unit: str | None) -> UnitsUpdate:
@@ -199,37 +223,61 @@ def units_update(ctx: WallContext, *, at: datetime | None, lang: str, unit: str 
     except DB_ERRORS:
         return UnitsUpdate(None, banner("db", lang=lang), label)
     trace = units_trace(units, timezone=ctx.settings.timezone)
+    note = t("no_positions", lang) if at is not None and units.empty else ""
     if status.empty:
-        return UnitsUpdate(trace, banner("empty", lang=lang), label)
+        return UnitsUpdate(trace, banner("empty", lang=lang), label, note)
     if status.stale:
         return UnitsUpdate(trace, banner("stale", lang=lang, since=local_time(status.newest_fix,
-                                                                             ctx.settings.timezone)), label)
-    return UnitsUpdate(trace, banner(None, lang=lang), label)
+                                                                             ctx.settings.timezone)), label, note)
+    return UnitsUpdate(trace, banner(None, lang=lang), label, note)
 
 
-def track_update(ctx: WallContext, unit_id: int | None, *, hours: float, at: datetime | None, unit: str | None
-                 ) -> tuple[dict[str, Any], list[list]] | None:
-    """The replay track line and its frames ([lon, lat, local time]) ending at ``at`` (or now); empty for
-    a unit not of command unit ``unit`` (None: all) or below it."""
+@dataclass(frozen=True)
+class ReplayUpdate:
+    """The replayed track's line (empty for the whole situation), the frames the page plays (each
+    [lon, lat, local time], lon and lat lists of every unit for the whole situation), and the note
+    for an empty window (else "")."""
+
+    line: dict[str, Any]
+    frames: list[list]
+    note: str
+
+
+def replay_update(ctx: WallContext, choice: int | str | None, *, hours: float, at: datetime | None,
+                  unit: str | None, lang: str) -> ReplayUpdate | None:
+    """The replay over the ``hours`` ending at ``at`` (or now) of one unit (``choice`` its id) or of every
+    unit (:data:`ALL_UNITS`) of command unit ``unit`` (None: all); None while the database is down."""
     end = at or datetime.now(timezone.utc)
+    start, scope = end - timedelta(hours=hours), scope_id(ctx, unit)
+    zone = ctx.settings.timezone
     try:
-        fixes = (track(ctx.engine, unit_id, start=end - timedelta(hours=hours), end=end, scope=scope_id(ctx, unit))
-                 if unit_id else None)
+        if choice == ALL_UNITS:
+            moments = situation(ctx.engine, ctx.settings, start=start, end=end, scope=scope)
+        else:
+            fixes = track(ctx.engine, int(choice), start=start, end=end, scope=scope) if choice else None
     except DB_ERRORS:
         return None
-    if fixes is None:
-        fixes = pd.DataFrame({"ts": pd.to_datetime([], utc=True), "lon": [], "lat": []})
-    when = pd.to_datetime(fixes["ts"], utc=True).dt.tz_convert(ctx.settings.timezone).dt.strftime("%H:%M:%S")
-    frames = pd.DataFrame({"lon": fixes["lon"], "lat": fixes["lat"], "when": when}).values.tolist()
-    return track_trace(fixes), frames
+    if choice == ALL_UNITS:
+        line = track_trace(pd.DataFrame({"lon": [], "lat": []}))
+        steps = moments.groupby("step", sort=True).agg(lon=("lon", list), lat=("lat", list), at=("at", "first"))
+        when = pd.to_datetime(steps["at"], utc=True).dt.tz_convert(zone).dt.strftime("%H:%M")
+        frames = pd.DataFrame({"lon": steps["lon"], "lat": steps["lat"], "when": when}).values.tolist()
+    else:
+        if fixes is None:
+            fixes = pd.DataFrame({"ts": pd.to_datetime([], utc=True), "lon": [], "lat": []})
+        line = track_trace(fixes)
+        when = pd.to_datetime(fixes["ts"], utc=True).dt.tz_convert(zone).dt.strftime("%H:%M:%S")
+        frames = pd.DataFrame({"lon": fixes["lon"], "lat": fixes["lat"], "when": when}).values.tolist()
+    return ReplayUpdate(line, frames, t("no_positions", lang) if choice and not frames else "")
 
 
-def unit_choices(ctx: WallContext, *, unit: str | None) -> list[dict[str, Any]]:
-    """Replay options: every unit of command unit ``unit`` (None: all) by callsign (empty while the
-    database is down)."""
+def unit_choices(ctx: WallContext, *, unit: str | None, lang: str) -> list[dict[str, Any]]:
+    """Replay options: the whole situation, then every unit of command unit ``unit`` (None: all) by
+    callsign (only the whole situation while the database is down)."""
+    every = [{"label": t("replay_all", lang), "value": ALL_UNITS}]
     try:
         roster = unit_roster(ctx.engine, scope=scope_id(ctx, unit))
     except DB_ERRORS:
-        return []
-    return pd.DataFrame({"label": roster["callsign"] + " · " + roster["kind"], "value": roster["unit_id"]}).to_dict(
-        "records")
+        return every
+    return every + pd.DataFrame({"label": roster["callsign"] + " · " + roster["kind"],
+                                 "value": roster["unit_id"]}).to_dict("records")

@@ -20,7 +20,7 @@ from gridwatch.dashboard.wall_panels import local_time
 from gridwatch.layers.catalog import COVERAGE_COLOURS, SEVERITY_COLOURS
 
 __all__ = ["TRACES", "ROUTE_COLOUR", "duration", "length", "ago", "gap_labels", "alert_text", "target_rows",
-           "target_table", "nearest_table", "alert_list", "units_trace", "route_traces", "track_trace"]
+           "target_table", "nearest_table", "alert_list", "units_trace", "route_traces", "route_bounds", "track_trace"]
 
 TRACES = ("units", "track", "route", "target", "nearest", "replay")
 ROUTE_COLOUR = "#22d3ee"
@@ -111,7 +111,7 @@ def nearest_table(ranked: pd.DataFrame, *, chosen: int, lang: str) -> html.Table
             html.Td([html.Span(className="dot", style={"background": KIND_COLOURS[u.kind]}), u.callsign]),
             html.Td(t(f"kind_{u.kind}", lang)),
             html.Td(t("dur_m", lang, m=int(round(u.eta_s / 60))), className="num eta"),
-            html.Td(t(f"via_{u.via}", lang, km=f"{u.route_m / 1000:.1f}"), className="num"),
+            html.Td(t(f"via_{u.via}", lang, km=f"{u.route_m / 1000:.1f}"), className="num how"),
         ], id={"type": "dispatch-unit-row", "index": rank}, className="pick selected" if rank == chosen else "pick")
         for rank, u in enumerate(ranked.itertuples())
     ]
@@ -237,6 +237,15 @@ def route_traces(target: dict[str, Any] | None, ranked: pd.DataFrame, chosen: in
          "marker": {"size": 22, "color": ROUTE_COLOUR, "opacity": 0.45},
          "hovertemplate": "%{text}<extra></extra>"},
     ]
+
+
+def route_bounds(target: dict[str, Any], ranked: pd.DataFrame, chosen: int, *, pad: float) -> list[float]:
+    """[west, south, east, north] around the target's bounds, the chosen unit and its route, ``pad`` degrees
+    wider on each side."""
+    route = ranked["route"].iloc[chosen] if 0 <= chosen < len(ranked) else []
+    lonlat = np.array([[target["west"], target["south"]], [target["east"], target["north"]], *route], dtype=float)
+    (west, south), (east, north) = lonlat.min(axis=0), lonlat.max(axis=0)
+    return [float(west - pad), float(south - pad), float(east + pad), float(north + pad)]
 
 
 def track_trace(track: pd.DataFrame) -> dict[str, Any]:

@@ -177,6 +177,8 @@ STRINGS: dict[str, dict[str, str]] = {
     "hours_ago": {"en": "−{n} h", "zh": "−{n}小时"},
     "now_mark": {"en": "now", "zh": "现在"},
     "replay_unit": {"en": "Replay a unit's track…", "zh": "回放警力轨迹…"},
+    "replay_all": {"en": "All units (the whole situation)", "zh": "全部警力（整体态势）"},
+    "no_positions": {"en": "No positions in this window", "zh": "此时段内无位置数据"},
     "replay_hours": {"en": "last {n} h", "zh": "近{n}小时"},
     "play": {"en": "▶ Play", "zh": "▶ 播放"},
     "no_track": {"en": "no fixes in this window", "zh": "该时段无定位"},

@@ -1,8 +1,9 @@
-"""The situation at an earlier moment: every unit's position at a time T, and one unit's track.
+"""The situation at an earlier moment: every unit's position at a time T, the whole situation over a
+window (every unit at steps across it), and one unit's track.
 
-Both read ``position`` through its primary key ``(unit_id, ts)``: one LATERAL
-index probe per unit for the last fix at or before T, and one index range for
-a track. A unit's status is today's (``unit`` keeps no history), so "silent"
+All read ``position`` through its primary key ``(unit_id, ts)``: one LATERAL
+index probe per unit (and step) for the last fix at or before T, and one index
+range for a track. A unit's status is today's (``unit`` keeps no history), so "silent"
 at T means no fix in the ``settings.unit_silent_after_s`` before T.
 """
 from __future__ import annotations
@@ -15,10 +16,11 @@ import sqlalchemy as sa
 from gridwatch.layers.queries import SCOPE, UNIT_IN_SCOPE
 from gridwatch.settings import Settings
 
-__all__ = ["positions_at", "track", "unit_roster", "LOOKBACK_H", "MAX_TRACK_POINTS"]
+__all__ = ["positions_at", "situation", "track", "unit_roster", "LOOKBACK_H", "MAX_TRACK_POINTS", "STEPS"]
 
 LOOKBACK_H = 24  # a unit with no fix in the day before T is not shown
 MAX_TRACK_POINTS = 600  # a longer track is thinned evenly (its first and last fix kept)
+STEPS = 60  # moments of a whole-situation replay, evenly from the window's start to its end
 
 
 def positions_at(engine: sa.Engine, settings: Settings, at: datetime, *, scope: int | None = None) -> pd.DataFrame:
@@ -39,6 +41,36 @@ def positions_at(engine: sa.Engine, settings: Settings, at: datetime, *, scope: 
     ORDER BY u.id
     """
     params = {"scope": scope, "at": at, "silent_s": settings.unit_silent_after_s, "lookback_h": LOOKBACK_H}
+    with engine.connect() as conn:
+        result = conn.execute(sa.text(sql), params)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def situation(engine: sa.Engine, settings: Settings, *, start: datetime, end: datetime, steps: int = STEPS,
+              scope: int | None = None) -> pd.DataFrame:
+    """Every unit (not off duty; of command unit ``scope`` and below) at ``steps + 1`` moments evenly from
+    ``start`` to ``end``: its last fix at or before each moment, unless it was silent then (no fix in the
+    ``settings.unit_silent_after_s`` before it). Columns step (0..steps), at, unit_id, callsign, kind, lon,
+    lat, by step and unit; no rows when no unit reported in the window."""
+    sql = SCOPE + f""", moments AS (
+        SELECT n AS step, CAST(:start AS timestamptz) + (CAST(:end AS timestamptz) - CAST(:start AS timestamptz))
+                                                        * n / :steps AS at
+        FROM generate_series(0, :steps) n
+    )
+    SELECT m.step, m.at, u.id AS unit_id, u.callsign, u.kind,
+           round(ST_X(p.geom)::numeric, 5)::float8 AS lon, round(ST_Y(p.geom)::numeric, 5)::float8 AS lat
+    FROM moments m
+    CROSS JOIN unit u
+    CROSS JOIN LATERAL (
+        SELECT geom FROM position
+        WHERE unit_id = u.id AND ts <= m.at AND ts > m.at - make_interval(secs => :silent_s)
+        ORDER BY ts DESC LIMIT 1
+    ) p
+    WHERE u.status <> 'off_duty' AND {UNIT_IN_SCOPE}
+    ORDER BY m.step, u.id
+    """
+    params = {"scope": scope, "start": start, "end": end, "steps": max(1, steps),
+              "silent_s": settings.unit_silent_after_s}
     with engine.connect() as conn:
         result = conn.execute(sa.text(sql), params)
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))

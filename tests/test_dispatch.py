@@ -1,6 +1,7 @@
-"""The dispatcher's desk: the gap list, its ranking by urgency and its filters (plain functions), then
-the page in headless Chromium, offline: gap list order, centring on a gap, nearest units with a route,
-acknowledging one alert or one group (also while the list refreshes), the time slider and the track replay.
+"""The dispatcher's desk: the gap list, its ranking by urgency and its filters, the whole situation at
+steps of a window (plain functions), then the page in headless Chromium, offline: gap list order, fitting
+the map to a gap, its nearest unit and the route, acknowledging one alert or one group (also while the list
+refreshes), the time slider, the replay and its empty state.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from gridwatch.dashboard.app import create_app
 from gridwatch.dashboard.dispatch_panels import target_rows, target_table
 from gridwatch.data.synthetic import REGIONS, make_region
 from gridwatch.layers.gaps import gap_list, open_incidents
-from gridwatch.layers.replay import positions_at, track
+from gridwatch.layers.replay import positions_at, situation, track
 from gridwatch.settings import Settings, get_settings
 
 from _browser import offline_page, ready, serving
@@ -142,6 +143,30 @@ def test_positions_at_and_track_read_the_past(tiny):
     assert fixes["ts"].is_monotonic_increasing
 
 
+def test_situation_plays_every_unit_at_steps_across_the_window(tiny):
+    run(tiny, """
+            SELECT ensure_position_partitions(CAST(:now AS timestamptz) - interval '3 hours', CAST(:now AS timestamptz));
+            INSERT INTO unit (id, callsign, kind, command_unit_id, status) VALUES (3, 'OFF', 'drone', 4, 'off_duty');
+            INSERT INTO position (unit_id, ts, geom, source)
+            SELECT 1, CAST(:now AS timestamptz) - make_interval(mins => m), ST_SetSRID(ST_MakePoint(100 + m / 1000.0, 22.1), 4326), 't'
+            FROM generate_series(0, 120) m;
+            INSERT INTO position (unit_id, ts, geom, source)
+            SELECT u, CAST(:now AS timestamptz) - make_interval(mins => m), ST_SetSRID(ST_MakePoint(100.1, 22 + m / 1000.0), 4326), 't'
+            FROM generate_series(40, 60) m, (VALUES (2), (3)) v(u)""")
+    settings = Settings(unit_silent_after_s=300)
+    frames = situation(tiny, settings, start=NOW - timedelta(hours=1), end=NOW, steps=6)
+    assert frames["step"].unique().tolist() == list(range(7))
+    f1 = frames[frames["callsign"] == "F1"]  # every step, where it was then
+    assert f1["lon"].tolist() == pytest.approx([100 + (60 - 10 * k) / 1000 for k in range(7)])
+    assert (f1["at"] == [NOW - timedelta(minutes=60 - 10 * k) for k in range(7)]).all()
+    v1 = frames[frames["callsign"] == "V1"]  # reported until 40 min ago, then silent: out of the picture
+    assert v1["step"].tolist() == [0, 1, 2] and v1["lat"].tolist() == pytest.approx([22.06, 22.05, 22.04])
+    assert "OFF" not in frames["callsign"].tolist()  # off duty
+    assert frames.groupby("step")["unit_id"].apply(list).tolist()[:3] == [[1, 2]] * 3
+    assert situation(tiny, settings, start=NOW - timedelta(hours=10), end=NOW - timedelta(hours=9)).empty
+    assert situation(tiny, settings, start=NOW - timedelta(hours=1), end=NOW, scope=999).empty
+
+
 # -- the page in a browser ------------------------------------------------------------------------
 
 MAP = "window.gridwatch.mapOf('dispatch-map')"
@@ -215,36 +240,47 @@ def test_desk_runs_under_the_security_policy(desk, region):
 
 
 @pytest.mark.browser
-def test_clicking_a_gap_centres_the_map_and_ranks_units(desk, region, artifacts):
+def test_clicking_a_gap_lists_units_and_fits_the_gap_the_unit_and_the_route(desk, region, artifacts):
     page, watch, _ = desk
     gaps = gap_list(region, get_settings(), now=datetime.now(timezone.utc))
     gap = gaps[gaps["kind"] == "grid"].iloc[-1]  # far down the list, away from the start view
-    before = page.evaluate(f"() => {MAP}.getCenter().toArray()")
-    centred = ("(g) => { const c = " + MAP + ".getCenter(); "
-               "return Math.abs(c.lng - g[0]) < 0.03 && Math.abs(c.lat - g[1]) < 0.03; }")
     row = page.locator(f"#dispatch-targets tr.pick:nth-child({gap.name + 1})")
+    label = row.locator("td").first.inner_text().strip()
+    listed = f"() => document.querySelector('#dispatch-nearest .note')?.textContent.endsWith({label!r})"
     row.click(timeout=60_000)
     try:
-        page.wait_for_function(centred, arg=[float(gap.lon), float(gap.lat)], timeout=20_000)
+        page.wait_for_function(listed, timeout=20_000)
     except PlaywrightTimeout:
         # The list is drawn anew every slow tick; a click that lands while it is replaced is lost, and
         # the dispatcher clicks again. A second lost click fails the test.
         row.click(timeout=60_000)
-        page.wait_for_function(centred, arg=[float(gap.lon), float(gap.lat)], timeout=40_000)
-    after = page.evaluate(f"() => {MAP}.getCenter().toArray()")
-    assert math.dist(before, after) > 0.01
-    page.wait_for_selector("#dispatch-nearest tr.pick", timeout=60_000)  # road routing on a busy machine
+        page.wait_for_function(listed, timeout=40_000)
+    page.wait_for_selector("#dispatch-nearest tr.pick", timeout=60_000)
     etas = page.locator("#dispatch-nearest td.eta").all_inner_texts()
     assert 1 <= len(etas) <= 5 and all(text.endswith("min") for text in etas)
     assert [int(text.split()[0]) for text in etas] == sorted(int(text.split()[0]) for text in etas)
+    hows = page.locator("#dispatch-nearest td.how").all_inner_texts()
+    assert len(hows) == len(etas) and all(h.split(" km ")[1] in ("by road", "on foot by road", "across country",
+                                                                 "flight") for h in hows)
     page.wait_for_function(f"() => {DATA}[2].lon.length >= 2", timeout=60_000)
     route = page.evaluate(f"() => [{DATA}[2].lon, {DATA}[2].lat]")
     assert route[0][-1] == pytest.approx(gap.lon) and route[1][-1] == pytest.approx(gap.lat)
-    # choosing the second unit draws its route instead
+    inside = ("(points) => { const b = " + MAP + ".getBounds(); "
+              "return points.every(p => b.contains(p)); }")
+    corners = [[float(gap.west), float(gap.south)], [float(gap.east), float(gap.north)]]
+    points = corners + [list(p) for p in zip(*route)]  # the gap, the unit (the route's start) and the route
+    page.wait_for_function(inside, arg=points, timeout=10_000)
+    span = page.evaluate(f"() => {{ const b = {MAP}.getBounds(); return [b.getEast() - b.getWest(), "
+                         "b.getNorth() - b.getSouth()]; }")
+    route_span = [max(route[0]) - min(route[0]), max(route[1]) - min(route[1])]
+    assert max(span) < 4 * max(route_span + [float(gap.east - gap.west), float(gap.north - gap.south)]) + 0.1
+    # choosing the second unit draws its route instead, and fits the map to it
     if len(etas) > 1:
         first_start = route[0][0]
         page.locator("#dispatch-nearest tr.pick").nth(1).click()
         page.wait_for_function(f"(x) => {DATA}[2].lon[0] !== x", arg=first_start, timeout=10_000)
+        second = page.evaluate(f"() => {DATA}[2].lon.map((x, i) => [x, {DATA}[2].lat[i]])")
+        page.wait_for_function(inside, arg=corners + second, timeout=10_000)
     page.wait_for_function(READY)
     time.sleep(1)
     page.screenshot(path=str(artifacts / "dispatch.png"))
@@ -378,12 +414,44 @@ def test_time_slider_moves_units_and_replays_a_track(desk, region):
     page.wait_for_function(f"(before) => JSON.stringify({DATA}[0].lon) !== JSON.stringify(before)", arg=now_lons,
                            timeout=10_000)
     assert len(page.evaluate(f"() => {DATA}[0].lon")) > 0
+    assert page.locator("#dispatch-map-note").inner_text() == ""
+    # the whole situation (the first choice): every unit moves
     page.locator("#dispatch-replay-unit").click()
     page.locator("[role=option]").first.click()
+    page.locator("#dispatch-play").click()
+    page.wait_for_function(f"() => {DATA}[5].lon && {DATA}[5].lon.length > 10", timeout=10_000)
+    page.wait_for_function("() => /\\d\\d:\\d\\d/.test(document.querySelector('#dispatch-replay-when').textContent)")
+    # one unit: its track, and one marker along it
+    page.locator("#dispatch-replay-unit").click()
+    page.locator("[role=option]").nth(1).click()
     page.wait_for_function(f"() => {DATA}[1].lon.length > 1", timeout=10_000)
     page.locator("#dispatch-play").click()
     page.wait_for_function(f"() => {DATA}[5].lon && {DATA}[5].lon.length === 1", timeout=10_000)
     page.wait_for_function("() => document.querySelector('#dispatch-replay-when').textContent.length > 0")
+    assert not watch.console_errors, "\n".join(watch.console_errors)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("lang, says", [("en", "No positions in this window"), ("zh", "此时段内无位置数据")])
+def test_a_past_window_without_positions_says_so(desk, lang, says):
+    """The region's fixes are all of the last hour and a half: 24 h back the map is empty, and says why."""
+    page, watch, base = desk
+    page.goto(f"{base}/dispatch?lang={lang}")
+    page.wait_for_function(READY, timeout=30_000)
+    page.wait_for_function(f"() => {DATA}[0].lon.length > 0", timeout=15_000)
+    page.locator("#dispatch-time [role=slider]").focus()
+    page.keyboard.press("Home")  # 24 h back
+    note = page.locator("#dispatch-map-note")
+    note.wait_for(state="visible", timeout=10_000)
+    assert note.inner_text() == says
+    assert page.evaluate(f"() => {DATA}[0].lon.length") == 0
+    page.wait_for_function("(says) => document.querySelector('#dispatch-replay-when').textContent === says",
+                           arg=says, timeout=10_000)  # the whole situation's replay: nothing to play
+    page.locator("#dispatch-time [role=slider]").focus()
+    page.keyboard.press("End")  # back to now: the note goes
+    note.wait_for(state="hidden", timeout=10_000)
+    page.goto(f"{base}/dispatch")
+    page.wait_for_function(READY, timeout=30_000)
     assert not watch.console_errors, "\n".join(watch.console_errors)
 
 

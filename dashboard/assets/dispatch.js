@@ -1,4 +1,4 @@
-/* The dispatcher's desk, browser side: centre the map on a gap, play a unit's track.
+/* The dispatcher's desk, browser side: select a gap, fit the map to it and its route, replay.
  * Uses window.gridwatch.cameraFor (wall.js); nothing here talks to another origin. */
 (function () {
   "use strict";
@@ -17,6 +17,16 @@
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     dispatch: {
+      /* A click on a target row selects its target (kept rows: key, label, point, bounds), with no
+       * round trip: the nearest units are asked for at once. */
+      select: function (clicks, rows) {
+        var no = window.dash_clientside.no_update;
+        var fired = window.dash_clientside.callback_context.triggered[0];
+        if (!fired || !fired.value || !rows) { return no; }
+        var key = JSON.parse(fired.prop_id.slice(0, fired.prop_id.lastIndexOf("."))).key;
+        var row = rows.find(function (r) { return r.key === key; });
+        return row || no;
+      },
       /* Fit the map to [west, south, east, north]: center, zoom and a new uirevision. */
       fit: function (bounds) {
         var el = document.getElementById("dispatch-map");
@@ -33,14 +43,15 @@
         if (!frames || !frames.length) { return [true, 0]; }
         return [false, 0];
       },
-      /* One replay tick: move the marker along the track; stop at its end. */
+      /* One replay tick: move the marker along the track (or every unit's, a frame of the whole
+       * situation holding lists); stop at the end. */
       step: function (n, frames) {
         var no = window.dash_clientside.no_update;
-        if (!frames || !frames.length) { return [no, "", true]; }
+        if (!frames || !frames.length) { return [no, no, true]; }
         var i = Math.min(n * stride(frames), frames.length - 1);
         var f = frames[i];
-        return [patch([assign(["data", 5, "lon"], [f[0]]), assign(["data", 5, "lat"], [f[1]])]), f[2],
-                i >= frames.length - 1];
+        return [patch([assign(["data", 5, "lon"], [].concat(f[0])), assign(["data", 5, "lat"], [].concat(f[1]))]),
+                f[2], i >= frames.length - 1];
       }
     }
   });

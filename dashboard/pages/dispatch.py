@@ -1,15 +1,20 @@
-"""The dispatcher's desk: gaps by urgency, nearest units by road, alerts, and the last 24 h.
+"""The dispatcher's desk: gaps by urgency, nearest units by travel time, alerts, and the last 24 h.
 
-``/dispatch?unit=CODE&lang=zh``. A click on a gap (or an open incident) centres
-the map on it and ranks the available units by road travel time, drawing the
-route of the chosen one. Gaps are ranked by urgency (how far past its zone's limit,
-relative to the limit). Alerts refresh every ``alert_refresh_s`` (10 s), grouped by
-kind and place, and are acknowledged one by one or a group at a time by the signed-in
-account (a dispatcher or above; a viewer sees the list without buttons). The time slider shows the
-units and the alerts at any moment of the last 24 h (coverage layers stay
-"now"); a unit's track can be replayed. A dispatcher downloads the evidence
-(GeoPackage) or the shift report (PDF) of the chosen command unit over the
-shift (``shift_hours``) ending at the slider's moment.
+``/dispatch?unit=CODE&lang=zh``. A click on a gap (or an open incident) ranks
+the available units by travel time for their kind, draws the route of the
+chosen one and fits the map to the gap, the unit and the route. The row is
+selected in the browser, so the click costs one request (the road graph is
+built while the page opens, not on the first click). Gaps are ranked by
+urgency (how far past its zone's limit, relative to the limit). Alerts refresh
+every ``alert_refresh_s`` (10 s), grouped by kind and place, and are
+acknowledged one by one or a group at a time by the signed-in account (a
+dispatcher or above; a viewer sees the list without buttons). The time slider
+shows the units and the alerts at any moment of the last 24 h (coverage layers
+stay "now"; "no positions in this window" when there are none); the hours
+before it replay as the whole situation (every unit) or as one unit's track. A
+dispatcher downloads the evidence (GeoPackage) or the shift report (PDF) of the
+chosen command unit over the shift (``shift_hours``) ending at the slider's
+moment.
 """
 from __future__ import annotations
 
@@ -24,12 +29,14 @@ from gridwatch.dashboard.dispatch_data import (
     alerts_update,
     evidence_file,
     moment,
+    ALL_UNITS,
     nearest_update,
     panel_digest,
+    replay_update,
     targets_update,
-    track_update,
     unit_choices,
     units_update,
+    warm_routes,
 )
 from gridwatch.dashboard.dispatch_panels import TRACES
 from gridwatch.dashboard.i18n import lang_of, t
@@ -42,7 +49,6 @@ from gridwatch.settings import ZONE_KINDS
 dash.register_page(__name__, path="/dispatch", title="gridwatch · dispatch")
 
 REPLAY_MS = 200
-TARGET_PAD_DEG = 0.01  # ~1 km around a gap when the map is centred on it
 HOURS = (1, 2, 4, 8, 24)
 
 
@@ -77,6 +83,7 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
     lang = lang_of(lang)
     unit = scope_code(unit)
     ctx = context()
+    warm_routes(ctx)
     other = "en" if lang == "zh" else "zh"
     return html.Div(className="dispatch", children=[
         dcc.Store(id="dispatch-lang", data=lang),
@@ -106,14 +113,16 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
             html.Section(className="dispatch-mapcol", children=[
                 dcc.Graph(id="dispatch-map", figure=_figure(f"{flask.request.host_url}style.json?lang={lang}"),
                           className="map", config={"displayModeBar": False, "scrollZoom": True}),
+                html.Div(id="dispatch-map-note", className="map-note"),
                 html.Div(className="timebar", children=[
                     html.Div(id="dispatch-time-label", className="time-label"),
                     dcc.Slider(id="dispatch-time", min=-1440, max=0, step=5, value=0, included=False, allow_direct_input=False,
                                marks={m: t("hours_ago", lang, n=-m // 60) if m else t("now_mark", lang)
                                       for m in range(-1440, 1, 180)}, className="slider"),
                     html.Div(className="replay", children=[
-                        dcc.Dropdown(id="dispatch-replay-unit", options=unit_choices(ctx, unit=scope_code(None)),
-                                     placeholder=t("replay_unit", lang), className="replay-unit"),
+                        dcc.Dropdown(id="dispatch-replay-unit", value=ALL_UNITS, className="replay-unit",
+                                     options=unit_choices(ctx, unit=scope_code(None), lang=lang),
+                                     placeholder=t("replay_unit", lang)),
                         dcc.Dropdown(id="dispatch-replay-hours", value=2, clearable=False, className="replay-hours",
                                      options=[{"label": t("replay_hours", lang, n=h), "value": h} for h in HOURS]),
                         html.Button(t("play", lang), id="dispatch-play", className="play"),
@@ -163,40 +172,25 @@ def refresh_targets(_tick, mode: str, unit: str | None, zone: str | None, target
 
 
 @callback(
-    Output("dispatch-target", "data"), Output("dispatch-fit", "data"),
-    Input({"type": "dispatch-target-row", "key": ALL}, "n_clicks"), State("dispatch-rows", "data"),
-    prevent_initial_call=True,
-)
-def select_target(_clicks, rows: list[dict] | None):
-    """A click on a row selects that target and centres the map on it."""
-    if not _clicked():
-        return dash.no_update, dash.no_update
-    row = next((r for r in rows or [] if r["key"] == dash.ctx.triggered_id["key"]), None)
-    if row is None:
-        return dash.no_update, dash.no_update
-    pad = TARGET_PAD_DEG
-    return row, [row["west"] - pad, row["south"] - pad, row["east"] + pad, row["north"] + pad]
-
-
-@callback(
     Output("dispatch-nearest", "children"), Output("dispatch-ranked", "data"),
-    Output("dispatch-map", "figure", allow_duplicate=True),
+    Output("dispatch-map", "figure", allow_duplicate=True), Output("dispatch-fit", "data", allow_duplicate=True),
     Input("dispatch-target", "data"), Input({"type": "dispatch-unit-row", "index": ALL}, "n_clicks"),
     State("dispatch-ranked", "data"), State("dispatch-lang", "data"), prevent_initial_call="initial_duplicate",
 )
 def nearest(target: dict | None, _clicks, ranked: list[dict] | None, lang: str):
-    """On a new target: rank the units and draw the best route; on a unit row: draw its route."""
+    """On a new target: rank the units and draw the best route; on a unit row: draw its route. The map
+    is fitted to the target, the unit and its route."""
     chosen = dash.ctx.triggered_id["index"] if isinstance(dash.ctx.triggered_id, dict) else None
     if chosen is not None and not _clicked():
-        return dash.no_update, dash.no_update, dash.no_update
+        return dash.no_update, dash.no_update, dash.no_update, dash.no_update
     update = nearest_update(context(), target, lang=lang, unit=scope_code(None),
                             ranked=ranked if chosen is not None else None, chosen=chosen or 0)
     if update is None:
-        return dash.no_update, dash.no_update, dash.no_update
+        return dash.no_update, dash.no_update, dash.no_update, dash.no_update
     patched = dash.Patch()
     for offset, trace in enumerate(update.traces):
         patched["data"][TRACES.index("route") + offset] = trace
-    return update.panel, update.ranked, patched
+    return update.panel, update.ranked, patched, update.fit or dash.no_update
 
 
 @callback(
@@ -261,39 +255,44 @@ def evidence(_export, _report, unit: str | None, minutes_back: int, lang: str):
 
 @callback(
     Output("dispatch-map", "figure"), Output("dispatch-banner", "children"), Output("dispatch-banner", "className"),
-    Output("dispatch-time-label", "children"),
+    Output("dispatch-time-label", "children"), Output("dispatch-map-note", "children"),
     Input("dispatch-live-due", "data"), Input("dispatch-time", "value"), Input("dispatch-scope", "value"),
     State("dispatch-lang", "data"),
 )
 def refresh_units(_tick, minutes_back: int, unit: str | None, lang: str):
-    """Every live tick: the units now (or at the slider's moment) and the data banner."""
+    """Every live tick: the units now (or at the slider's moment, or why there are none) and the data banner."""
     update = units_update(context(), at=moment(minutes_back), lang=lang, unit=scope_code(unit))
     patched = dash.no_update
     if update.trace is not None:
         patched = dash.Patch()
         patched["data"][TRACES.index("units")] = update.trace
-    return patched, *update.banner, update.time_label
+    return patched, *update.banner, update.time_label, update.note
 
 
 @callback(
     Output("dispatch-map", "figure", allow_duplicate=True), Output("dispatch-frames", "data"),
+    Output("dispatch-replay-when", "children", allow_duplicate=True),
     Input("dispatch-replay-unit", "value"), Input("dispatch-replay-hours", "value"), Input("dispatch-time", "value"),
-    prevent_initial_call=True,
+    State("dispatch-lang", "data"), prevent_initial_call="initial_duplicate",
 )
-def replay_track(unit_id: int | None, hours: int, minutes_back: int):
-    """The chosen unit's track over the hours before the slider's moment."""
-    update = track_update(context(), unit_id, hours=hours, at=moment(minutes_back), unit=scope_code(None))
+def replay(choice: int | str | None, hours: int, minutes_back: int, lang: str):
+    """The whole situation (every unit) or the chosen unit's track over the hours before the slider's moment."""
+    update = replay_update(context(), choice, hours=hours, at=moment(minutes_back), unit=scope_code(None),
+                           lang=lang)
     if update is None:
-        return dash.no_update, dash.no_update
-    line, frames = update
+        return dash.no_update, dash.no_update, dash.no_update
     patched = dash.Patch()
-    patched["data"][TRACES.index("track")] = line
+    patched["data"][TRACES.index("track")] = update.line
     patched["data"][TRACES.index("replay")] = {"type": "scattermap", "name": "replay", "mode": "markers",
                                                "lon": [], "lat": [], "hoverinfo": "skip",
-                                               "marker": {"size": 18, "color": "#fbbf24"}}
-    return patched, frames
+                                               "marker": {"size": 11 if choice == ALL_UNITS else 18,
+                                                          "color": "#fbbf24"}}
+    return patched, update.frames, update.note
 
 
+clientside_callback(ClientsideFunction("dispatch", "select"), Output("dispatch-target", "data"),
+                    Input({"type": "dispatch-target-row", "key": ALL}, "n_clicks"), State("dispatch-rows", "data"),
+                    prevent_initial_call=True)
 clientside_callback(ClientsideFunction("gridwatch", "whenDrawn"), Output("dispatch-live-due", "data"),
                     Input("dispatch-live-tick", "n_intervals"), State("dispatch-map", "id"), prevent_initial_call=True)
 clientside_callback(ClientsideFunction("dispatch", "fit"),
