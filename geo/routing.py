@@ -133,7 +133,8 @@ def build_road_graph(lines: np.ndarray, classes: np.ndarray, *, speeds: dict[str
     node_xy = keys * SNAP_M
     back = pyproj.Transformer.from_crs(crs, WGS84, always_xy=True)
     lonlat = np.column_stack(back.transform(node_xy[:, 0], node_xy[:, 1]))
-    return RoadGraph(graph, time_csr, length_csr, node_xy, lonlat, crs, shapely.STRtree(shapely.points(node_xy)), fwd, pieces,
+    return RoadGraph(graph, time_csr, length_csr, node_xy, lonlat, crs, shapely.STRtree(shapely.points(node_xy)),
+                     fwd, pieces,
                      np.column_stack([node[first], node[last]]))
 
 

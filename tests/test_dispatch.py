@@ -145,13 +145,16 @@ def test_positions_at_and_track_read_the_past(tiny):
 
 def test_situation_plays_every_unit_at_steps_across_the_window(tiny):
     run(tiny, """
-            SELECT ensure_position_partitions(CAST(:now AS timestamptz) - interval '3 hours', CAST(:now AS timestamptz));
+            SELECT ensure_position_partitions(CAST(:now AS timestamptz) - interval '3 hours',
+                                              CAST(:now AS timestamptz));
             INSERT INTO unit (id, callsign, kind, command_unit_id, status) VALUES (3, 'OFF', 'drone', 4, 'off_duty');
             INSERT INTO position (unit_id, ts, geom, source)
-            SELECT 1, CAST(:now AS timestamptz) - make_interval(mins => m), ST_SetSRID(ST_MakePoint(100 + m / 1000.0, 22.1), 4326), 't'
+            SELECT 1, CAST(:now AS timestamptz) - make_interval(mins => m),
+                   ST_SetSRID(ST_MakePoint(100 + m / 1000.0, 22.1), 4326), 't'
             FROM generate_series(0, 120) m;
             INSERT INTO position (unit_id, ts, geom, source)
-            SELECT u, CAST(:now AS timestamptz) - make_interval(mins => m), ST_SetSRID(ST_MakePoint(100.1, 22 + m / 1000.0), 4326), 't'
+            SELECT u, CAST(:now AS timestamptz) - make_interval(mins => m),
+                   ST_SetSRID(ST_MakePoint(100.1, 22 + m / 1000.0), 4326), 't'
             FROM generate_series(40, 60) m, (VALUES (2), (3)) v(u)""")
     settings = Settings(unit_silent_after_s=300)
     frames = situation(tiny, settings, start=NOW - timedelta(hours=1), end=NOW, steps=6)

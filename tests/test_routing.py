@@ -165,8 +165,8 @@ def test_nearest_units_eta_by_kind_from_the_database(clean_db):
     with clean_db.begin() as conn:
         insert_road(conn, "trunk", TRUNK)
         insert_road(conn, "track", TRACK)
-        conn.execute(sa.text("INSERT INTO unit (id, callsign, kind, status) VALUES "
-                             "(1, 'V', 'vehicle', 'on_duty'), (2, 'F', 'foot', 'on_duty'), (3, 'D', 'drone', 'on_duty')"))
+        conn.execute(sa.text("INSERT INTO unit (id, callsign, kind, status) VALUES (1, 'V', 'vehicle', 'on_duty'), "
+                             "(2, 'F', 'foot', 'on_duty'), (3, 'D', 'drone', 'on_duty')"))
         conn.execute(sa.text("""
             INSERT INTO unit_latest (unit_id, ts, geom, source)
             SELECT id, now(), ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), 'test' FROM unit"""),

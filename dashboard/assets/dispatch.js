@@ -17,15 +17,22 @@
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     dispatch: {
-      /* A click on a target row selects its target (kept rows: key, label, point, bounds), with no
-       * round trip: the nearest units are asked for at once. */
+      /* A click on a target row selects its target (kept rows: key, label, point, bounds) and marks
+       * the row, with no round trip: the nearest units are asked for at once, the list is not redrawn. */
       select: function (clicks, rows) {
         var no = window.dash_clientside.no_update;
         var fired = window.dash_clientside.callback_context.triggered[0];
         if (!fired || !fired.value || !rows) { return no; }
-        var key = JSON.parse(fired.prop_id.slice(0, fired.prop_id.lastIndexOf("."))).key;
+        var id = fired.prop_id.slice(0, fired.prop_id.lastIndexOf("."));
+        var key = JSON.parse(id).key;
         var row = rows.find(function (r) { return r.key === key; });
-        return row || no;
+        if (!row) { return no; }
+        document.querySelectorAll("#dispatch-targets tr.selected").forEach(function (tr) {
+          tr.classList.remove("selected");
+        });
+        var clicked = document.getElementById(id);
+        if (clicked) { clicked.classList.add("selected"); }
+        return row;
       },
       /* Fit the map to [west, south, east, north]: center, zoom and a new uirevision. */
       fit: function (bounds) {

@@ -162,10 +162,11 @@ def _clicked() -> bool:
 @callback(
     Output("dispatch-targets", "children"), Output("dispatch-rows", "data"),
     Input("dispatch-slow-tick", "n_intervals"), Input("dispatch-mode", "value"), Input("dispatch-scope", "value"),
-    Input("dispatch-zone", "value"), Input("dispatch-target", "data"), State("dispatch-lang", "data"),
+    Input("dispatch-zone", "value"), State("dispatch-target", "data"), State("dispatch-lang", "data"),
 )
 def refresh_targets(_tick, mode: str, unit: str | None, zone: str | None, target: dict | None, lang: str):
-    """Every slow tick and on a filter change: the gap list (or the open incidents)."""
+    """Every slow tick and on a filter change: the gap list (or the open incidents). A click marks its row
+    in the browser: the list is not made again for it."""
     update = targets_update(context(), mode=mode, unit=scope_code(unit), zone_kind=zone, lang=lang,
                             selected=target["key"] if target else None)
     return (dash.no_update, dash.no_update) if update is None else (update.table, update.rows)
