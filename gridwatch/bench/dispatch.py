@@ -103,7 +103,10 @@ def _clicks(engine: sa.Engine, settings: Settings) -> tuple[list[float], list[fl
         for i in np.arange(CLICKS) % SHOWN:  # the gaps on top, as a dispatcher works them, never twice running
             row = rows.nth(int(i))
             label = row.locator("td").first.inner_text().strip()
-            row.click(timeout=120_000)  # a busy page may take seconds to take the click
+            row.wait_for(state="visible", timeout=120_000)  # not between two drawings of the list
+            box = row.bounding_box(timeout=120_000)
+            # a press where the row is, as a person clicks: no wait for the busy page to hold it still
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             listed = page.wait_for_function(_LISTED, arg=label, polling="raf", timeout=120_000)
             browser_ms.append(float(listed.json_value()))
             page.wait_for_timeout(300)
