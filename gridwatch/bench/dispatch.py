@@ -103,8 +103,10 @@ def _clicks(engine: sa.Engine, settings: Settings) -> tuple[list[float], list[fl
         for i in np.arange(CLICKS) % SHOWN:  # the gaps on top, as a dispatcher works them, never twice running
             row = rows.nth(int(i))
             label = row.locator("td").first.inner_text().strip()
-            row.wait_for(state="visible", timeout=120_000)  # not between two drawings of the list
-            box = row.bounding_box(timeout=120_000)
+            box = None
+            while box is None:  # not between two drawings of the list
+                row.wait_for(state="visible", timeout=120_000)
+                box = row.bounding_box(timeout=120_000)
             # a press where the row is, as a person clicks: no wait for the busy page to hold it still
             page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             listed = page.wait_for_function(_LISTED, arg=label, polling="raf", timeout=120_000)
