@@ -6,7 +6,6 @@ refreshes), the time slider, the replay and its empty state.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone

@@ -25,11 +25,11 @@ from dash import ALL, ClientsideFunction, Input, Output, State, callback, client
 from gridwatch.dashboard._context import DB_ERRORS, context, milliseconds
 from gridwatch.dashboard.access import may, principal, scope_code
 from gridwatch.dashboard.dispatch_data import (
+    ALL_UNITS,
     acknowledge_alerts,
     alerts_update,
     evidence_file,
     moment,
-    ALL_UNITS,
     nearest_update,
     panel_digest,
     replay_update,
