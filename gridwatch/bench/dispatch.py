@@ -40,6 +40,7 @@ __all__ = ["bench_dispatch"]
 TARGETS = 40
 RUNS = 10
 CLICKS = 20
+CLICK_TIMEOUT_MS = 10_000  # a click not answered by then counts at this value (and is named in the figure)
 SHOWN = 6  # gap rows in view without scrolling the list
 # In the page: when the mouse was last pressed, and the ms from there to the first frame whose
 # nearest-units panel is for the gap ``label`` (null until then).
@@ -76,9 +77,12 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 95))
 
 
-def _clicks(engine: sa.Engine, settings: Settings) -> tuple[list[float], list[float]]:
+def _clicks(engine: sa.Engine, settings: Settings) -> tuple[list[float], list[float], int]:
     """Click :data:`CLICKS` gap rows on the served dispatch page: the browser's ms from press to listed
-    units, and the server's ms for the same nearest-units requests."""
+    units, the server's ms for the same nearest-units requests, and how many clicks were not answered
+    within :data:`CLICK_TIMEOUT_MS` (each counted at that value)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     from gridwatch.bench._harness import new_account, offline_browser, offline_page, serving
     from gridwatch.dashboard.app import create_app
 
@@ -86,6 +90,7 @@ def _clicks(engine: sa.Engine, settings: Settings) -> tuple[list[float], list[fl
     account = new_account(engine, "dispatcher")
     browser_ms: list[float] = []
     server_ms: list[float] = []
+    unanswered = 0
 
     def answered(request) -> None:
         if "_dash-update-component" in request.url and "dispatch-nearest.children" in (request.post_data or ""):
@@ -102,20 +107,24 @@ def _clicks(engine: sa.Engine, settings: Settings) -> tuple[list[float], list[fl
         rows = page.locator("#dispatch-targets tr.pick")
         for i in np.arange(CLICKS) % SHOWN:  # the gaps on top, as a dispatcher works them, never twice running
             row = rows.nth(int(i))
-            label = row.locator("td").first.inner_text().strip()
-            box = None
-            while box is None:  # not between two drawings of the list
-                row.wait_for(state="visible", timeout=120_000)
-                box = row.bounding_box(timeout=120_000)
-            # a press where the row is, as a person clicks: no wait for the busy page to hold it still
-            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            listed = page.wait_for_function(_LISTED, arg=label, polling="raf", timeout=120_000)
-            browser_ms.append(float(listed.json_value()))
+            try:
+                label = row.locator("td").first.inner_text(timeout=CLICK_TIMEOUT_MS).strip()
+                box = None
+                while box is None:  # not between two drawings of the list
+                    row.wait_for(state="visible", timeout=CLICK_TIMEOUT_MS)
+                    box = row.bounding_box(timeout=CLICK_TIMEOUT_MS)
+                # a press where the row is, as a person clicks: no wait for the busy page to hold it still
+                page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                listed = page.wait_for_function(_LISTED, arg=label, polling="raf", timeout=CLICK_TIMEOUT_MS)
+                browser_ms.append(float(listed.json_value()))
+            except PlaywrightTimeout:
+                browser_ms.append(float(CLICK_TIMEOUT_MS))
+                unanswered += 1
             page.wait_for_timeout(300)
         context.close()
     if offsite:
         raise RuntimeError(f"the dispatch page asked other origins: {offsite[:3]}")
-    return browser_ms, server_ms
+    return browser_ms, server_ms, unanswered
 
 
 def bench_dispatch(settings: Settings, *, scale: str) -> list[Figure]:
@@ -148,7 +157,7 @@ def bench_dispatch(settings: Settings, *, scale: str) -> list[Figure]:
             with engine.begin() as conn:
                 refresh_ms.append(_ms(lambda: refresh_alerts(conn, settings, as_of)))
         past_ms = [_ms(lambda: positions_at(engine, settings, as_of - timedelta(hours=h))) for h in range(1, RUNS + 1)]
-        click_ms, answer_ms = _clicks(engine, settings)
+        click_ms, answer_ms, unanswered = _clicks(engine, settings)
     road_p50, road_p95 = _percentiles(road_ms)
     line_p50, line_p95 = _percentiles(line_ms)
     nodes = graph.graph.number_of_nodes() if graph else 0
@@ -157,7 +166,8 @@ def bench_dispatch(settings: Settings, *, scale: str) -> list[Figure]:
                road_p50, "ms", "", line_p50, "straight line ST_Distance"),
         Figure("nearest 5 units by road p95 (server side)", road_p95, "ms", "<= 300", line_p95,
                "straight line ST_Distance"),
-        Figure(f"gap click -> nearest units listed p95 (browser, {len(click_ms)} clicks)",
+        Figure(f"gap click -> nearest units listed p95 (browser, {len(click_ms)} clicks, {unanswered} not listed "
+               f"within {CLICK_TIMEOUT_MS / 1000:g} s)",
                _percentiles(click_ms)[1], "ms", "<= 500", _percentiles(answer_ms)[1] if answer_ms else None,
                "server's answer to the same clicks p95"),
         Figure("road-table version check p50 (every nearest-unit request)", _percentiles(version_ms)[0], "ms", "",
