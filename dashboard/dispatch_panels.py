@@ -19,7 +19,7 @@ from gridwatch.dashboard.live_map import KIND_COLOURS
 from gridwatch.dashboard.wall_panels import local_time
 from gridwatch.layers.catalog import COVERAGE_COLOURS, SEVERITY_COLOURS
 
-__all__ = ["TRACES", "ROUTE_COLOUR", "duration", "length", "ago", "gap_labels", "alert_text", "target_rows",
+__all__ = ["TRACES", "ROUTE_COLOUR", "duration", "length", "ago", "gap_labels", "gap_times", "alert_text", "target_rows",
            "target_table", "nearest_table", "alert_list", "units_trace", "route_traces", "route_bounds", "track_trace"]
 
 TRACES = ("units", "track", "route", "target", "nearest", "replay")
@@ -54,18 +54,19 @@ def _row(key: str, cells: list, *, selected: bool, tone: str = "") -> html.Tr:
                    className=" ".join(filter(None, ["pick", tone, "selected" if selected else ""])))
 
 
+def gap_times(gap: Any, *, lang: str, timezone: str, window_start: datetime) -> tuple[str, str]:
+    """How far past its limit a gap is and when it was last visited, in words; a gap with no visit in
+    the look-back window reads "> N h" and "no visit since" the window's start, never "never"."""
+    if pd.isna(gap.last_visit):
+        return (t("more_than", lang, d=duration(gap.overdue_s, lang)),
+                t("no_visit_since", lang, t=local_time(window_start, timezone, "%m-%d %H:%M")))
+    overdue = duration(gap.overdue_s, lang) if gap.overdue_s > 0 else t("due_in", lang, d=duration(gap.overdue_s, lang))
+    return overdue, local_time(gap.last_visit, timezone, "%m-%d %H:%M")
+
+
 def _gap_cells(gap: Any, *, lang: str, timezone: str, window_start: datetime, lookback_h: float) -> list[html.Td]:
-    """How far past its limit a gap is and when it was last visited; a gap with no visit in the
-    look-back window reads "> N h" and "no visit since" the window's start."""
-    unvisited = pd.isna(gap.last_visit)
-    if unvisited:
-        overdue = t("more_than", lang, d=duration(gap.overdue_s, lang))
-        visit = t("no_visit_since", lang, t=local_time(window_start, timezone, "%m-%d %H:%M"))
-    else:
-        overdue = (duration(gap.overdue_s, lang) if gap.overdue_s > 0 else
-                   t("due_in", lang, d=duration(gap.overdue_s, lang)))
-        visit = local_time(gap.last_visit, timezone, "%m-%d %H:%M")
-    title = t("no_visit_within", lang, h=f"{lookback_h:g}") if unvisited else None
+    overdue, visit = gap_times(gap, lang=lang, timezone=timezone, window_start=window_start)
+    title = t("no_visit_within", lang, h=f"{lookback_h:g}") if pd.isna(gap.last_visit) else None
     return [html.Td(overdue, className="num"), html.Td(visit, className="num", title=title)]
 
 

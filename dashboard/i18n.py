@@ -203,7 +203,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "kpi_units": {"en": "Units reporting", "zh": "上报定位警力"},
     "kpi_fixes": {"en": "Fixes", "zh": "定位点数"},
     "kpi_segments": {"en": "Border segments covered", "zh": "边境段已覆盖"},
-    "kpi_grids": {"en": "Grids overdue / never visited", "zh": "超时 / 未巡网格"},
+    "kpi_grids": {"en": "Grids overdue / no visit in the look-back window", "zh": "超时 / 回溯窗口内未巡网格"},
     "kpi_reported": {"en": "Incidents reported", "zh": "新报警情"},
     "kpi_closed": {"en": "Incidents closed", "zh": "已结警情"},
     "kpi_rate": {"en": "Incidents handled per hour", "zh": "每小时处置警情"},

@@ -14,7 +14,7 @@ import io
 import json
 import math
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import geopandas as gpd
@@ -29,7 +29,7 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from gridwatch.dashboard.dispatch_panels import alert_text, duration, gap_labels
+from gridwatch.dashboard.dispatch_panels import alert_text, duration, gap_labels, gap_times
 from gridwatch.dashboard.i18n import lang_of, t
 from gridwatch.errors import GridwatchError
 from gridwatch.layers.catalog import COVERAGE_COLOURS, SEGMENT_COLOURS, SEVERITY_COLOURS
@@ -144,6 +144,7 @@ def shift_report(engine: sa.Engine, win: Window, *, settings: Settings, lang: st
     fixes, units = position_counts(engine, win)
     summary = summarise(frames, win, fixes=fixes, units=units)
     gaps = gap_list(engine, settings, now=win.end, unit=win.area.code, limit=GAPS)
+    lookback_start = win.end - timedelta(hours=settings.coverage_lookback_h)
     incidents, alerts = frames["incidents"], frames["alerts"]
     name = win.area.name if lang == "zh" else win.area.name_en
     cell, body, h2 = styles["cell"], styles["body"], styles["h2"]
@@ -162,7 +163,7 @@ def shift_report(engine: sa.Engine, win: Window, *, settings: Settings, lang: st
         Paragraph(t("report_gaps", lang), h2),
         *_table([t("col_place", lang), t("col_zone", lang), t("col_overdue", lang), t("col_last_visit", lang)], [
             [label, t(f"zone_{g.zone_kind}", lang) if isinstance(g.zone_kind, str) else "—",
-             t("never", lang) if pd.isna(g.overdue_s) else duration(g.overdue_s, lang), _when(g.last_visit, zone)]
+             *gap_times(g, lang=lang, timezone=zone, window_start=lookback_start)]
             for label, g in zip(gap_labels(gaps, lang), gaps.itertuples())], cell),
         Paragraph(t("report_incidents", lang), h2),
         *_table([t("col_incident", lang), t("col_severity", lang), t("col_status", lang), t("col_reported", lang),

@@ -128,12 +128,12 @@
   /* Whether a view (the figure's centre and zoom) already shows a camera's bounds: the page opened
    * there (the server fits the scope to a wall's map). Out by at most a quarter zoom step, centre
    * within a few pixels; a Patch to the camera would only make plotly redraw every trace. */
-  var FIT_ZOOM_SLACK = 0.25, FIT_CENTRE_PX = 8;
+  var FIT_ZOOM_SLACK = 0.25, FIT_CENTRE_PX = 8, FIT_ZOOM_EPSILON = 1e-9;  // the server and the browser round apart
   function shows(view, camera) {
     if (!view || !view.center || typeof view.zoom !== "number") { return false; }
     var px = 512 * Math.pow(2, camera.zoom) / 360;  // pixels per degree of longitude
     var latPx = px / Math.cos(camera.center.lat * Math.PI / 180);
-    return view.zoom <= camera.zoom && camera.zoom - view.zoom < FIT_ZOOM_SLACK
+    return view.zoom <= camera.zoom + FIT_ZOOM_EPSILON && camera.zoom - view.zoom < FIT_ZOOM_SLACK
       && Math.abs(view.center.lon - camera.center.lon) * px < FIT_CENTRE_PX
       && Math.abs(view.center.lat - camera.center.lat) * latPx < FIT_CENTRE_PX;
   }
