@@ -13,9 +13,10 @@ import sqlalchemy as sa
 
 from gridwatch.layers.queries import SCOPE, UNIT_IN_SCOPE
 
-__all__ = ["alerts_at", "alerts_in_scope"]
+__all__ = ["alerts_at", "alerts_in_scope", "ALERT_IN_SCOPE"]
 
-_IN_SCOPE = f"""(CAST(:scope AS integer) IS NULL OR CASE
+# Whether alert ``a`` is of the jurisdiction ``scope`` (a CTE from SCOPE; :scope None: every alert).
+ALERT_IN_SCOPE = f"""(CAST(:scope AS integer) IS NULL OR CASE
     WHEN a.kind IN ('unit_silent', 'unit_out_of_area')
     THEN EXISTS (SELECT 1 FROM unit u WHERE u.id = a.subject::bigint AND {UNIT_IN_SCOPE})
     ELSE EXISTS (SELECT 1 FROM scope WHERE ST_Intersects(scope.geom, ST_SetSRID(ST_MakePoint(
@@ -51,7 +52,7 @@ def alerts_at(engine: sa.Engine, *, at: datetime | None = None, limit: int = 500
         WHERE a.kind IN ('unit_silent', 'unit_out_of_area') AND u.id = a.subject::bigint
         LIMIT 1
     ) p ON true
-    WHERE {_OPEN_NOW if at is None else _OPEN_AT} AND {_IN_SCOPE}
+    WHERE {_OPEN_NOW if at is None else _OPEN_AT} AND {ALERT_IN_SCOPE}
     ORDER BY a.severity DESC, a.raised_at DESC, a.id DESC
     LIMIT :limit
     """
@@ -62,6 +63,6 @@ def alerts_at(engine: sa.Engine, *, at: datetime | None = None, limit: int = 500
 
 def alerts_in_scope(engine: sa.Engine, alert_ids: list[int], *, scope: int | None) -> list[int]:
     """Those of the alerts that exist and lie in ``scope``."""
-    sql = SCOPE + f"SELECT a.id FROM alert a WHERE a.id = ANY(CAST(:ids AS bigint[])) AND {_IN_SCOPE} ORDER BY a.id"
+    sql = SCOPE + f"SELECT a.id FROM alert a WHERE a.id = ANY(CAST(:ids AS bigint[])) AND {ALERT_IN_SCOPE} ORDER BY a.id"
     with engine.connect() as conn:
         return list(conn.execute(sa.text(sql), {"ids": [int(i) for i in alert_ids], "scope": scope}).scalars())

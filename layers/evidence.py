@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from gridwatch.errors import InputError
 from gridwatch.geo.crs import export_crs, export_points_wkb, to_export_crs
-from gridwatch.layers.alerts import _IN_SCOPE as _ALERT_IN_SCOPE
+from gridwatch.layers.alerts import ALERT_IN_SCOPE
 from gridwatch.layers.queries import SCOPE, CommandUnit, UnknownCommandUnitError, command_unit
 
 __all__ = ["LAYERS", "Window", "window", "read_layer", "read_evidence", "export_evidence", "position_counts",
@@ -108,7 +108,7 @@ SELECT a.id AS alert, a.kind, a.subject, a.severity, a.raised_at, a.cleared_at, 
        a.acknowledged_at, CAST(a.detail AS text) AS detail,
        ST_AsBinary(ST_SetSRID(ST_MakePoint((a.detail->>'lon')::float8, (a.detail->>'lat')::float8), 4326)) AS geom
 FROM alert a
-WHERE a.raised_at <= :end AND (a.cleared_at IS NULL OR a.cleared_at >= :start) AND {_ALERT_IN_SCOPE}
+WHERE a.raised_at <= :end AND (a.cleared_at IS NULL OR a.cleared_at >= :start) AND {ALERT_IN_SCOPE}
 ORDER BY a.raised_at, a.id
 """,
 }

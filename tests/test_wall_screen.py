@@ -188,11 +188,13 @@ def test_a_callsign_search_flies_to_the_unit_and_rings_it(wall):
     unit = page.evaluate(f"() => {{ const u = {UNITS}; return {{callsign: u.customdata[1][0], lon: u.lon[1], lat: u.lat[1]}}; }}")
     page.locator("#wall-find").click()
     page.keyboard.type(unit["callsign"])
-    page.keyboard.press("Enter")
+    # the option of exactly that callsign (another may contain it), once the list has it
+    exact = re.compile(f"^\\s*{re.escape(unit['callsign'])}\\s*$")
+    page.locator(".dash-dropdown-option").filter(has_text=exact).first.click(timeout=30_000)
     page.wait_for_function(
         "(u) => { const c = " + MAP + ".getCenter(); return Math.abs(c.lng - u.lon) < 1e-3 && "
-        "Math.abs(c.lat - u.lat) < 1e-3 && " + MAP + ".getZoom() >= 12.5; }", arg=unit, timeout=15_000)
+        "Math.abs(c.lat - u.lat) < 1e-3 && " + MAP + ".getZoom() >= 12.5; }", arg=unit, timeout=30_000)
     page.wait_for_function(
         "(u) => { const f = document.querySelector('#wall-map .js-plotly-plot').data.find(t => t.name === 'found');"
-        " return f.lon.length === 1 && Math.abs(f.lon[0] - u.lon) < 1e-3; }", arg=unit, timeout=15_000)
+        " return f.lon.length === 1 && Math.abs(f.lon[0] - u.lon) < 1e-3; }", arg=unit, timeout=30_000)
     assert unit["callsign"] in page.locator("#wall-find").inner_text()
