@@ -19,7 +19,7 @@ __all__ = [
     "build_zones",
 ]
 
-PATROL_INSET_M = 400.0
+PATROL_INSET_M = 100.0
 PORT_CONTROL_RADIUS_M = 3000.0
 CAMERA_SPACING_M = 8000.0
 RADAR_SPACING_M = 40000.0
@@ -33,7 +33,7 @@ def _arc_step(outline: Outline) -> float:
 def build_patrol_road(outline: Outline) -> shapely.LineString:
     """A patrol road just inside the border (never outside it: running minimum of the radius)."""
     step = _arc_step(outline)
-    r = moving_average(running_min(outline.arc_r, 1500.0 / step), 700.0 / step) - PATROL_INSET_M
+    r = moving_average(running_min(outline.arc_r, 600.0 / step), 300.0 / step) - PATROL_INSET_M
     xy = polar_xy(outline.center, outline.arc_theta, r)[::2]
     road = shapely.intersection(shapely.LineString(xy), outline.prefecture)
     return max(shapely.get_parts(road), key=lambda g: g.length)

@@ -45,7 +45,7 @@ _SPECS = {
         name="prefecture", center_lonlat=(98.5, 23.5), radius_km=100.0, border_km=370.0,
         n_counties=4, n_townships=40, seat_grids=150, town_grids=14, rural_grids=830,
         n_border_stations=12, n_ports=2, line2_km=15.0, ring_km=10.0, n_rivers=3,
-        n_units=200, hours=24, fix_interval_s=(10, 30), n_gpx_units=3,
+        n_units=224, hours=24, fix_interval_s=(10, 30), n_gpx_units=3,
         incidents_per_day=50, shortest_paths=True,
     ),
     "province": ScaleSpec(

@@ -30,6 +30,8 @@ _SHIFT_CHOICE = {
     "checkpoint": (("full", "day", "night"), (0.6, 0.2, 0.2)),
 }
 _PATROL_TURNS = ("day", "night", "early", "late")
+_BORDER_TURNS = ("day", "night")  # the shifts of a border station's vehicle pair: its stretch round the clock
+BORDER_VEHICLES = len(_BORDER_TURNS)
 QUIET_SHIFT = "day"  # the only shift the quiet border station works: nobody on its stretch overnight
 SILENT_SHARE = 0.04  # units on duty at the end whose fixes stop 1-3 h before it
 # share of each noise kind among the delivered CSV rows
@@ -105,8 +107,9 @@ def build_units(
     end_ts: int,
     rng: np.random.Generator,
 ) -> pd.DataFrame:
-    """The unit roster: crews at staffed checkpoints, posts and drones at border stations, the rest patrols,
-    shared out by the grids each station has to cover (none to the short township's stations)."""
+    """The unit roster: crews at staffed checkpoints, posts, drones and a vehicle pair (day and night) at
+    border stations, the rest patrols, shared out by the grids each station has to cover (none to the short
+    township's stations)."""
     stations = stations.reset_index(drop=True)
     border = np.flatnonzero(stations["is_border"].to_numpy()) if stations["is_border"].any() else np.arange(len(stations))
     post_border = np.setdiff1d(border, [plan.quiet_station]) if len(border) > 1 else border
@@ -117,20 +120,27 @@ def build_units(
     n_post = max(1, round(0.08 * spec.n_units))
     n_drone = max(1, round(0.05 * spec.n_units))
     n_rest = spec.n_units - n_crew - n_post - n_drone
+    # Each border station's own vehicle pair drives its stretch of the patrol road, one by day, one by night.
+    border_pairs = border[: min(len(border), n_rest // (4 * BORDER_VEHICLES))] if stations["is_border"].any() else border[:0]
+    border_vehicle = np.repeat(border_pairs, BORDER_VEHICLES)
+    n_rest -= len(border_vehicle)
     n_vehicle = round(0.45 * n_rest)
     n_grids = grid["station_code"].value_counts().reindex(stations["code"], fill_value=0).to_numpy()
     weight = (n_grids + 2.0) * np.where(stations["is_border"].to_numpy(), 1.5, 1.0)
     weight[stations["parent_code"].to_numpy() == plan.short_township] = 0.0
     patrol_station = rng.choice(len(stations), size=n_rest, p=weight / weight.sum())
     kind = np.array(["checkpoint"] * n_crew + ["post"] * n_post + ["drone"] * n_drone
-                    + ["vehicle"] * n_vehicle + ["foot"] * (n_rest - n_vehicle), dtype=object)
+                    + ["vehicle"] * (len(border_vehicle) + n_vehicle) + ["foot"] * (n_rest - n_vehicle), dtype=object)
     station = np.concatenate([
-        _station_of(crew_xy, stations), rng.choice(post_border, n_post), rng.choice(border, n_drone), patrol_station
+        _station_of(crew_xy, stations), rng.choice(post_border, n_post), rng.choice(border, n_drone), border_vehicle,
+        patrol_station,
     ]).astype(np.int64)
+    border_turn = np.zeros(len(kind), dtype=bool)
+    border_turn[n_crew + n_post + n_drone : n_crew + n_post + n_drone + len(border_vehicle)] = True
     anchor = np.full((len(kind), 2), np.nan)
     anchor[:n_crew] = crew_xy
     order = np.lexsort((np.arange(len(kind)), kind, station))
-    kind, station, anchor = kind[order], station[order], anchor[order]
+    kind, station, anchor, border_turn = kind[order], station[order], anchor[order], border_turn[order]
 
     station_code = stations["code"].to_numpy()[station]
     area_code = station_code.copy()
@@ -152,6 +162,8 @@ def build_units(
     turn = rng.integers(len(_PATROL_TURNS), size=len(stations))[station] + seq - 1
     shift = np.array(_PATROL_TURNS, dtype=object)[turn % len(_PATROL_TURNS)]
     shift[~patrols] = [rng.choice(_SHIFT_CHOICE[k][0], p=_SHIFT_CHOICE[k][1]) for k in kind[~patrols]]
+    pair_seq = pd.Series(station[border_turn]).groupby(station[border_turn]).cumcount().to_numpy()
+    shift[border_turn] = np.array(_BORDER_TURNS, dtype=object)[pair_seq % len(_BORDER_TURNS)]
     shift[station == plan.quiet_station] = QUIET_SHIFT
     start_min = np.array([SHIFTS[s][0] for s in shift])
     dur_min = np.array([SHIFTS[s][1] for s in shift])
@@ -169,6 +181,7 @@ def build_units(
         "shift_start_min": start_min,
         "shift_minutes": dur_min,
         "station_row": station,
+        "border_round": border_turn,
         "anchor_x": anchor[:, 0],
         "anchor_y": anchor[:, 1],
     })
@@ -213,6 +226,7 @@ class _Router:
             pn = pn[shapely.distance(quiet, shapely.points(self.roads.node_xy[pn])) > 2000.0]
         self.patrol_round_nodes = pn
         self.quiet_station = plan.quiet_station
+        self.stretch = self._stretches()
         self._candidates: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
 
     def candidates(self, station: int) -> tuple[int, np.ndarray, np.ndarray]:
@@ -245,6 +259,36 @@ class _Router:
             home = int(nodes[np.argmin(np.hypot(*(self.roads.node_xy[nodes] - rep).T))])
             self._candidates[station] = (home, nodes, points)
         return self._candidates[station]
+
+    def _stretches(self) -> dict[int, tuple[float, float]]:
+        """Each border station's stretch of the patrol road (from, to, along it): the part nearer to it
+        than to any other border station."""
+        border = np.flatnonzero(self.stations["is_border"].to_numpy())
+        if border.size == 0:
+            return {}
+        at = self.patrol.project(shapely.point_on_surface(self.stations.geometry.to_numpy()[border]))
+        order = np.argsort(at, kind="stable")
+        cuts = np.concatenate([[0.0], (at[order][1:] + at[order][:-1]) / 2, [self.patrol.length]])
+        return {int(border[o]): (float(cuts[i]), float(cuts[i + 1])) for i, o in enumerate(order)}
+
+    def border_patrol(self, station: int, duration: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Drive the station's stretch of the patrol road end to end and back at patrol speed, from a
+        random point of it on, 5-15 min at each end."""
+        lo, hi = self.stretch[station]
+        along = np.linspace(lo, hi, max(2, int((hi - lo) // 200.0) + 1))
+        lap = np.concatenate([along, along[-2:0:-1]])  # there and back, each point once
+        lap = np.roll(lap, -int(rng.integers(len(lap))))
+        pts = shapely.get_coordinates(shapely.line_interpolate_point(self.patrol, lap))
+        speed = rng.uniform(*SPEED_KMH["patrol"]) / 3.6
+        steps = np.full((len(lap), 2), np.nan)  # per point: the drive from the one before, the pause there
+        steps[:, 0] = np.hypot(*np.diff(np.vstack([pts[-1:], pts]), axis=0).T) / speed
+        at_end = np.isin(lap, [lo, hi])
+        steps[at_end, 1] = rng.uniform(300, 900, at_end.sum())
+        xy_lap, dt_lap = np.repeat(pts, np.where(at_end, 2, 1), axis=0), steps[~np.isnan(steps)]
+        n = int(duration // dt_lap.sum()) + 1
+        dt = np.tile(dt_lap, n)
+        dt[0] = 0.0
+        return np.tile(xy_lap, (n, 1)), np.cumsum(dt)
 
     def _path(self, a: int, b: int, rng: np.random.Generator) -> list[int]:
         if self.spec.shortest_paths:
@@ -368,7 +412,9 @@ def simulate_positions(
             point = router.post_point(u.station_row, rng)
         for lo, hi in _shift_intervals(u.shift_start_min, u.shift_minutes, window):
             duration = float(hi - lo)
-            if u.kind == "vehicle":
+            if u.kind == "vehicle" and u.border_round:
+                route_xy, route_t = router.border_patrol(u.station_row, duration, rng)
+            elif u.kind == "vehicle":
                 route_xy, route_t = router.vehicle(u.station_row, duration, rng)
             elif u.kind == "foot":
                 route_xy, route_t = router.foot(u.area, duration, rng)

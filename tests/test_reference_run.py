@@ -2,7 +2,9 @@
 distances and H3 cells per fix, the same quarantine reasons at the same lines, the same coverage.
 
 The reference (tests/reference/small.json) was written by the position load before it was made
-faster; a change that alters any fused value, rejection or coverage status fails here."""
+faster; a change that alters any fused value, rejection or coverage status fails here. It is
+written again only when the sample generator changes, by a load that first reproduced the old
+reference on the old sample."""
 from __future__ import annotations
 
 import json

@@ -19,6 +19,7 @@ import shapely
 import sqlalchemy as sa
 
 from gridwatch.data import SCALES, fixed_end, generate_sample
+from gridwatch.settings import Settings
 
 METRIC_CRS = "EPSG:4542"
 REL_TOL = 1e-6  # of the parent's area
@@ -296,3 +297,35 @@ def test_a_working_day_after_etl_run(clean_db: sa.Engine, small_sample: Path, cl
     assert silent >= 1
     assert incidents.get(True, 0) > 0 and incidents.get(False, 0) > 0
     assert stale_open == 0
+
+
+@pytest.fixture(scope="module")
+def prefecture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("prefecture")
+    generate_sample(out, seed=1, scale="prefecture", end=END)
+    return out
+
+
+def test_border_stations_patrol_their_stretch_round_the_clock(prefecture_dir: Path) -> None:
+    """Each border station's vehicle pair (day and night) drives the patrol road, so in the last 4 h (the
+    border's limit) nearly every kilometre of border had a vehicle within its detection radius; the quiet
+    station's stretch is the gap."""
+    manifest = json.loads((prefecture_dir / "manifest.json").read_text(encoding="utf-8"))
+    units = pd.read_csv(prefecture_dir / "units.csv", dtype=str)
+    border_vehicles = units[units["callsign"].str.startswith("B") & (units["kind"] == "vehicle")]
+    shifts = border_vehicles.groupby("station")["shift_start"].agg(set)
+    assert len(shifts) == 12  # every border station
+    assert (shifts.map(lambda s: {"08:00", "20:00"} <= s)).sum() == 11  # all but the quiet one, days only
+    border = _layer(prefecture_dir, manifest, "defence_line").set_index("line_no").geometry.loc[1]
+    fixes = pd.read_csv(prefecture_dir / "positions.csv", usecols=["unit_id", "ts", "lon", "lat"])
+    recent = fixes[fixes["unit_id"].isin(border_vehicles["callsign"])
+                   & (pd.to_datetime(fixes["ts"], utc=True) > pd.Timestamp(END) - pd.Timedelta(hours=4))]
+    points = gpd.GeoSeries.from_xy(recent["lon"], recent["lat"], crs="EPSG:4326").to_crs(METRIC_CRS).to_numpy()
+    along = np.arange(50.0, border.length, 100.0)  # each kilometre of border by ten points
+    radius = Settings().detection_radius_m["vehicle"]
+    near = shapely.STRtree(points).query(shapely.line_interpolate_point(border, along), predicate="dwithin",
+                                         distance=radius)[0]
+    seen = np.isin(np.arange(int(border.length // 1000)), (along[near] // 1000).astype(int))
+    assert seen.mean() >= 0.8
+    unseen = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], (~seen).astype(int), [0]]))))[::2]
+    assert unseen.max() >= 3  # the quiet stretch, overnight

@@ -2,10 +2,12 @@
 free port, and an offline headless Chromium (Debian's, driven by Playwright; no browser download)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -47,11 +49,18 @@ INTERACTIVE = """(b) => {
 
 
 def bench_sample(settings: Settings, scale: str) -> Path:
-    """The sample folder of ``scale``, generated on first use."""
+    """The sample folder of ``scale``, generated on first use by this version of the generator (a
+    changed generator makes a new one, so a benchmark never runs on a sample its reference was not made from)."""
+    import gridwatch.data
     from gridwatch.data import fixed_end, generate_sample
 
-    folder = settings.home_dir / "bench" / f"sample-{scale}"
+    source = hashlib.sha256()
+    for path in sorted(Path(gridwatch.data.__file__).parent.glob("*.py")):
+        source.update(path.read_bytes())
+    folder = settings.home_dir / "bench" / f"sample-{scale}-{source.hexdigest()[:12]}"
     if not (folder / "manifest.json").exists():
+        for older in folder.parent.glob(f"sample-{scale}*"):  # an older generator's
+            shutil.rmtree(older)
         generate_sample(folder, seed=1, scale=scale, end=fixed_end(1))
     return folder
 

@@ -1,7 +1,7 @@
 """``gridwatch bench dispatch``: the dispatcher's answers on the generated sample, each beside a baseline.
 
 Runs in a throwaway database on the configured server, loaded with the whole
-ETL run of the ``scale`` sample (kept under ``<home>/bench/sample-<scale>``).
+ETL run of the ``scale`` sample (kept under ``<home>/bench/sample-<scale>-<generator hash>``).
 The sample ends at its export time, so the units' latest fixes are moved to
 now (they would all be silent otherwise) and the gap list and alerts are
 judged at the export time.

@@ -3,7 +3,7 @@ fused and durable) against a typed COPY of the same rows, a bare CSV COPY and th
 
 Runs in a throwaway database on the embedded server (or the server of
 ``GRIDWATCH_DATABASE_URL``), on a generated sample kept under
-``<home>/bench/sample-<scale>``. The run's results are condensed by
+``<home>/bench/sample-<scale>-<generator hash>``. The run's results are condensed by
 :func:`gridwatch.bench._reference_run.run_digest` into ``<home>/bench/etl-<scale>.json``
 and compared with the committed reference of that scale, if there is one.
 """

@@ -1,8 +1,8 @@
 """``gridwatch bench evidence``: what an evidence export and a shift report of the whole prefecture cost.
 
 Runs in a throwaway database loaded with the whole ETL run of the ``scale`` sample (kept under
-``<home>/bench/sample-<scale>``), its alerts raised at the sample's export time, then vacuumed (as
-autovacuum leaves a database that has run a while: freshly loaded rows cost their first reader
+``<home>/bench/sample-<scale>-<generator hash>``), its alerts raised at the sample's export time, then
+vacuumed (as autovacuum leaves a database that has run a while: freshly loaded rows cost their first reader
 the writes of their hint bits). Each figure is the median of three runs; each baseline runs once.
 
 - Area export of a day: :func:`gridwatch.layers.evidence.export_evidence` of the top command unit
