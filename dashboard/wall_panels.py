@@ -16,8 +16,9 @@ from gridwatch.layers.style import style_layer_ids
 
 __all__ = ["kpi_strip", "banner", "scope_options", "layer_options", "local_time", "legend", "signed_in_as",
            "clock", "hover_strings"]
-# The catalog layers the legend keys, under its own heading each.
-LEGEND_LAYERS = {"grids": "legend_grids", "segments": "legend_segments", "lines": "legend_lines"}
+# The catalog layers the legend keys, each under its heading, in that many columns.
+LEGEND_LAYERS = {"grids": ("legend_grids", 2), "segments": ("legend_segments", 2), "lines": ("legend_lines", 2),
+                 "incidents": ("legend_incidents", 5)}
 
 _INDENT = "\u2003"  # em space
 
@@ -138,10 +139,11 @@ def legend(*, lang: str, lookback_h: float, limits_h: dict[str, float], silent_a
         row(html.Span(className="key dot ring", style={"background": "transparent", "borderColor": FOUND_COLOUR}),
             t("found_key", lang)),
     ])]
-    for layer_id, title in LEGEND_LAYERS.items():
+    for layer_id, (title, columns) in LEGEND_LAYERS.items():
         layer = get_layer(layer_id)
-        sections += [html.Div(t(title, lang), className="legend-title"), html.Div(className="legend-keys", children=[
-            row(_swatch_key(layer, swatch), label(swatch.label)) for swatch in layer.legend])]
+        sections += [html.Div(t(title, lang), className="legend-title"), html.Div(
+            className="legend-keys", style={"gridTemplateColumns": f"repeat({columns}, 1fr)"}, children=[
+                row(_swatch_key(layer, swatch), label(swatch.label)) for swatch in layer.legend])]
     limits = ", ".join(f"{t(f'zone_{kind}', lang)} {hours:g} h" for kind, hours in limits_h.items())
     sections.append(html.Div(t("legend_window", lang, h=f"{lookback_h:g}", limits=limits), className="legend-note"))
     return html.Div(sections, className="legend", id="wall-legend")

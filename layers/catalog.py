@@ -32,7 +32,10 @@ COVERAGE_COLOURS = {"fresh": "#22c55e", "due": "#facc15", "overdue": "#ef4444", 
 SEGMENT_COLOURS = {"patrolled": COVERAGE_COLOURS["fresh"], "watched": "#2dd4bf",
                    "overdue": COVERAGE_COLOURS["overdue"], "unknown": COVERAGE_COLOURS["unknown"]}
 LINE_COLOURS = {1: "#e879f9", 2: "#fb923c", 3: "#93c5fd"}
-SEVERITY_COLOURS = {1: "#a3e635", 2: "#facc15", 3: "#fb923c", 4: "#ef4444"}  # 4 is the most severe
+# Incidents are the brightest marks on the map, brighter (and larger) the more severe (4 the most), in
+# greys no coverage, line, zone or unit colour uses; a closed one fades for the 24 h it stays.
+SEVERITY_COLOURS = {1: "#94a3b8", 2: "#cbd5e1", 3: "#e2e8f0", 4: "#ffffff"}
+CLOSED_INCIDENT_COLOUR = "rgba(71, 85, 105, 0.5)"
 ZONE_COLOURS = {"border_closed": "#a855f7", "port_control": "#0ea5e9"}  # other kinds: outline only
 
 
@@ -319,12 +322,15 @@ CATALOG: tuple[Layer, ...] = (
         styles=({"part": "dot", "type": "circle", "paint": {
             "circle-radius": ["interpolate", ["linear"], ["zoom"], 6, ["+", 3, ["get", "severity"]],
                               13, ["+", 6, ["*", 2, ["get", "severity"]]]],
-            "circle-color": ["case", ["==", ["get", "status"], "closed"], "rgba(71, 85, 105, 0.5)",
+            "circle-color": ["case", ["==", ["get", "status"], "closed"], CLOSED_INCIDENT_COLOUR,
                              _match("severity", SEVERITY_COLOURS, "#ffffff")],
             "circle-opacity": 0.95,
-            "circle-stroke-color": "#fff7ed",
-            "circle-stroke-width": ["case", ["==", ["get", "status"], "reported"], 2.5, 1]}},),
+            "circle-stroke-color": "#0b1220",
+            "circle-stroke-width": 1.5}},),
         popup=("kind", "severity", "status", "reported_at"),
+        legend=(*_swatches("dot", "circle-color", "severity", SEVERITY_COLOURS,
+                           {n: f"severity_key_{n}" for n in sorted(SEVERITY_COLOURS, reverse=True)}, shape="dot"),
+                Swatch("dot", "circle-color", CLOSED_INCIDENT_COLOUR, "incident_closed_key", "dot", "status", "closed")),
     ),
 )
 

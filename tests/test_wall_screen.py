@@ -88,12 +88,21 @@ def _rgb(colour: str) -> tuple[int, int, int]:
 
 
 def _paint(value, props: dict):
-    """The value a MapLibre paint takes for a feature with ``props``: a constant or a ``match`` on a property."""
+    """The value a MapLibre paint takes for a feature with ``props``: a constant, a ``match`` on a property,
+    or a ``case`` of property equalities over those."""
     if isinstance(value, list) and value[0] == "match":
         _, (_get, prop), *pairs = value
         default, pairs = pairs[-1], pairs[:-1]
-        return next((out for key, out in zip(pairs[::2], pairs[1::2]) if key == props.get(prop)), default)
-    assert isinstance(value, str), f"legend keys only constant or match paint, not {value}"
+        return _paint(next((out for key, out in zip(pairs[::2], pairs[1::2]) if key == props.get(prop)), default),
+                      props)
+    if isinstance(value, list) and value[0] == "case":
+        *branches, default = value[1:]
+        for (op, (_get, prop), wanted), out in zip(branches[::2], branches[1::2]):
+            assert op == "==", f"legend keys only equality cases, not {op}"
+            if props.get(prop) == wanted:
+                return _paint(out, props)
+        return _paint(default, props)
+    assert isinstance(value, str), f"legend keys only constant, match or case paint, not {value}"
     return value
 
 
@@ -114,7 +123,7 @@ def test_every_legend_key_is_the_paint_of_the_map(wall):
         label: k.parentElement.textContent.trim()}))""")
     style = {layer["id"]: layer for layer in page.evaluate(f"() => {MAP}.getStyle().layers")}
     catalogued = [k for k in keys if k["layer"]]
-    assert {k["layer"] for k in catalogued} >= {"grids-fill", "segments-line", "lines-line1"}
+    assert {k["layer"] for k in catalogued} >= {"grids-fill", "segments-line", "lines-line1", "incidents-dot"}
     for key in catalogued:
         props = {key["prop"]: json.loads(key["value"])} if key["prop"] else {}
         assert _rgb(key["colour"]) == _rgb(_paint(style[key["layer"]]["paint"][key["paint"]], props)), key
