@@ -1,4 +1,4 @@
-/* The dispatcher's desk, browser side: select a gap, fit the map to it and its route, replay.
+/* The dispatcher's desk, browser side: select a gap, draw its route and fit the map to it, replay.
  * Uses window.gridwatch.cameraFor (wall.js); nothing here talks to another origin. */
 (function () {
   "use strict";
@@ -15,35 +15,57 @@
 
   function stride(frames) { return Math.max(1, Math.ceil(frames.length / REPLAY_TICKS)); }
 
+  /* The operations that fit the map to [west, south, east, north]: center, zoom and a new uirevision
+   * (none while the map is not there). */
+  function fitting(bounds) {
+    var el = document.getElementById("dispatch-map");
+    if (!bounds || !el || !window.gridwatch) { return []; }
+    var camera = window.gridwatch.cameraFor(bounds, el.clientWidth, el.clientHeight, 30);
+    return [assign(["layout", "map", "center"], camera.center), assign(["layout", "map", "zoom"], camera.zoom),
+            assign(["layout", "uirevision"], bounds.join(","))];
+  }
+
+  /* After the next frame is painted: the map's work waits until the list the dispatcher looks at is shown. */
+  function afterPaint() {
+    return new Promise(function (resolve) { requestAnimationFrame(function () { setTimeout(resolve, 0); }); });
+  }
+
+  /* A press on a target row selects its target (the kept row: key, label, point, bounds) at once and
+   * marks the row. The listener is on the document, not on the rows: a press still counts while the
+   * list is drawn anew under it, and the press costs no callback of its own. */
+  function select(event) {
+    var tr = event.button === 0 && event.target.closest && event.target.closest("#dispatch-targets tr.pick");
+    var api = window.dash_component_api, set = window.dash_clientside && window.dash_clientside.set_props;
+    if (!tr || !api || !set) { return; }
+    var key = JSON.parse(tr.id).key;
+    var kept = api.getLayout("dispatch-rows");
+    var row = ((kept && kept.props.data) || []).find(function (r) { return r.key === key; });
+    if (!row) { return; }
+    document.querySelectorAll("#dispatch-targets tr.selected").forEach(function (el) {
+      el.classList.remove("selected");
+    });
+    tr.classList.add("selected");
+    set("dispatch-target", { data: row });
+  }
+
+  document.addEventListener("pointerdown", select, true);
+
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     dispatch: {
-      /* A click on a target row selects its target (kept rows: key, label, point, bounds) and marks
-       * the row, with no round trip: the nearest units are asked for at once, the list is not redrawn. */
-      select: function (clicks, rows) {
-        var no = window.dash_clientside.no_update;
-        var fired = window.dash_clientside.callback_context.triggered[0];
-        if (!fired || !fired.value || !rows) { return no; }
-        var id = fired.prop_id.slice(0, fired.prop_id.lastIndexOf("."));
-        var key = JSON.parse(id).key;
-        var row = rows.find(function (r) { return r.key === key; });
-        if (!row) { return no; }
-        document.querySelectorAll("#dispatch-targets tr.selected").forEach(function (tr) {
-          tr.classList.remove("selected");
-        });
-        var clicked = document.getElementById(id);
-        if (clicked) { clicked.classList.add("selected"); }
-        return row;
-      },
-      /* Fit the map to [west, south, east, north]: center, zoom and a new uirevision. */
+      /* Fit the map to [west, south, east, north] (the jurisdiction as the page opens). */
       fit: function (bounds) {
-        var el = document.getElementById("dispatch-map");
-        if (!bounds || !el || !window.gridwatch) { return window.dash_clientside.no_update; }
-        var camera = window.gridwatch.cameraFor(bounds, el.clientWidth, el.clientHeight, 30);
-        return patch([
-          assign(["layout", "map", "center"], camera.center),
-          assign(["layout", "map", "zoom"], camera.zoom),
-          assign(["layout", "uirevision"], bounds.join(","))
-        ]);
+        var operations = fitting(bounds);
+        return operations.length ? patch(operations) : window.dash_clientside.no_update;
+      },
+      /* The chosen unit's route, the target and the ranked units (traces from route.first on), and the
+       * map fitted to them, in one figure patch drawn once the nearest-units list is painted. */
+      route: async function (route) {
+        if (!route) { return window.dash_clientside.no_update; }
+        await afterPaint();
+        var operations = route.traces.map(function (trace, offset) {
+          return assign(["data", route.first + offset], trace);
+        });
+        return patch(operations.concat(fitting(route.bounds)));
       },
       /* Start (or restart) the replay when there is a track. */
       play: function (n, frames) {

@@ -3,8 +3,10 @@
 ``/dispatch?unit=CODE&lang=zh``. A click on a gap (or an open incident) ranks
 the available units by travel time for their kind, draws the route of the
 chosen one and fits the map to the gap, the unit and the route. The row is
-selected in the browser, so the click costs one request (the road graph is
-built while the page opens, not on the first click). Gaps are ranked by
+selected in the browser as it is pressed, so the press costs one request (the
+road graph is built while the page opens, not on the first click), and that
+answer is the list alone: the route and the fit are drawn on the map by the
+browser once the list is shown, as one patch of the figure. Gaps are ranked by
 urgency (how far past its zone's limit, relative to the limit). Alerts refresh
 every ``alert_refresh_s`` (10 s), grouped by kind and place, and are
 acknowledged one by one or a group at a time by the signed-in account (a
@@ -92,6 +94,7 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
         dcc.Store(id="dispatch-rows"),
         dcc.Store(id="dispatch-target"),
         dcc.Store(id="dispatch-ranked"),
+        dcc.Store(id="dispatch-route"),
         dcc.Store(id="dispatch-frames"),
         dcc.Store(id="dispatch-acked"),
         dcc.Store(id="dispatch-acked-group"),
@@ -139,7 +142,8 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
                 ]),
                 html.Section(className="panel nearest", children=[
                     html.H2(t("nearest_title", lang)),
-                    html.Div(id="dispatch-nearest", className="panel-body"),
+                    html.Div(nearest_update(ctx, None, lang=lang, unit=None).panel, id="dispatch-nearest",
+                             className="panel-body"),
                 ]),
                 html.Section(className="panel alerts-panel", children=[
                     html.H2(t("alerts_title", lang)),
@@ -173,25 +177,22 @@ def refresh_targets(_tick, mode: str, unit: str | None, zone: str | None, target
 
 
 @callback(
-    Output("dispatch-nearest", "children"), Output("dispatch-ranked", "data"),
-    Output("dispatch-map", "figure", allow_duplicate=True), Output("dispatch-fit", "data", allow_duplicate=True),
+    Output("dispatch-nearest", "children"), Output("dispatch-ranked", "data"), Output("dispatch-route", "data"),
     Input("dispatch-target", "data"), Input({"type": "dispatch-unit-row", "index": ALL}, "n_clicks"),
-    State("dispatch-ranked", "data"), State("dispatch-lang", "data"), prevent_initial_call="initial_duplicate",
+    State("dispatch-ranked", "data"), State("dispatch-lang", "data"), prevent_initial_call=True,
 )
 def nearest(target: dict | None, _clicks, ranked: list[dict] | None, lang: str):
-    """On a new target: rank the units and draw the best route; on a unit row: draw its route. The map
-    is fitted to the target, the unit and its route."""
+    """On a new target: rank the units; on a unit row: choose it. The list is answered alone; its route
+    (traces from ``first``) and the bounds to fit (the target, the unit, the route) go to the browser's
+    ``route``, which draws them on the map once the list is shown."""
     chosen = dash.ctx.triggered_id["index"] if isinstance(dash.ctx.triggered_id, dict) else None
     if chosen is not None and not _clicked():
-        return dash.no_update, dash.no_update, dash.no_update, dash.no_update
+        return dash.no_update, dash.no_update, dash.no_update
     update = nearest_update(context(), target, lang=lang, unit=scope_code(None),
                             ranked=ranked if chosen is not None else None, chosen=chosen or 0)
     if update is None:
-        return dash.no_update, dash.no_update, dash.no_update, dash.no_update
-    patched = dash.Patch()
-    for offset, trace in enumerate(update.traces):
-        patched["data"][TRACES.index("route") + offset] = trace
-    return update.panel, update.ranked, patched, update.fit or dash.no_update
+        return dash.no_update, dash.no_update, dash.no_update
+    return update.panel, update.ranked, {"first": TRACES.index("route"), "traces": update.traces, "bounds": update.fit}
 
 
 @callback(
@@ -291,14 +292,14 @@ def replay(choice: int | str | None, hours: int, minutes_back: int, lang: str):
     return patched, update.frames, update.note
 
 
-clientside_callback(ClientsideFunction("dispatch", "select"), Output("dispatch-target", "data"),
-                    Input({"type": "dispatch-target-row", "key": ALL}, "n_clicks"), State("dispatch-rows", "data"),
-                    prevent_initial_call=True)
 clientside_callback(ClientsideFunction("gridwatch", "whenDrawn"), Output("dispatch-live-due", "data"),
                     Input("dispatch-live-tick", "n_intervals"), State("dispatch-map", "id"), prevent_initial_call=True)
 clientside_callback(ClientsideFunction("dispatch", "fit"),
                     Output("dispatch-map", "figure", allow_duplicate=True), Input("dispatch-fit", "data"),
                     prevent_initial_call="initial_duplicate")
+clientside_callback(ClientsideFunction("dispatch", "route"),
+                    Output("dispatch-map", "figure", allow_duplicate=True), Input("dispatch-route", "data"),
+                    prevent_initial_call=True)
 clientside_callback(ClientsideFunction("dispatch", "play"),
                     Output("dispatch-replay-tick", "disabled"), Output("dispatch-replay-tick", "n_intervals"),
                     Input("dispatch-play", "n_clicks"), State("dispatch-frames", "data"), prevent_initial_call=True)
