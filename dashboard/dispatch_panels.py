@@ -1,7 +1,8 @@
 """The dispatcher's panels and map traces as plain functions of query results.
 
 Lists are ``html.Table`` rows whose ids are pattern-matched by the page's
-callbacks (``dispatch-target-row``, ``dispatch-unit-row``, ``dispatch-ack``, ``dispatch-ack-group``).
+callbacks (``dispatch-unit-row``, ``dispatch-ack``, ``dispatch-ack-group``) or
+read by its script on a press (``dispatch-target-row``, ``assets/dispatch.js``).
 Traces come in :data:`TRACES` order so that callbacks replace them one by one
 with a ``dash.Patch``.
 """

@@ -92,6 +92,7 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
         dcc.Store(id="dispatch-fit", data=_home()),
         dcc.Store(id="dispatch-live-due"),
         dcc.Store(id="dispatch-rows"),
+        dcc.Store(id="dispatch-targets-shown"),
         dcc.Store(id="dispatch-target"),
         dcc.Store(id="dispatch-ranked"),
         dcc.Store(id="dispatch-route"),
@@ -164,16 +165,22 @@ def _clicked() -> bool:
 
 
 @callback(
-    Output("dispatch-targets", "children"), Output("dispatch-rows", "data"),
+    Output("dispatch-targets", "children"), Output("dispatch-rows", "data"), Output("dispatch-targets-shown", "data"),
     Input("dispatch-slow-tick", "n_intervals"), Input("dispatch-mode", "value"), Input("dispatch-scope", "value"),
-    Input("dispatch-zone", "value"), State("dispatch-target", "data"), State("dispatch-lang", "data"),
+    Input("dispatch-zone", "value"), State("dispatch-target", "data"), State("dispatch-targets-shown", "data"),
+    State("dispatch-lang", "data"),
 )
-def refresh_targets(_tick, mode: str, unit: str | None, zone: str | None, target: dict | None, lang: str):
-    """Every slow tick and on a filter change: the gap list (or the open incidents). A click marks its row
-    in the browser: the list is not made again for it."""
+def refresh_targets(_tick, mode: str, unit: str | None, zone: str | None, target: dict | None, shown: str | None,
+                    lang: str):
+    """Every slow tick and on a filter change: the gap list (or the open incidents), sent and drawn only when
+    it changed, so the desk does not redraw a long list it already shows. A press marks its row in the
+    browser: the list is not made again for it."""
     update = targets_update(context(), mode=mode, unit=scope_code(unit), zone_kind=zone, lang=lang,
                             selected=target["key"] if target else None)
-    return (dash.no_update, dash.no_update) if update is None else (update.table, update.rows)
+    digest = None if update is None else panel_digest([update.table, update.rows])
+    if digest in (None, shown):
+        return dash.no_update, dash.no_update, dash.no_update
+    return update.table, update.rows, digest
 
 
 @callback(
