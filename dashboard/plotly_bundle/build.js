@@ -54,6 +54,13 @@ const ON_ERROR_LOGGED = `proto.rejectOnError = function () {
 };
 `;
 
+// plotly draws a new map's traces once MapLibre fires 'load': the style and every tile of the first
+// view loaded and drawn. The traces' own sources are then made, parsed and drawn one after the
+// other, after the tiles. They are added once the style is loaded instead, so they load beside the
+// tiles (in a software-rendered browser each frame drawn while loading costs hundreds of ms).
+const ON_LOAD = "map.once('load', resolve);";
+const ON_STYLE_LOAD = "map.once('style.load', resolve);";
+
 /* ``source`` with each ``from`` replaced by ``to``; fails when ``from`` does not occur ``count`` times. */
 function replaced(path, source, from, to, count) {
     const found = typeof from === 'string' ? source.split(from).length - 1 : (source.match(new RegExp(from, 'g')) || []).length;
@@ -68,6 +75,7 @@ function patched(path, source) {
         source = replaced(path, source, ON_RENDER, ON_RENDER_OR_CHECK, 1);
         source = replaced(path, source, ON_RENDER_END, ON_RENDER_OR_CHECK_END, 1);
         source = replaced(path, source, ON_ERROR, ON_ERROR_LOGGED, 1);
+        source = replaced(path, source, ON_LOAD, ON_STYLE_LOAD, 1);
     }
     return source;
 }
