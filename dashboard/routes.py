@@ -22,7 +22,7 @@ from gridwatch.layers.glyphs import FONTSTACK, glyph_range, glyphs_available
 from gridwatch.layers.plan import townships
 from gridwatch.layers.queries import jurisdiction_bounds, live_units
 from gridwatch.layers.style import build_style
-from gridwatch.layers.tiles import group_tile, tile
+from gridwatch.layers.tiles import LIVE_GROUPS, group_tile, tile
 
 __all__ = ["routes"]
 
@@ -115,7 +115,7 @@ def vector_tile_group(group: str, z: str, x: str, y: str) -> flask.Response:
     ctx = context()
     known = ctx.known.read(("group", group, *address), lambda: group_tile(ctx.engine, group, *address, cache=ctx.tiles))
     return _as_of(_cached(known.value, "application/vnd.mapbox-vector-tile",
-                          max_age=0 if group == "live" else STATIC_MAX_AGE), known)
+                          max_age=0 if group in LIVE_GROUPS else STATIC_MAX_AGE), known)
 
 
 @routes.get("/glyphs/<fontstack>/<int:start>-<int:end>.pbf")

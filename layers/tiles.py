@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from gridwatch.layers.catalog import CATALOG, PRESENT_TABLES, Layer, UnknownLayerError, get_layer, with_tables
 from gridwatch.layers.lru import BytesLru
 
-__all__ = ["tile", "group_tile", "group_of", "TILE_GROUPS", "tiles_covering", "TileNotFound", "check_tile_address",
-           "TileCache", "MAX_ZOOM", "EXTENT"]
+__all__ = ["tile", "group_tile", "group_of", "TILE_GROUPS", "LIVE_GROUPS", "tiles_covering", "TileNotFound",
+           "check_tile_address", "TileCache", "MAX_ZOOM", "EXTENT"]
 
 MAX_ZOOM = 22
 EXTENT = 4096
@@ -140,14 +140,18 @@ def tile(engine: sa.Engine, layer_id: str, z: int, x: int, y: int, *, cache: Til
     return data
 
 
-# The map fetches two tiles per address, not one per layer: the static layers and
-# the live ones (refetched as coverage changes). MVT layers concatenate.
-TILE_GROUPS = ("static", "live")
-
-
 def group_of(layer: Layer) -> str:
-    """The tile group a layer is served in."""
-    return "live" if layer.live else "static"
+    """The tile group a layer is served in: its static or live tiles, and apart from the others when
+    the map opens with it hidden. MapLibre fetches no tile of a source whose layers are all hidden, so
+    such a layer's tiles are built and fetched only once it is turned on."""
+    kind = "live" if layer.live else "static"
+    return kind if layer.visible else f"{kind}_hidden"
+
+
+# The map fetches one tile per group and address, not one per layer (MVT layers concatenate): the
+# static layers, the live ones (refetched as coverage changes), each apart when hidden as the map opens.
+TILE_GROUPS = tuple(dict.fromkeys(group_of(layer) for layer in CATALOG))
+LIVE_GROUPS = frozenset(group_of(layer) for layer in CATALOG if layer.live)
 
 
 def group_tile(engine: sa.Engine, group: str, z: int, x: int, y: int, *, cache: TileCache | None = None) -> bytes:

@@ -48,6 +48,7 @@ class Watch:
     """What the page did that a test may want to fail on."""
 
     offsite: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)  # of our own origin, the page's and its workers'
     console_errors: list[str] = field(default_factory=list)
     csp_violations: list[str] = field(default_factory=list)
 
@@ -74,6 +75,7 @@ def offline_page(base_url: str, *, account: tuple[str, str] | dict, viewport: tu
     def route(r):
         url = r.request.url
         if url.startswith(origin + "/") or url == origin:
+            watch.requests.append(url)
             r.continue_()
         else:
             watch.offsite.append(url)

@@ -103,15 +103,19 @@ def test_style_references_only_catalog_layers():
     json.dumps(style)
     catalog_ids = {layer.id for layer in CATALOG}
     assert style["version"] == 8 and style["glyphs"].startswith("http://127.0.0.1:1/glyphs/")
-    # Two tile sources (static and live layers), each tile holding its layers as source-layers.
-    assert style["sources"].keys() == {"static", "live"}
+    # A tile source per group (static and live layers, the layers the map opens hidden apart), each
+    # tile holding its layers as source-layers.
+    assert style["sources"].keys() == {"static", "live", "live_hidden"}
     assert all(src["tiles"][0].startswith("http://127.0.0.1:1/tiles/group/") for src in style["sources"].values())
     ids = [spec["id"] for spec in style["layers"]]
     assert len(ids) == len(set(ids)) and ids[0] == "background"
     live = {layer.id for layer in CATALOG if layer.live}
+    hidden = {layer.id for layer in CATALOG if not layer.visible}
+    assert hidden, "the catalog has a layer the map opens hidden"
     for spec in style["layers"][1:]:
         assert spec["source-layer"] in catalog_ids
-        assert spec["source"] == ("live" if spec["source-layer"] in live else "static")
+        group = "live" if spec["source-layer"] in live else "static"
+        assert spec["source"] == (f"{group}_hidden" if spec["source-layer"] in hidden else group)
         assert spec["metadata"]["gridwatch:layer"] == spec["source-layer"]
     expected = [i for layer in CATALOG for i in style_layer_ids(layer, labels=True)]
     assert sorted(ids[1:]) == sorted(expected)

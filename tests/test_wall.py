@@ -69,9 +69,12 @@ def test_map_draws_every_layer_offline(wall, region, artifacts):
     time.sleep(2)  # let labels and the first live update settle
     page.wait_for_function(READY)
     page.screenshot(path=str(artifacts / "wall.png"))
+    hidden_tiles = [url for url in watch.requests if "/tiles/group/live_hidden/" in url]
+    assert not hidden_tiles, f"tiles of layers the wall opens hidden were fetched: {hidden_tiles}"
     page.locator("#wall-layers label", has_text="H3 coverage").click()
     page.wait_for_function(f"() => {MAP}.getLayoutProperty('hexes-fill', 'visibility') === 'visible'")
     page.wait_for_function(READY)
+    assert any("/tiles/group/live_hidden/" in url for url in watch.requests)
     ids = [layer.id for layer in available_layers(region) if layer.styles or glyphs_available()]
     counts = page.evaluate(RENDERED, ids)
     assert all(counts[i] > 0 for i in ids), counts
