@@ -101,7 +101,9 @@ class Layer:
     ``styles`` are MapLibre style-layer specs without ``id``/``source``; each has
     an ``"id"`` suffix under the key ``"part"``. ``popup`` names the properties
     the hover panel shows (each labelled by the string ``field_<name>``); ``legend`` the keys the
-    wall's legend draws, from the same colours as the styles. ``live`` layers are refetched every refresh. The source's rows
+    wall's legend draws, from the same colours as the styles. ``label`` names the features: one text
+    ``size`` and ``colour`` from ``minzoom``, or, with ``by`` (a property) and ``bands`` (its value ->
+    size, colour, minzoom, maxzoom), a label part per value. ``live`` layers are refetched every refresh. The source's rows
     change only with a write to its :attr:`tables`, and, when ``time_key`` (an SQL
     expression) is given, when its value changes: rows that leave the source by time alone.
     """
@@ -280,13 +282,10 @@ CATALOG: tuple[Layer, ...] = (
         kind="point", group="boundaries", styles=(),
         popup=("name", "code", "level"),
         label={
-            # each level names itself only in its own zoom band (size 0 takes no room)
-            "size": ["step", ["zoom"], _match("level", {"prefecture": 22}, 0),
-                     7, _match("level", {"county": 18}, 0),
-                     9.5, _match("level", {"township": 15}, 0),
-                     11.5, _match("level", {"station": 13}, 0)],
-            "colour": _match("level", {"prefecture": "#f8fafc", "county": "#f1f5f9", "township": "#cbd5e1"},
-                             "#94a3b8"),
+            # Each level names itself only in its own zoom band, one label part per level with constant
+            # size and colour: the map lays out only the level its zoom shows, on the plainest text shader.
+            "by": "level", "bands": {"prefecture": (22, "#f8fafc", 0, 7), "county": (18, "#f1f5f9", 7, 9.5),
+                                     "township": (15, "#cbd5e1", 9.5, 11.5), "station": (13, "#94a3b8", 11.5, 24)},
             "placement": "center", "minzoom": 0,
         },
     ),

@@ -20,23 +20,33 @@ BACKGROUND = "#0b1220"
 
 def style_layer_ids(layer: Layer, *, labels: bool) -> list[str]:
     """The ids of the style layers that draw one catalog layer."""
-    ids = [f"{layer.id}-{spec['part']}" for spec in layer.styles]
-    return ids + [f"{layer.id}-label"] if labels and layer.label else ids
+    parts = [*layer.styles, *(_labels(layer, "en") if labels else [])]
+    return [f"{layer.id}-{spec['part']}" for spec in parts]
 
 
-def _label(layer: Layer, lang: str) -> dict[str, Any]:
-    spec = layer.label or {}
+def _labels(layer: Layer, lang: str) -> list[dict[str, Any]]:
+    """The symbol parts naming a layer's features: one, or one per band of the label's ``by`` property."""
+    spec = layer.label
+    if spec is None:
+        return []
     name = ["get", "name"] if lang == "zh" else ["coalesce", ["get", "name_en"], ["get", "name"]]
     offset = spec["placement"] == "offset"
-    return {
-        "type": "symbol", "minzoom": spec["minzoom"],
-        "layout": {
-            "text-field": name, "text-font": [FONTSTACK], "text-size": spec["size"],
-            "text-anchor": "top" if offset else "center", "text-offset": [0, 0.6] if offset else [0, 0],
-            "text-max-width": 9, "text-padding": 4,
-        },
-        "paint": {"text-color": spec["colour"], "text-halo-color": BACKGROUND, "text-halo-width": 1.6},
-    }
+
+    def part(suffix: str, size: float, colour: str, **zooms: Any) -> dict[str, Any]:
+        return {
+            "part": f"label{suffix}", "type": "symbol", **zooms,
+            "layout": {
+                "text-field": name, "text-font": [FONTSTACK], "text-size": size,
+                "text-anchor": "top" if offset else "center", "text-offset": [0, 0.6] if offset else [0, 0],
+                "text-max-width": 9, "text-padding": 4,
+            },
+            "paint": {"text-color": colour, "text-halo-color": BACKGROUND, "text-halo-width": 1.6},
+        }
+
+    if "bands" not in spec:
+        return [part("", spec["size"], spec["colour"], minzoom=spec["minzoom"])]
+    return [{**part(f"-{value}", size, colour, minzoom=low, maxzoom=high), "filter": ["==", ["get", spec["by"]], value]}
+            for value, (size, colour, low, high) in spec["bands"].items()]
 
 
 def _style_layers(layer: Layer, specs: list[dict[str, Any]], *, hidden: bool, lang: str) -> list[dict[str, Any]]:
@@ -68,7 +78,7 @@ def build_style(
 
     ``base_url`` is our server's root (``http://host:port``); MapLibre needs
     absolute tile and glyph URLs. ``hidden`` layers start with visibility none
-    (by default the catalog's hidden ones). Labels are drawn above every layer.
+    (by default the catalog's hidden ones). Labels are drawn above every layer, the catalog's first on top.
     ``bounds`` (west, south, east, north) is where the data is: the map asks for
     no tile outside it.
     """
@@ -91,10 +101,11 @@ def build_style(
     for layer in layers:
         is_hidden = layer.id in hidden if hidden is not None else not layer.visible
         style_layers += _style_layers(layer, list(layer.styles), hidden=is_hidden, lang=lang)
-        if labels and layer.label:
-            label_layers += _style_layers(layer, [{"part": "label", **_label(layer, lang)}], hidden=is_hidden,
-                                          lang=lang)
-    style_layers += label_layers
+        if labels:
+            label_layers += _style_layers(layer, _labels(layer, lang), hidden=is_hidden, lang=lang)
+    # The first catalog layer's labels on top: MapLibre places the top labels first, so where labels
+    # collide the command units' names win over the settlements'.
+    style_layers += label_layers[::-1]
     style: dict[str, Any] = {"version": 8, "name": "gridwatch", "sources": sources, "layers": style_layers}
     if labels:
         style["glyphs"] = f"{base_url}/glyphs/{{fontstack}}/{{range}}.pbf"
