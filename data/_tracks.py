@@ -128,7 +128,14 @@ def build_units(
     n_grids = grid["station_code"].value_counts().reindex(stations["code"], fill_value=0).to_numpy()
     weight = (n_grids + 2.0) * np.where(stations["is_border"].to_numpy(), 1.5, 1.0)
     weight[stations["parent_code"].to_numpy() == plan.short_township] = 0.0
-    patrol_station = rng.choice(len(stations), size=n_rest, p=weight / weight.sum())
+    # As a roster shares patrols out: each station its share by weight (largest remainders), its first
+    # patrols vehicles, so every station with a share has a vehicle round of its grids.
+    share = weight / weight.sum() * n_rest
+    quota = np.floor(share).astype(np.int64)
+    quota[np.lexsort((rng.random(len(share)), quota - share))[: n_rest - quota.sum()]] += 1
+    patrol_station = np.repeat(np.arange(len(stations)), quota)
+    rank = np.arange(n_rest) - np.repeat(np.cumsum(quota) - quota, quota)
+    patrol_station = patrol_station[np.lexsort((rng.random(n_rest), rank))]
     kind = np.array(["checkpoint"] * n_crew + ["post"] * n_post + ["drone"] * n_drone
                     + ["vehicle"] * (len(border_vehicle) + n_vehicle) + ["foot"] * (n_rest - n_vehicle), dtype=object)
     station = np.concatenate([
