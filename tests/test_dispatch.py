@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -282,30 +283,39 @@ def test_clicking_a_gap_lists_units_and_fits_the_gap_the_unit_and_the_route(desk
     assert not watch.console_errors, "\n".join(watch.console_errors)
 
 
-@pytest.fixture()
-def churning_desk(desk, desk_app):
-    """The desk reloaded with its gap list drawn anew every 0.3 s; yields (page, how often it was sent)."""
+@contextmanager
+def _reloaded_desk(desk, desk_app, update: dict, output: str, ready: str):
+    """The desk reloaded with its settings changed by ``update``, once ``ready`` holds; yields (page, the
+    times a request for ``output`` was sent)."""
     page, watch, base = desk
     ctx = desk_app.server.extensions["gridwatch"]
     desk_app.server.extensions["gridwatch"] = WallContext(
-        engine=ctx.engine, settings=ctx.settings.model_copy(update={"refresh_s": 0.3}))
-    lists = []
+        engine=ctx.engine, settings=ctx.settings.model_copy(update=update))
+    sent_at = []
 
     def sent(request) -> None:
-        if "dispatch-targets.children" in (request.post_data or ""):
-            lists.append(time.monotonic())
+        if output in (request.post_data or ""):
+            sent_at.append(time.monotonic())
 
     page.on("request", sent)
     try:
         page.goto(f"{base}/dispatch")
-        page.wait_for_function(f"() => ({ROW_KEYS})().length > 2", timeout=60_000)
-        yield page, lists
+        page.wait_for_function(ready, timeout=60_000)
+        yield page, sent_at
     finally:
         page.remove_listener("request", sent)
         desk_app.server.extensions["gridwatch"] = ctx
     page.goto(f"{base}/dispatch")
     page.wait_for_function(READY, timeout=60_000)
     assert not watch.console_errors, "\n".join(watch.console_errors)
+
+
+@pytest.fixture()
+def churning_desk(desk, desk_app):
+    """The desk with its gap list drawn anew every 0.3 s; yields (page, when the list was sent)."""
+    with _reloaded_desk(desk, desk_app, {"refresh_s": 0.3}, "dispatch-targets.children",
+                        f"() => ({ROW_KEYS})().length > 2") as reloaded:
+        yield reloaded
 
 
 @pytest.mark.browser
@@ -372,28 +382,10 @@ def test_acknowledging_an_alert_stores_the_signed_in_account_and_when(desk, regi
 
 @pytest.fixture
 def fast_desk(desk, desk_app):
-    """The desk reloaded with its alert list refreshed every second; yields (page, times alert refreshes were sent)."""
-    page, watch, base = desk
-    ctx = desk_app.server.extensions["gridwatch"]
-    desk_app.server.extensions["gridwatch"] = WallContext(
-        engine=ctx.engine, settings=ctx.settings.model_copy(update={"alert_refresh_s": 1.0}))
-    refreshes = []
-
-    def sent(request) -> None:
-        if "dispatch-alerts.children" in (request.post_data or ""):
-            refreshes.append(time.monotonic())
-
-    page.on("request", sent)
-    try:
-        page.goto(f"{base}/dispatch")
-        page.locator("#dispatch-alerts li.unacked").first.wait_for(timeout=60_000)
-        yield page, refreshes
-    finally:
-        page.remove_listener("request", sent)
-        desk_app.server.extensions["gridwatch"] = ctx
-    page.goto(f"{base}/dispatch")
-    page.wait_for_function(READY, timeout=60_000)
-    assert not watch.console_errors, "\n".join(watch.console_errors)
+    """The desk with its alert list refreshed every second; yields (page, when alert refreshes were sent)."""
+    with _reloaded_desk(desk, desk_app, {"alert_refresh_s": 1.0}, "dispatch-alerts.children",
+                        "() => !!document.querySelector('#dispatch-alerts li.unacked')") as reloaded:
+        yield reloaded
 
 
 @pytest.mark.browser
