@@ -50,16 +50,22 @@ coverage AS (
     UNION ALL
     SELECT 'hex', to_hex(h3), NULL, NULL, NULL, NULL, last_visit, limit_h, 'social_surface', ST_Centroid(geom), geom
     FROM hex_coverage
+), zone_at AS (  -- driven from the few zones, so each zone's polygon is prepared once for every point
+    SELECT DISTINCT ON (kind, id) kind, id, zone_kind, limit_h FROM (
+        SELECT c.kind, c.id, z.kind AS zone_kind, l.limit_h
+        FROM zone z JOIN limits l ON l.kind = z.kind
+        CROSS JOIN LATERAL (SELECT kind, id FROM coverage c WHERE ST_Intersects(z.geom, c.pt) OFFSET 0) c
+        UNION ALL
+        SELECT kind, id, NULL, NULL FROM coverage
+    ) pairs
+    ORDER BY kind, id, zone_kind IS NULL, limit_h
 ), zoned AS (
-    SELECT c.*, z.kind AS zone_kind, coalesce(c.limit_h, z.limit_h, f.limit_h) AS limit_s_h
+    SELECT c.*, z.zone_kind, coalesce(c.limit_h, z.limit_h, f.limit_h) AS limit_s_h
     FROM coverage c
-    LEFT JOIN LATERAL (
-        SELECT z.kind, l.limit_h FROM zone z JOIN limits l ON l.kind = z.kind
-        WHERE ST_Intersects(z.geom, c.pt) ORDER BY l.limit_h LIMIT 1
-    ) z ON true
+    LEFT JOIN zone_at z ON z.kind = c.kind AND z.id = c.id
     LEFT JOIN limits f ON f.kind = c.fallback
     WHERE (CAST(:unit AS text) IS NULL OR EXISTS (SELECT 1 FROM scope WHERE ST_Intersects(scope.geom, c.pt)))
-      AND (CAST(:zone_kind AS text) IS NULL OR z.kind = CAST(:zone_kind AS text))
+      AND (CAST(:zone_kind AS text) IS NULL OR z.zone_kind = CAST(:zone_kind AS text))
 ), judged AS (
     SELECT *, coalesce(extract(epoch FROM CAST(:now AS timestamptz) - last_visit), :lookback_h * 3600)
               - limit_s_h * 3600 AS overdue_s
