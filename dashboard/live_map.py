@@ -111,12 +111,12 @@ def _hover(units: pd.DataFrame, *, lang: str, timezone: str, now: pd.Timestamp) 
 
 def live_traces(
     units: pd.DataFrame, trail: pd.DataFrame | None, *, lang: str, timezone: str, found: str | None = None,
-    now: pd.Timestamp | None = None,
+    now: pd.Timestamp | None = None, scale: float = 1.0,
 ) -> list[dict[str, Any]]:
     """The live traces, in :data:`TRACES` order, for units and their trails.
 
     The unit with the callsign ``found`` gets a ring; ``now`` (default: the clock) dates the fixes'
-    ages in the tooltips. Each marker's ``customdata`` is its callsign and its legend class (its kind,
+    ages in the tooltips; marker sizes and line widths are times ``scale`` (larger screens). Each marker's ``customdata`` is its callsign and its legend class (its kind,
     or ``silent``).
 
     ``trail=None`` leaves out the trails and the heading ticks (too many units to draw them legibly).
@@ -145,19 +145,19 @@ def live_traces(
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     return [
         {"type": "scattermap", "name": "trail", "mode": "lines", "lon": trail_lon, "lat": trail_lat,
-         "line": {"color": "rgba(226,232,240,0.55)", "width": 2}, "hoverinfo": "skip"},
+         "line": {"color": "rgba(226,232,240,0.55)", "width": 2 * scale}, "hoverinfo": "skip"},
         {"type": "scattermap", "name": "heading", "mode": "lines",
          "lon": np.where(np.isnan(tick_lon), None, tick_lon).tolist(),
          "lat": np.where(np.isnan(tick_lat), None, tick_lat).tolist(),
-         "line": {"color": "#f8fafc", "width": 2.5}, "hoverinfo": "skip"},
+         "line": {"color": "#f8fafc", "width": 2.5 * scale}, "hoverinfo": "skip"},
         {"type": "scattermap", "name": "halo", "mode": "markers", "lon": lon[halo].tolist(),
          "lat": lat[halo].tolist(), "hoverinfo": "skip",
-         "marker": {"size": np.where(silent, 26, 24)[halo].tolist(),
+         "marker": {"size": (np.where(silent, 26, 24)[halo] * scale).tolist(),
                     "color": np.where(silent, HALO_COLOURS["silent"], HALO_COLOURS["responding"])[halo].tolist()}},
         {"type": "scattermap", "name": "found", "mode": "markers", "lon": lon[is_found].tolist(),
-         "lat": lat[is_found].tolist(), "hoverinfo": "skip", "marker": {"size": 44, "color": FOUND_COLOUR}},
+         "lat": lat[is_found].tolist(), "hoverinfo": "skip", "marker": {"size": 44 * scale, "color": FOUND_COLOUR}},
         {"type": "scattermap", "name": "units", "mode": "markers", "lon": lon.tolist(), "lat": lat.tolist(),
-         "marker": {"size": 13, "color": colours.tolist()},
+         "marker": {"size": 13 * scale, "color": colours.tolist()},
          "customdata": np.column_stack([units["callsign"].to_numpy(dtype=object), classes]).tolist(),
          "text": _hover(units, lang=lang, timezone=timezone, now=now).tolist(),
          "hovertemplate": "%{text}<extra></extra>"},

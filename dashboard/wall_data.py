@@ -79,9 +79,10 @@ def _live_reads(ctx: WallContext, code: str | None) -> tuple:
     return units, trail, data_status(ctx.engine, ctx.settings), feed_trouble(ctx.engine, ctx.settings)
 
 
-def live_update(ctx: WallContext, code: str | None, *, lang: str, found: str | None = None) -> LiveUpdate:
+def live_update(ctx: WallContext, code: str | None, *, lang: str, found: str | None = None,
+                scale: float = 1.0) -> LiveUpdate:
     """Units, trails and the data banner for the scope ``code`` (trails and ticks up to :data:`DETAIL_MAX_UNITS`),
-    the unit with the callsign ``found`` ringed.
+    the unit with the callsign ``found`` ringed, markers drawn ``scale`` times their size at 1080 lines.
 
     While the database is away: the last known units, and a banner saying since when they are shown.
     """
@@ -90,7 +91,7 @@ def live_update(ctx: WallContext, code: str | None, *, lang: str, found: str | N
     except DB_ERRORS:
         return LiveUpdate(None, banner("db_nothing", lang=lang))
     units, trail, status, feed = known.value
-    traces = live_traces(units, trail, lang=lang, timezone=ctx.settings.timezone, found=found)
+    traces = live_traces(units, trail, lang=lang, timezone=ctx.settings.timezone, found=found, scale=scale)
     tz = ctx.settings.timezone
     read_at = known.at.timestamp() * 1000
     if not known.fresh:

@@ -1,5 +1,5 @@
 """The wall as a watch floor reads it, in headless Chromium, offline: it fits every screen from
-1366x768 to 3840x2160 unscrolled, its legend is the map's paint, its clock runs, its tooltips
+1366x768 to 3840x2160 unscrolled with marks sized to the screen, its legend is the map's paint, its clock runs, its tooltips
 speak in words and a callsign search flies to the unit.
 """
 from __future__ import annotations
@@ -56,6 +56,11 @@ def test_the_wall_fits_the_screen_unscrolled(base, region, size, artifacts):
     width, height = size
     with offline_page(base, account=new_account(region), viewport=size) as (page, watch):
         _open(page, base)
+        # marks grow with the screen as its text does: twice their 1080-line size on a 4K wall
+        scale = max(1.0, min(height / 1080, width / 1920))
+        page.wait_for_function(f"(k) => ({UNITS}).marker.size === 13 * k", arg=scale, timeout=30_000)
+        page.wait_for_function(f"(k) => {MAP}?.getPaintProperty('incidents-dot', 'circle-stroke-width') === 1.5 * k",
+                               arg=scale, timeout=30_000)
         page.screenshot(path=str(artifacts / f"wall-{width}x{height}.png"))
         box = page.evaluate("""() => {
             const r = (el) => { const b = el.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; };

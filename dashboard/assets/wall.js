@@ -3,7 +3,7 @@
  * command unit, live vector layers are refetched each slow tick, a hover panel
  * shows the catalog's popup fields in words (a place: name, zone, last visit, overdue
  * by), the clock and the picture's age tick every second, a callsign search flies
- * to its unit, a live tick waits while the map still draws
+ * to its unit, marks grow with the screen as text does, a live tick waits while the map still draws
  * the last one, a map whose style failed to load asks again, and Dash's undo
  * history is kept short. Nothing here talks to another origin. */
 (function () {
@@ -16,10 +16,55 @@
     return sub && sub.map && sub.map.style && sub.map.style._loaded ? sub.map : null;
   }
 
+  /* How much larger than at 1080 lines marks are drawn: they follow the screen as the text does
+   * (wall.css's --u), twice as large on a 4K wall, never smaller than the style draws them. */
+  function markScale() { return Math.max(1, Math.min(window.innerHeight / 1080, window.innerWidth / 1920)); }
+
+  /* A size in a style (a number or an expression of one) times k: the outputs of interpolate, step,
+   * match and case, the terms of a sum, the first factor of a product, else the value times k. */
+  function scaled(value, k) {
+    if (typeof value === "number") { return value * k; }
+    if (!Array.isArray(value)) { return value; }
+    var op = value[0], rest;
+    if (op === "interpolate") {
+      return value.slice(0, 3).concat(value.slice(3).map(function (x, i) { return i % 2 ? scaled(x, k) : x; }));
+    }
+    if (op === "step") {
+      return value.slice(0, 2).concat(value.slice(2).map(function (x, i) { return i % 2 ? x : scaled(x, k); }));
+    }
+    if (op === "match" || op === "case") {
+      var head = op === "match" ? 2 : 1;
+      rest = value.slice(head);
+      return value.slice(0, head).concat(rest.map(function (x, i) {
+        return i % 2 || i === rest.length - 1 ? scaled(x, k) : x;
+      }));
+    }
+    if (op === "+") { return ["+"].concat(value.slice(1).map(function (x) { return scaled(x, k); })); }
+    if (op === "*") { return ["*", scaled(value[1], k)].concat(value.slice(2)); }
+    return ["*", k, value];
+  }
+
+  var SIZES = { paint: ["circle-radius", "circle-stroke-width", "line-width"], layout: ["text-size"] };
+
+  /* The catalog layers' sizes times markScale(), once per loaded style. */
+  function scaleMarks(map) {
+    var k = markScale();
+    if (k === 1 || map._gridwatchScaled === map.style) { return; }
+    map._gridwatchScaled = map.style;
+    catalogLayers(map).forEach(function (l) {
+      SIZES.paint.forEach(function (p) {
+        if (l.paint && l.paint[p] !== undefined) { map.setPaintProperty(l.id, p, scaled(l.paint[p], k)); }
+      });
+      SIZES.layout.forEach(function (p) {
+        if (l.layout && l.layout[p] !== undefined) { map.setLayoutProperty(l.id, p, scaled(l.layout[p], k)); }
+      });
+    });
+  }
+
   /* Run fn(map) once the map and its style are ready. */
   function withMap(graphId, fn) {
     var map = mapOf(graphId);
-    if (map) { attachHover(map); fn(map); return; }
+    if (map) { attachHover(map); scaleMarks(map); fn(map); return; }
     setTimeout(function () { withMap(graphId, fn); }, 250);
   }
 
@@ -164,6 +209,8 @@
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     gridwatch: {
+      /* How much larger than at 1080 lines the units are drawn (the server sizes their markers by it). */
+      markScale: function () { return markScale(); },
       /* The live tick, unless the graph is still drawing the last update. A machine too slow
        * for the refresh rate skips ticks instead of queueing figures (each held in memory). */
       whenDrawn: function (n, graphId) {

@@ -47,6 +47,7 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
         dcc.Store(id="wall-read-at", data=first.read_at_ms),
         dcc.Store(id="wall-sink-read-at"),
         dcc.Store(id="wall-live-due"),
+        dcc.Store(id="wall-scale"),
         dcc.Store(id="wall-bounds"),
         dcc.Store(id="wall-sink-layers"),
         dcc.Store(id="wall-sink-tiles"),
@@ -91,14 +92,19 @@ dash.register_page(f"{__name__}.home", path="/", title="gridwatch · wall", layo
     Output("wall-map", "figure"), Output("wall-banner", "children"), Output("wall-banner", "className"),
     Output("wall-read-at", "data"),
     Input("wall-live-due", "data"), Input("wall-scope", "value"), Input("wall-find", "value"),
-    State("wall-lang", "data"),
+    State("wall-lang", "data"), State("wall-scale", "data"),
     prevent_initial_call=True,
 )
-def refresh_live(_tick: int | None, unit: str | None, found: str | None, lang: str):
-    """Every live tick and on a callsign search: the live units, their trails, the ringed unit,
-    the data banner and when the picture was read."""
-    update = live_update(context(), scope_code(unit), lang=lang, found=found)
+def refresh_live(_tick: int | None, unit: str | None, found: str | None, lang: str, scale: float | None):
+    """Every live tick and on a callsign search: the live units (sized for the screen), their trails, the
+    ringed unit, the data banner and when the picture was read."""
+    update = live_update(context(), scope_code(unit), lang=lang, found=found, scale=_mark_scale(scale))
     return update.patch(), *update.banner, update.read_at_ms if update.read_at_ms else dash.no_update
+
+
+def _mark_scale(reported: object) -> float:
+    """The browser's mark scale (``markScale`` in assets/wall.js), kept within 1-4 whatever it sent."""
+    return min(max(float(reported), 1.0), 4.0) if isinstance(reported, int | float) and reported == reported else 1.0
 
 
 @callback(
@@ -118,6 +124,8 @@ def refresh_slow(_tick: int | None, unit: str | None, lang: str, shown_bounds: l
 
 clientside_callback(ClientsideFunction("gridwatch", "whenDrawn"), Output("wall-live-due", "data"),
                     Input("wall-live-tick", "n_intervals"), State("wall-map", "id"), prevent_initial_call=True)
+clientside_callback(ClientsideFunction("gridwatch", "markScale"), Output("wall-scale", "data"),
+                    Input("wall-slow-tick", "n_intervals"))
 clientside_callback(ClientsideFunction("gridwatch", "setLayers"),
                     Output("wall-sink-layers", "data"), Input("wall-layers", "value"))
 clientside_callback(ClientsideFunction("gridwatch", "fitBounds"),
