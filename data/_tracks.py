@@ -121,7 +121,7 @@ def build_units(
     n_drone = max(1, round(0.05 * spec.n_units))
     n_rest = spec.n_units - n_crew - n_post - n_drone
     # Each border station's own vehicle pair drives its stretch of the patrol road, one by day, one by night.
-    border_pairs = border[: min(len(border), n_rest // (4 * BORDER_VEHICLES))] if stations["is_border"].any() else border[:0]
+    border_pairs = np.flatnonzero(stations["is_border"].to_numpy())[: n_rest // (4 * BORDER_VEHICLES)]
     border_vehicle = np.repeat(border_pairs, BORDER_VEHICLES)
     n_rest -= len(border_vehicle)
     n_vehicle = round(0.45 * n_rest)

@@ -8,6 +8,8 @@ drill-down options and survives a database outage; the callbacks fill in the res
 """
 from __future__ import annotations
 
+import math
+
 import dash
 import flask
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
@@ -104,7 +106,9 @@ def refresh_live(_tick: int | None, unit: str | None, found: str | None, lang: s
 
 def _mark_scale(reported: object) -> float:
     """The browser's mark scale (``markScale`` in assets/wall.js), kept within 1-4 whatever it sent."""
-    return min(max(float(reported), 1.0), 4.0) if isinstance(reported, int | float) and reported == reported else 1.0
+    if not isinstance(reported, int | float) or math.isnan(reported):
+        return 1.0
+    return min(max(float(reported), 1.0), 4.0)
 
 
 @callback(
