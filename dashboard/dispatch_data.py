@@ -42,7 +42,7 @@ from gridwatch.layers.nearest import nearest_units, road_graph
 from gridwatch.layers.queries import command_unit_tree, data_status, live_units
 from gridwatch.layers.replay import positions_at, situation, track, unit_roster
 
-__all__ = ["moment", "evidence_file", "TargetsUpdate", "targets_update", "NearestUpdate", "nearest_update",
+__all__ = ["moment", "evidence_file", "targets_update", "NearestUpdate", "nearest_update",
            "warm_routes", "alerts_update", "panel_digest", "acknowledge_alerts", "UnitsUpdate", "units_update",
            "ALL_UNITS", "ReplayUpdate", "replay_update", "unit_choices"]
 
@@ -82,17 +82,10 @@ def evidence_file(ctx: WallContext, *, kind: str, unit: str | None, at: datetime
         return t("export_failed", lang, reason=str(exc))
 
 
-@dataclass(frozen=True)
-class TargetsUpdate:
-    """The target list and what the page keeps of its rows."""
-
-    table: Any
-    rows: list[dict[str, Any]]
-
-
-def targets_update(ctx: WallContext, *, mode: str, unit: str | None, zone_kind: str | None, lang: str,
-                   selected: str | None) -> TargetsUpdate | None:
-    """Gaps (``mode="gaps"``) or open incidents in command unit ``unit``; None while the database is down."""
+def targets_update(ctx: WallContext, *, mode: str, unit: str | None, zone_kind: str | None, lang: str
+                   ) -> dict[str, Any] | None:
+    """The list (``target_table``) of gaps (``mode="gaps"``) or open incidents in command unit ``unit``;
+    None while the database is down."""
     now = datetime.now(timezone.utc)
     try:
         if mode == "gaps":
@@ -101,9 +94,8 @@ def targets_update(ctx: WallContext, *, mode: str, unit: str | None, zone_kind: 
             frame = open_incidents(ctx.engine, unit=unit)
     except DB_ERRORS:
         return None
-    rows = target_rows(frame, mode=mode, lang=lang)
-    return TargetsUpdate(target_table(frame, rows, mode=mode, lang=lang, timezone=ctx.settings.timezone,
-                                      selected=selected, now=now, lookback_h=ctx.settings.coverage_lookback_h), rows)
+    return target_table(frame, target_rows(frame, mode=mode, lang=lang), mode=mode, lang=lang,
+                        timezone=ctx.settings.timezone, now=now, lookback_h=ctx.settings.coverage_lookback_h)
 
 
 TARGET_PAD_DEG = 0.01  # ~1 km of context around the gap, the unit and the route when the map is fitted to them
@@ -177,8 +169,8 @@ def alerts_update(ctx: WallContext, *, at: datetime | None, lang: str, can_ackno
                       now=at or datetime.now(timezone.utc), note=note)
 
 
-def panel_digest(panel: list) -> str:
-    """A digest of a panel's components, to tell whether it changed since it was last sent."""
+def panel_digest(panel: list | dict) -> str:
+    """A digest of a panel (its components or data), to tell whether it changed since it was last sent."""
     return hashlib.sha1(json.dumps(panel, cls=PlotlyJSONEncoder).encode()).hexdigest()
 
 

@@ -1,8 +1,9 @@
 """The dispatcher's panels and map traces as plain functions of query results.
 
 Lists are ``html.Table`` rows whose ids are pattern-matched by the page's
-callbacks (``dispatch-unit-row``, ``dispatch-ack``, ``dispatch-ack-group``) or
-read by its script on a press (``dispatch-target-row``, ``assets/dispatch.js``).
+callbacks (``dispatch-unit-row``, ``dispatch-ack``, ``dispatch-ack-group``),
+except the long target list, which is data the page's script draws and selects
+from (``assets/dispatch.js``).
 Traces come in :data:`TRACES` order so that callbacks replace them one by one
 with a ``dash.Patch``.
 """
@@ -50,11 +51,6 @@ def target_rows(frame: pd.DataFrame, *, mode: str, lang: str) -> list[dict[str, 
     return frame.assign(label=labels)[["key", "label", "lon", "lat", "west", "south", "east", "north"]].to_dict("records")
 
 
-def _row(key: str, cells: list, *, selected: bool, tone: str = "") -> html.Tr:
-    return html.Tr(cells, id={"type": "dispatch-target-row", "key": key},
-                   className=" ".join(filter(None, ["pick", tone, "selected" if selected else ""])))
-
-
 def gap_times(gap: Any, *, lang: str, timezone: str, window_start: datetime) -> tuple[str, str]:
     """How far past its limit a gap is and when it was last visited, in words; a gap with no visit in
     the look-back window reads "> N h" and "no visit since" the window's start, never "never"."""
@@ -65,42 +61,46 @@ def gap_times(gap: Any, *, lang: str, timezone: str, window_start: datetime) -> 
     return overdue, local_time(gap.last_visit, timezone, "%m-%d %H:%M")
 
 
-def _gap_cells(gap: Any, *, lang: str, timezone: str, window_start: datetime, lookback_h: float) -> list[html.Td]:
+def _cell(text: str, *, cls: str = "", title: str | None = None, dot: str | None = None,
+          colour: str | None = None) -> dict[str, str]:
+    """A cell as the browser draws it: text, class, hover title, a dot of a colour before it, a text colour."""
+    cell = {"text": text, "class": cls, "title": title, "dot": dot, "color": colour}
+    return {k: v for k, v in cell.items() if v}
+
+
+def _gap_cells(gap: Any, label: str, *, lang: str, timezone: str, window_start: datetime,
+               lookback_h: float) -> list[dict[str, str]]:
     overdue, visit = gap_times(gap, lang=lang, timezone=timezone, window_start=window_start)
     title = t("no_visit_within", lang, h=f"{lookback_h:g}") if pd.isna(gap.last_visit) else None
-    return [html.Td(overdue, className="num"), html.Td(visit, className="num", title=title)]
+    return [_cell(label, dot=COVERAGE_COLOURS[gap.status]),
+            _cell(t(f"zone_{gap.zone_kind}", lang) if isinstance(gap.zone_kind, str) else "—"),
+            _cell(overdue, cls="num"), _cell(visit, cls="num", title=title)]
+
+
+def _incident_cells(incident: Any, label: str, *, lang: str, timezone: str) -> list[dict[str, str]]:
+    return [_cell(label), _cell(t("severity_n", lang, n=incident.severity), colour=SEVERITY_COLOURS[incident.severity]),
+            _cell(local_time(incident.reported_at, timezone, "%m-%d %H:%M"), cls="num"), _cell(incident.status)]
 
 
 def target_table(frame: pd.DataFrame, rows: list[dict[str, Any]], *, mode: str, lang: str, timezone: str,
-                 selected: str | None, now: datetime, lookback_h: float) -> html.Table | html.Div:
-    """The gap list (most urgent first) or the open incidents, each row selectable."""
+                 now: datetime, lookback_h: float) -> dict[str, Any]:
+    """The gap list (most urgent first) or the open incidents as the browser draws it (``drawTargets`` in
+    assets/dispatch.js): a caption, the column heads and each row's target (from ``rows``), tone and cells,
+    or the note that there are none. A list of hundreds of rows is one piece of data, not a component per
+    cell, which Dash would walk on every update of the page."""
     if frame.empty:
-        return html.Div(t("no_gaps" if mode == "gaps" else "no_incidents", lang), className="empty")
+        return {"empty": t("no_gaps" if mode == "gaps" else "no_incidents", lang), "rows": []}
     if mode == "gaps":
         window_start = now - timedelta(hours=lookback_h)
-        head = [t("col_place", lang), t("col_zone", lang), t("col_overdue", lang), t("col_last_visit", lang)]
-        body = [
-            _row(r["key"], [
-                html.Td([html.Span(className="dot", style={"background": COVERAGE_COLOURS[g.status]}), r["label"]]),
-                html.Td(t(f"zone_{g.zone_kind}", lang) if isinstance(g.zone_kind, str) else "—"),
-                *_gap_cells(g, lang=lang, timezone=timezone, window_start=window_start, lookback_h=lookback_h),
-            ], selected=r["key"] == selected, tone=g.status)
-            for r, g in zip(rows, frame.itertuples())
-        ]
-        note = html.Caption(t("gaps_ranked", lang, h=f"{lookback_h:g}"), className="note")
-        return html.Table([note, html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(body)], className="list")
-    else:
-        head = [t("col_incident", lang), t("col_severity", lang), t("col_reported", lang), ""]
-        body = [
-            _row(r["key"], [
-                html.Td(r["label"]),
-                html.Td(t("severity_n", lang, n=i.severity), style={"color": SEVERITY_COLOURS[i.severity]}),
-                html.Td(local_time(i.reported_at, timezone, "%m-%d %H:%M"), className="num"),
-                html.Td(i.status),
-            ], selected=r["key"] == selected)
-            for r, i in zip(rows, frame.itertuples())
-        ]
-    return html.Table([html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(body)], className="list")
+        return {"caption": t("gaps_ranked", lang, h=f"{lookback_h:g}"),
+                "head": [t("col_place", lang), t("col_zone", lang), t("col_overdue", lang), t("col_last_visit", lang)],
+                "rows": [{"target": r, "tone": g.status,
+                          "cells": _gap_cells(g, r["label"], lang=lang, timezone=timezone, window_start=window_start,
+                                              lookback_h=lookback_h)}
+                         for r, g in zip(rows, frame.itertuples())]}
+    return {"head": [t("col_incident", lang), t("col_severity", lang), t("col_reported", lang), ""],
+            "rows": [{"target": r, "cells": _incident_cells(i, r["label"], lang=lang, timezone=timezone)}
+                     for r, i in zip(rows, frame.itertuples())]}
 
 
 def nearest_table(ranked: pd.DataFrame, *, chosen: int, lang: str) -> html.Table | html.Div:

@@ -123,8 +123,8 @@ def test_a_longer_look_back_window_ranks_unvisited_places_higher(ranked):
 def test_gap_list_reads_no_visit_since_the_window_start_never_a_bare_never(ranked, lang, unvisited, since):
     frame = gap_list(ranked, Settings(), now=NOW)
     rows = target_rows(frame, mode="gaps", lang=lang)
-    table = json.dumps(target_table(frame, rows, mode="gaps", lang=lang, timezone="Asia/Shanghai", selected=None,
-                                    now=NOW, lookback_h=48), cls=PlotlyJSONEncoder)
+    table = json.dumps(target_table(frame, rows, mode="gaps", lang=lang, timezone="Asia/Shanghai", now=NOW,
+                                    lookback_h=48), cls=PlotlyJSONEncoder)
     assert table.count(json.dumps(unvisited)[1:-1]) == 1 and table.count(json.dumps(since)[1:-1]) == 2
     assert '"never"' not in table and "\\u2014" not in table
 
@@ -174,7 +174,7 @@ def test_situation_plays_every_unit_at_steps_across_the_window(tiny):
 MAP = "window.gridwatch.mapOf('dispatch-map')"
 READY = ready(MAP)
 DATA = "document.querySelector('#dispatch-map .js-plotly-plot').data"
-ROW_KEYS = """() => [...document.querySelectorAll('#dispatch-targets tr.pick')].map(r => JSON.parse(r.id).key)"""
+ROW_KEYS = """() => [...document.querySelectorAll('#dispatch-targets tr.pick')].map(r => r.dataset.key)"""
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +313,7 @@ def _reloaded_desk(desk, desk_app, update: dict, output: str, ready: str):
 @pytest.fixture()
 def churning_desk(desk, desk_app):
     """The desk with its gap list drawn anew every 0.3 s; yields (page, when the list was sent)."""
-    with _reloaded_desk(desk, desk_app, {"refresh_s": 0.3}, "dispatch-targets.children",
+    with _reloaded_desk(desk, desk_app, {"refresh_s": 0.3}, "dispatch-rows.data",
                         f"() => ({ROW_KEYS})().length > 2") as reloaded:
         yield reloaded
 

@@ -1,4 +1,5 @@
-/* The dispatcher's desk, browser side: select a gap, draw its route and fit the map to it, replay.
+/* The dispatcher's desk, browser side: draw the gap list, select a gap, draw its route and fit the map
+ * to it, replay.
  * Uses window.gridwatch.cameraFor (wall.js); nothing here talks to another origin. */
 (function () {
   "use strict";
@@ -30,28 +31,67 @@
     return new Promise(function (resolve) { requestAnimationFrame(function () { setTimeout(resolve, 0); }); });
   }
 
-  /* A press on a target row selects its target (the kept row: key, label, point, bounds) at once and
-   * marks the row. The listener is on the document, not on the rows: a press still counts while the
-   * list is drawn anew under it, and the press costs no callback of its own. */
+  function element(tag, className, text) {
+    var el = document.createElement(tag);
+    if (className) { el.className = className; }
+    if (text !== undefined) { el.textContent = text; }
+    return el;
+  }
+
+  /* The target list (target_table in dispatch_panels.py) as a table in #dispatch-targets, the row of
+   * selectedKey marked; each row carries its target's key. */
+  function drawTable(table, selectedKey) {
+    var panel = document.getElementById("dispatch-targets");
+    if (!panel || !table) { return; }
+    if (!table.rows.length) { panel.replaceChildren(element("div", "empty", table.empty)); return; }
+    var out = element("table", "list"), head = element("tr"), body = element("tbody");
+    if (table.caption) { out.append(element("caption", "note", table.caption)); }
+    table.head.forEach(function (text) { head.append(element("th", "", text)); });
+    table.rows.forEach(function (row) {
+      var tr = element("tr", ["pick", row.tone, row.target.key === selectedKey ? "selected" : ""].join(" ").trim());
+      tr.dataset.key = row.target.key;
+      row.cells.forEach(function (cell) {
+        var td = element("td", cell["class"]);
+        if (cell.title) { td.title = cell.title; }
+        if (cell.color) { td.style.color = cell.color; }
+        if (cell.dot) { var dot = element("span", "dot"); dot.style.background = cell.dot; td.append(dot); }
+        td.append(cell.text);
+        tr.append(td);
+      });
+      body.append(tr);
+    });
+    var thead = element("thead");
+    thead.append(head);
+    out.append(thead, body);
+    panel.replaceChildren(out);
+  }
+
+  /* A press on a target row selects its target (key, label, point, bounds) at once and marks the row.
+   * The listener is on the document, not on the rows: a press still counts while the list is drawn
+   * anew under it, and the press costs no callback of its own. */
   function select(event) {
     var tr = event.button === 0 && event.target.closest && event.target.closest("#dispatch-targets tr.pick");
     var api = window.dash_component_api, set = window.dash_clientside && window.dash_clientside.set_props;
     if (!tr || !api || !set) { return; }
-    var key = JSON.parse(tr.id).key;
-    var kept = api.getLayout("dispatch-rows");
-    var row = ((kept && kept.props.data) || []).find(function (r) { return r.key === key; });
+    var kept = api.getLayout("dispatch-rows"), table = kept && kept.props.data;
+    var row = ((table && table.rows) || []).find(function (r) { return r.target.key === tr.dataset.key; });
     if (!row) { return; }
     document.querySelectorAll("#dispatch-targets tr.selected").forEach(function (el) {
       el.classList.remove("selected");
     });
     tr.classList.add("selected");
-    set("dispatch-target", { data: row });
+    set("dispatch-target", { data: row.target });
   }
 
   document.addEventListener("pointerdown", select, true);
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     dispatch: {
+      /* Draw the target list sent (a sink: nothing in the page's state changes). */
+      drawTargets: function (table, target) {
+        drawTable(table, target && target.key);
+        return window.dash_clientside.no_update;
+      },
       /* Fit the map to [west, south, east, north] (the jurisdiction as the page opens). */
       fit: function (bounds) {
         var operations = fitting(bounds);

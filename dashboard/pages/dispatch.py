@@ -91,8 +91,10 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
         dcc.Store(id="dispatch-lang", data=lang),
         dcc.Store(id="dispatch-fit", data=_home()),
         dcc.Store(id="dispatch-live-due"),
+        dcc.Store(id="dispatch-units-shown"),
         dcc.Store(id="dispatch-rows"),
         dcc.Store(id="dispatch-targets-shown"),
+        dcc.Store(id="dispatch-sink-targets"),
         dcc.Store(id="dispatch-target"),
         dcc.Store(id="dispatch-ranked"),
         dcc.Store(id="dispatch-route"),
@@ -139,7 +141,7 @@ def layout(lang: str | None = None, unit: str | None = None, **_: str) -> html.D
                     dcc.RadioItems(id="dispatch-mode", value="gaps", className="tabs", inline=True, options=[
                         {"label": t("list_gaps", lang), "value": "gaps"},
                         {"label": t("list_incidents", lang), "value": "incidents"}]),
-                    html.Div(id="dispatch-targets", className="panel-body"),
+                    html.Div(id="dispatch-targets", className="panel-body"),  # drawn by drawTargets
                 ]),
                 html.Section(className="panel nearest", children=[
                     html.H2(t("nearest_title", lang)),
@@ -165,22 +167,18 @@ def _clicked() -> bool:
 
 
 @callback(
-    Output("dispatch-targets", "children"), Output("dispatch-rows", "data"), Output("dispatch-targets-shown", "data"),
+    Output("dispatch-rows", "data"), Output("dispatch-targets-shown", "data"),
     Input("dispatch-slow-tick", "n_intervals"), Input("dispatch-mode", "value"), Input("dispatch-scope", "value"),
-    Input("dispatch-zone", "value"), State("dispatch-target", "data"), State("dispatch-targets-shown", "data"),
-    State("dispatch-lang", "data"),
+    Input("dispatch-zone", "value"), State("dispatch-targets-shown", "data"), State("dispatch-lang", "data"),
 )
-def refresh_targets(_tick, mode: str, unit: str | None, zone: str | None, target: dict | None, shown: str | None,
-                    lang: str):
-    """Every slow tick and on a filter change: the gap list (or the open incidents), sent and drawn only when
-    it changed, so the desk does not redraw a long list it already shows. A press marks its row in the
-    browser: the list is not made again for it."""
-    update = targets_update(context(), mode=mode, unit=scope_code(unit), zone_kind=zone, lang=lang,
-                            selected=target["key"] if target else None)
-    digest = None if update is None else panel_digest([update.table, update.rows])
+def refresh_targets(_tick, mode: str, unit: str | None, zone: str | None, shown: str | None, lang: str):
+    """Every slow tick and on a filter change: the gap list (or the open incidents), sent only when it changed;
+    the browser draws it (``drawTargets``) and marks the row pressed."""
+    table = targets_update(context(), mode=mode, unit=scope_code(unit), zone_kind=zone, lang=lang)
+    digest = None if table is None else panel_digest(table)
     if digest in (None, shown):
-        return dash.no_update, dash.no_update, dash.no_update
-    return update.table, update.rows, digest
+        return dash.no_update, dash.no_update
+    return table, digest
 
 
 @callback(
@@ -263,19 +261,21 @@ def evidence(_export, _report, unit: str | None, minutes_back: int, lang: str):
 
 
 @callback(
-    Output("dispatch-map", "figure"), Output("dispatch-banner", "children"), Output("dispatch-banner", "className"),
-    Output("dispatch-time-label", "children"), Output("dispatch-map-note", "children"),
+    Output("dispatch-map", "figure"), Output("dispatch-units-shown", "data"), Output("dispatch-banner", "children"),
+    Output("dispatch-banner", "className"), Output("dispatch-time-label", "children"),
+    Output("dispatch-map-note", "children"),
     Input("dispatch-live-due", "data"), Input("dispatch-time", "value"), Input("dispatch-scope", "value"),
-    State("dispatch-lang", "data"),
+    State("dispatch-units-shown", "data"), State("dispatch-lang", "data"),
 )
-def refresh_units(_tick, minutes_back: int, unit: str | None, lang: str):
-    """Every live tick: the units now (or at the slider's moment, or why there are none) and the data banner."""
+def refresh_units(_tick, minutes_back: int, unit: str | None, shown: str | None, lang: str):
+    """Every live tick: the units now (or at the slider's moment, or why there are none) and the data banner.
+    The units are drawn again only when they changed: a redraw of the map is the page's costliest work."""
     update = units_update(context(), at=moment(minutes_back), lang=lang, unit=scope_code(unit))
-    patched = dash.no_update
-    if update.trace is not None:
-        patched = dash.Patch()
+    patched = digest = dash.no_update
+    if update.trace is not None and (drawn := panel_digest(update.trace)) != shown:
+        patched, digest = dash.Patch(), drawn
         patched["data"][TRACES.index("units")] = update.trace
-    return patched, *update.banner, update.time_label, update.note
+    return patched, digest, *update.banner, update.time_label, update.note
 
 
 @callback(
@@ -299,6 +299,8 @@ def replay(choice: int | str | None, hours: int, minutes_back: int, lang: str):
     return patched, update.frames, update.note
 
 
+clientside_callback(ClientsideFunction("dispatch", "drawTargets"), Output("dispatch-sink-targets", "data"),
+                    Input("dispatch-rows", "data"), State("dispatch-target", "data"))
 clientside_callback(ClientsideFunction("gridwatch", "whenDrawn"), Output("dispatch-live-due", "data"),
                     Input("dispatch-live-tick", "n_intervals"), State("dispatch-map", "id"), prevent_initial_call=True)
 clientside_callback(ClientsideFunction("dispatch", "fit"),
