@@ -24,7 +24,6 @@ from gridwatch.dashboard.dispatch_panels import (
     nearest_table,
     route_bounds,
     route_traces,
-    target_rows,
     target_table,
     track_trace,
     units_trace,
@@ -94,8 +93,8 @@ def targets_update(ctx: WallContext, *, mode: str, unit: str | None, zone_kind: 
             frame = open_incidents(ctx.engine, unit=unit)
     except DB_ERRORS:
         return None
-    return target_table(frame, target_rows(frame, mode=mode, lang=lang), mode=mode, lang=lang,
-                        timezone=ctx.settings.timezone, now=now, lookback_h=ctx.settings.coverage_lookback_h)
+    return target_table(frame, mode=mode, lang=lang, timezone=ctx.settings.timezone, now=now,
+                        lookback_h=ctx.settings.coverage_lookback_h)
 
 
 TARGET_PAD_DEG = 0.01  # ~1 km of context around the gap, the unit and the route when the map is fitted to them
@@ -170,7 +169,7 @@ def alerts_update(ctx: WallContext, *, at: datetime | None, lang: str, can_ackno
 
 
 def panel_digest(panel: list | dict) -> str:
-    """A digest of a panel (its components or data), to tell whether it changed since it was last sent."""
+    """A digest of a panel (its components or data) or a trace, to tell whether it changed since it was last sent."""
     return hashlib.sha1(json.dumps(panel, cls=PlotlyJSONEncoder).encode()).hexdigest()
 
 

@@ -21,7 +21,7 @@ from gridwatch.dashboard.live_map import KIND_COLOURS
 from gridwatch.dashboard.wall_panels import local_time
 from gridwatch.layers.catalog import COVERAGE_COLOURS, SEVERITY_COLOURS
 
-__all__ = ["TRACES", "ROUTE_COLOUR", "duration", "length", "ago", "gap_labels", "gap_times", "alert_text", "target_rows",
+__all__ = ["TRACES", "ROUTE_COLOUR", "duration", "length", "ago", "gap_labels", "gap_times", "alert_text",
            "target_table", "nearest_table", "alert_list", "units_trace", "route_traces", "route_bounds", "track_trace"]
 
 TRACES = ("units", "track", "route", "target", "nearest", "replay")
@@ -45,7 +45,7 @@ def gap_labels(gaps: pd.DataFrame, lang: str) -> list[str]:
     ]
 
 
-def target_rows(frame: pd.DataFrame, *, mode: str, lang: str) -> list[dict[str, Any]]:
+def _targets(frame: pd.DataFrame, *, mode: str, lang: str) -> list[dict[str, Any]]:
     """What the page keeps of each listed target: key, label, point and bounds."""
     labels = gap_labels(frame, lang) if mode == "gaps" else (frame["source_id"] + " · " + frame["kind"]).tolist()
     return frame.assign(label=labels)[["key", "label", "lon", "lat", "west", "south", "east", "north"]].to_dict("records")
@@ -82,14 +82,15 @@ def _incident_cells(incident: Any, label: str, *, lang: str, timezone: str) -> l
             _cell(local_time(incident.reported_at, timezone, "%m-%d %H:%M"), cls="num"), _cell(incident.status)]
 
 
-def target_table(frame: pd.DataFrame, rows: list[dict[str, Any]], *, mode: str, lang: str, timezone: str,
-                 now: datetime, lookback_h: float) -> dict[str, Any]:
+def target_table(frame: pd.DataFrame, *, mode: str, lang: str, timezone: str, now: datetime,
+                 lookback_h: float) -> dict[str, Any]:
     """The gap list (most urgent first) or the open incidents as the browser draws it (``drawTargets`` in
-    assets/dispatch.js): a caption, the column heads and each row's target (from ``rows``), tone and cells,
+    assets/dispatch.js): a caption, the column heads and each row's target (key, label, point, bounds), tone and cells,
     or the note that there are none. A list of hundreds of rows is one piece of data, not a component per
     cell, which Dash would walk on every update of the page."""
     if frame.empty:
         return {"empty": t("no_gaps" if mode == "gaps" else "no_incidents", lang), "rows": []}
+    rows = _targets(frame, mode=mode, lang=lang)
     if mode == "gaps":
         window_start = now - timedelta(hours=lookback_h)
         return {"caption": t("gaps_ranked", lang, h=f"{lookback_h:g}"),

@@ -18,7 +18,7 @@ from plotly.utils import PlotlyJSONEncoder
 from gridwatch.bench._harness import new_account
 from gridwatch.dashboard._context import WallContext
 from gridwatch.dashboard.app import create_app
-from gridwatch.dashboard.dispatch_panels import target_rows, target_table
+from gridwatch.dashboard.dispatch_panels import target_table
 from gridwatch.data.synthetic import REGIONS, make_region
 from gridwatch.layers.gaps import gap_list, open_incidents
 from gridwatch.layers.replay import positions_at, situation, track
@@ -122,8 +122,7 @@ def test_a_longer_look_back_window_ranks_unvisited_places_higher(ranked):
                                                     ("zh", "超过44小时00分", "04-29 20:00 以来未巡")])
 def test_gap_list_reads_no_visit_since_the_window_start_never_a_bare_never(ranked, lang, unvisited, since):
     frame = gap_list(ranked, Settings(), now=NOW)
-    rows = target_rows(frame, mode="gaps", lang=lang)
-    table = json.dumps(target_table(frame, rows, mode="gaps", lang=lang, timezone="Asia/Shanghai", now=NOW,
+    table = json.dumps(target_table(frame, mode="gaps", lang=lang, timezone="Asia/Shanghai", now=NOW,
                                     lookback_h=48), cls=PlotlyJSONEncoder)
     assert table.count(json.dumps(unvisited)[1:-1]) == 1 and table.count(json.dumps(since)[1:-1]) == 2
     assert '"never"' not in table and "\\u2014" not in table
