@@ -7,11 +7,17 @@ from dataclasses import dataclass
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyproj
 import shapely
+
+from gridwatch.geo.crs_guess import outside_area_of_use
 
 __all__ = ["DEPARTMENTS", "Department", "department_grids"]
 
 TRUTH_COLUMNS = ("code", "name", "township_code", "households", "population")
+# What a department whose projected zone cannot hold the region (a province wider than one
+# Gauss-Krüger zone) delivers in instead: CGCS2000 longitude/latitude.
+LONLAT_CRS = "EPSG:4490"
 
 
 @dataclass(frozen=True)
@@ -21,7 +27,7 @@ class Department:
     name: str
     path: str
     layer: str | None
-    crs: str
+    crs: str  # what it delivers in, where the region lies in that CRS's area of use (else LONLAT_CRS)
     encoding: str
     columns: dict[str, str]  # target field -> the department's column
     drop: float  # share of grids missing (holes)
@@ -115,8 +121,15 @@ def _polygonal(geoms: np.ndarray) -> np.ndarray:
     return shapely.make_valid(geoms, method="structure", keep_collapsed=False)
 
 
+def _delivery_crs(grids: gpd.GeoDataFrame, dept: Department) -> str:
+    """``dept.crs``, or :data:`LONLAT_CRS` when ``grids`` reach past where ``dept.crs`` is used."""
+    bounds = grids.to_crs(dept.crs).total_bounds
+    return LONLAT_CRS if outside_area_of_use(tuple(bounds), pyproj.CRS(dept.crs)) else dept.crs
+
+
 def department_grids(truth: gpd.GeoDataFrame, dept: Department, rng: np.random.Generator) -> gpd.GeoDataFrame:
-    """The grid layer ``dept`` would deliver for the true grids (in ``dept.crs``, its own columns)."""
+    """The grid layer ``dept`` would deliver for the true grids (its own columns, in its CRS:
+    ``dept.crs`` where the region lies in that CRS's area of use, else :data:`LONLAT_CRS`)."""
     grid = truth[list(TRUTH_COLUMNS) + ["geometry"]].reset_index(drop=True)
     grid = grid[rng.random(len(grid)) >= dept.drop]
     if dept.name == "emergency":  # one township was never mapped by this department
@@ -155,4 +168,5 @@ def department_grids(truth: gpd.GeoDataFrame, dept: Department, rng: np.random.G
     if dept.name == "emergency":  # some counts were never filled in
         blank = rng.random(len(out)) < 0.1
         out.loc[blank, [dept.columns["households"], dept.columns["population"]]] = pd.NA
-    return out[~out.geometry.is_empty].to_crs(dept.crs)
+    out = out[~out.geometry.is_empty]
+    return out.to_crs(_delivery_crs(out, dept))

@@ -22,6 +22,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyproj
 import shapely
 from pyproj import Transformer
 from tqdm import tqdm
@@ -215,9 +216,9 @@ def generate_sample(
             elif dept.path.endswith(".geojson"):
                 write_geojson(gdf, path)
             else:
-                write_gpkg(gdf, path, dept.layer, crs=dept.crs)
+                write_gpkg(gdf, path, dept.layer, crs=gdf.crs.to_string())
             extra = {"layer": dept.layer} if dept.layer else {}
-            files.append(_entry(dept.path, "grid_source", department=dept.name, **extra, crs=dept.crs,
+            files.append(_entry(dept.path, "grid_source", department=dept.name, **extra, crs=gdf.crs.to_string(),
                                 encoding=dept.encoding, columns=dict(dept.columns)))
         write_gpkg(cu.grid, out_dir / TRUTH_GPKG, "grid")
 
@@ -280,6 +281,7 @@ _DESCRIPTIONS = {
 
 def _readme(manifest: dict, n_positions: int, n_incidents: int, n_units: int) -> str:
     """A README for the out folder: what each file is, its CRS and encoding."""
+    civil_crs = next(f["crs"] for f in manifest["files"] if f.get("department") == "civil_affairs")
     rows = []
     for f in manifest["files"]:
         what = _DESCRIPTIONS[f["target"]]
@@ -303,7 +305,7 @@ def _readme(manifest: dict, n_positions: int, n_incidents: int, n_units: int) ->
         f"| `{TRUTH_GPKG}` layer `grid` | (answer key, not in the manifest) | EPSG:4326 | utf-8 | "
         "the true grids the departmental layers were derived from |",
         "",
-        "The civil-affairs Shapefile is in EPSG:4542 (CGCS2000 / 3-degree Gauss-Kruger CM 99E) and its attribute "
+        f"The civil-affairs Shapefile is in {civil_crs} ({pyproj.CRS(civil_crs).name}) and its attribute "
         "text is GBK-encoded; there is deliberately no .cpg file, so declare the encoding when reading it.",
         "",
     ])

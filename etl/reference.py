@@ -275,7 +275,8 @@ def _load_target(
     conn.execute(f"CREATE TEMP TABLE stage ({columns}, reason text) ON COMMIT DROP")
     copy_rows(conn, "stage", stage)
     checks = spec.checks
-    if spec.key:
+    if spec.key:  # the key checks and _drop_absent join on it: indexed, or a province's grids join row by row
+        conn.execute(f"CREATE INDEX ON stage ({', '.join(spec.key)})")
         same = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
         checks += ((f"EXISTS (SELECT 1 FROM stage t WHERE {same} AND t.row_no > s.row_no)",
                     f"{' and '.join(spec.key)} given again on a later row"),)
@@ -300,6 +301,7 @@ def _load_target(
     else:
         conn.execute(insert)
     if spec.key:
+        conn.execute(f"ANALYZE stage, {spec.table}")
         _drop_absent(conn, spec, departments=sorted({f.entry.department for f in files if f.entry.department}))
     if spec.replace:
         conn.execute(f"SELECT setval(pg_get_serial_sequence('{spec.table}', 'id'), GREATEST(max(id), 1)) FROM {spec.table}")

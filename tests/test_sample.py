@@ -171,6 +171,23 @@ def test_shapefile_is_gbk_without_cpg(sample_dir: Path, manifest: dict) -> None:
     assert names.str.contains("网格").all()
 
 
+@pytest.mark.parametrize(("lon_from", "lon_to", "delivered"), [(98.6, 99.4, "EPSG:4542"), (96.9, 103.9, "EPSG:4490")])
+def test_a_region_wider_than_the_shapefiles_zone_comes_in_lon_lat(lon_from: float, lon_to: float,
+                                                                    delivered: str) -> None:
+    """The civil-affairs grids come in their Gauss-Krüger zone (CM 99E) where it can hold the region; a
+    province 7 degrees wide lies outside that zone's area of use, which a reader refuses, so they come
+    in CGCS2000 lon/lat."""
+    from gridwatch.data._departments import DEPARTMENTS, department_grids
+
+    lon = np.linspace(lon_from, lon_to, 40)
+    squares = shapely.box(lon, 24.0, lon + 0.01, 24.01)
+    truth = gpd.GeoDataFrame({"code": [f"G{i:03d}" for i in range(40)], "name": "网格", "township_code": "T1",
+                              "households": 10, "population": 30}, geometry=squares, crs="EPSG:4326")
+    civil = next(d for d in DEPARTMENTS if d.name == "civil_affairs")
+    out = department_grids(truth.to_crs(METRIC_CRS), civil, np.random.default_rng(1))
+    assert out.crs.to_string() == delivered and len(out) > 30
+
+
 def test_position_noise_rate(sample_dir: Path, manifest: dict) -> None:
     e = _entry(manifest, "position")
     pos = pd.read_csv(sample_dir / e["path"])

@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -29,8 +30,12 @@ from gridwatch.etl.database import engine_for, scratch_database
 from gridwatch.settings import Settings
 from gridwatch.system import CHROMIUM, SetupError, chromium, ensure
 
-__all__ = ["bench_engine", "bench_sample", "serving", "offline_browser", "offline_page", "new_account", "sign_in",
-           "free_port",
+if TYPE_CHECKING:
+    from gridwatch.etl.manifest import Manifest
+    from gridwatch.etl.runner import JobResult
+
+__all__ = ["bench_engine", "bench_sample", "load_sample", "serving", "offline_browser", "offline_page",
+           "new_account", "sign_in", "free_port",
            "IngestProcess", "SmallDisk", "INTERACTIVE", "CHROMIUM", "CHROMIUM_ARGS"]
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -63,6 +68,20 @@ def bench_sample(settings: Settings, scale: str) -> Path:
             shutil.rmtree(older)
         generate_sample(folder, seed=1, scale=scale, end=fixed_end(1))
     return folder
+
+
+def load_sample(engine: sa.Engine, manifest: Manifest, *, settings: Settings) -> list[JobResult]:
+    """``etl run`` of a bench sample's ``manifest``: each job's result. A run that leaves a job
+    undone (a file refused, a job skipped) is an error, as figures of part of the data mislead."""
+    from gridwatch.etl.runner import run_manifest
+
+    results = run_manifest(engine, manifest, settings=settings, progress=True)
+    undone = [r.job for r in results if r.status != "ok"]
+    if undone:
+        why = [f.describe() for r in results for f in r.files if f.status in ("refused", "skipped")]
+        raise GridwatchError(f"the sample's etl run left {', '.join(undone)} undone, so nothing is measured "
+                             f"({why[0] if why else 'no file named'})")
+    return results
 
 
 @contextmanager

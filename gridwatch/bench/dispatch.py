@@ -26,10 +26,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from gridwatch.bench import Figure
-from gridwatch.bench._harness import bench_engine, bench_sample
+from gridwatch.bench._harness import bench_engine, bench_sample, load_sample
 from gridwatch.etl.alerts import refresh_alerts
 from gridwatch.etl.manifest import read_manifest
-from gridwatch.etl.runner import run_manifest
 from gridwatch.layers.gaps import gap_list
 from gridwatch.layers.nearest import ROAD_VERSION, nearest_units, road_graph
 from gridwatch.layers.replay import positions_at
@@ -131,7 +130,7 @@ def bench_dispatch(settings: Settings, *, scale: str) -> list[Figure]:
     """Nearest units by road (p50/p95) vs straight line, graph build, gap list, alert refresh, positions at T."""
     manifest = read_manifest(bench_sample(settings, scale))
     with bench_engine(settings) as engine:
-        run_manifest(engine, manifest, settings=settings, progress=True)
+        load_sample(engine, manifest, settings=settings)
         as_of = manifest.exported_at
         with engine.begin() as conn:
             conn.execute(sa.text("UPDATE unit_latest SET ts = ts + (now() - CAST(:t AS timestamptz))"), {"t": as_of})

@@ -17,11 +17,10 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from gridwatch.bench import Figure
-from gridwatch.bench._harness import bench_engine, bench_sample
+from gridwatch.bench._harness import bench_engine, bench_sample, load_sample
 from gridwatch.bench._reference_run import reference_file, run_digest, same_as_reference
 from gridwatch.etl._feeds import pg_transaction
 from gridwatch.etl.manifest import read_manifest
-from gridwatch.etl.runner import run_manifest
 from gridwatch.settings import Settings
 
 __all__ = ["bench_etl", "NAIVE_ROWS"]
@@ -52,7 +51,7 @@ def bench_etl(settings: Settings, *, scale: str) -> list[Figure]:
     manifest = read_manifest(bench_sample(settings, scale))
     with bench_engine(settings) as engine:
         started = time.perf_counter()
-        results = {r.job: r for r in run_manifest(engine, manifest, settings=settings, progress=True)}
+        results = {r.job: r for r in load_sample(engine, manifest, settings=settings)}
         total = time.perf_counter() - started
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         _check_reference(engine, settings, scale)

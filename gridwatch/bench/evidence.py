@@ -24,12 +24,11 @@ import numpy as np
 import sqlalchemy as sa
 
 from gridwatch.bench import Figure
-from gridwatch.bench._harness import bench_engine, bench_sample, timed
+from gridwatch.bench._harness import bench_engine, bench_sample, load_sample, timed
 from gridwatch.dashboard.shift_report import write_shift_report
 from gridwatch.errors import GridwatchError
 from gridwatch.etl.alerts import refresh_alerts
 from gridwatch.etl.manifest import read_manifest
-from gridwatch.etl.runner import run_manifest
 from gridwatch.layers.evidence import export_evidence, position_counts, positions_sql, read_evidence, window
 from gridwatch.layers.gaps import gap_list
 from gridwatch.settings import Settings
@@ -61,7 +60,7 @@ def bench_evidence(settings: Settings, *, scale: str) -> list[Figure]:
     """A day's area export vs ogr2ogr of its positions; a shift report vs its reads alone."""
     manifest = read_manifest(bench_sample(settings, scale))
     with bench_engine(settings) as engine, tempfile.TemporaryDirectory() as tmp:
-        run_manifest(engine, manifest, settings=settings, progress=True)
+        load_sample(engine, manifest, settings=settings)
         end = manifest.exported_at
         with engine.begin() as conn:
             refresh_alerts(conn, settings, end)

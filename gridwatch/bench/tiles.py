@@ -14,12 +14,17 @@ the whole figure. The page is timed in headless Chromium, offline, as a wall
 display opens it: from navigation start to the map fitted to the region with
 every tile loaded and the first live units drawn, in a cold browser context each
 time, beside the milestones of the same loads that show where the time goes (Dash's
-scripts run, plotly.js evaluated, plotly's map made).
+scripts run, plotly.js evaluated, plotly's map made). The same loads are timed again on a busy
+machine: one core kept busy by another process, as an ETL run or the ingest service beside the
+wall would.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import sqlalchemy as sa
@@ -46,10 +51,11 @@ LIVE_RUNS = 20
 PAGE_LOADS = 5
 # The wall's figures (the issue's targets) per scale: a tile made warm (kept, data unchanged) and cold.
 TARGETS = {
-    "small": {"tile_warm": "", "tile_cold": "", "live_ms": "", "live_kb": "", "page_s": ""},
+    "small": {"tile_warm": "", "tile_cold": "", "live_ms": "", "live_kb": "", "page_s": "", "page_busy_s": ""},
     "prefecture": {"tile_warm": "<= 20", "tile_cold": "<= 100", "live_ms": "<= 100", "live_kb": "<= 50",
-                   "page_s": "<= 2"},
-    "province": {"tile_warm": "<= 50", "tile_cold": "<= 150", "live_ms": "<= 500", "live_kb": "", "page_s": ""},
+                   "page_s": "<= 2", "page_busy_s": "<= 3"},
+    "province": {"tile_warm": "<= 50", "tile_cold": "<= 150", "live_ms": "<= 500", "live_kb": "", "page_s": "",
+                 "page_busy_s": ""},
 }
 
 
@@ -191,8 +197,20 @@ def _page_load(browser, base: str, bounds: list[float], *, account: tuple[str, s
         context.close()
 
 
-def _page_figures(engine: sa.Engine, target: str) -> list[Figure]:
-    """Navigation start to the fitted map with tiles loaded and live units drawn: p50 of cold loads.
+@contextmanager
+def _busy_core() -> Iterator[None]:
+    """One core kept busy by another process (a spinning Python) while the block runs."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def _page_figures(engine: sa.Engine, targets: dict[str, str]) -> list[Figure]:
+    """Navigation start to the fitted map with tiles loaded and live units drawn: p50 of cold loads,
+    on the machine as it is and with one core busy.
 
     Where the time goes, from the same loads: each milestone is printed with the one before it as
     its baseline (Dash's scripts run, plotly.js evaluated, plotly's map made, interactive).
@@ -202,18 +220,26 @@ def _page_figures(engine: sa.Engine, target: str) -> list[Figure]:
     bounds = list(jurisdiction_bounds(engine))
     app = create_app(engine.url.render_as_string(hide_password=False))
     account = new_account(engine)
-    loads, offsite = [], []
+    calm, busy, offsite = [], [], []
     with offline_browser() as browser, serving(app.server) as base:
-        for _ in range(PAGE_LOADS):
-            milestones, refused = _page_load(browser, base, bounds, account=account)
-            loads.append(milestones)
-            offsite += refused
+        for loads, machine in ((calm, nullcontext), (busy, _busy_core)):
+            with machine():
+                for _ in range(PAGE_LOADS):
+                    milestones, refused = _page_load(browser, base, bounds, account=account)
+                    loads.append(milestones)
+                    offsite += refused
     if offsite:
         raise GridwatchError(f"the wall asked other origins (it must work offline): {sorted(set(offsite))[:5]}")
-    dash_run, plotly_run, map_made, interactive = (float(np.percentile(column, 50)) / 1000 for column in zip(*loads))
-    worst = max(load[-1] for load in loads) / 1000
-    return [Figure(f"page interactive p50 ({PAGE_LOADS} cold loads, max {worst:.2f} s; busy machine: <= 3 s)",
-                   interactive, "s", target, plotly_run, "plotly.js evaluated, same loads"),
+    dash_run, plotly_run, map_made, interactive = (float(np.percentile(column, 50)) / 1000 for column in zip(*calm))
+    busy_plotly, busy_interactive = (float(np.percentile([load[i] for load in busy], 50)) / 1000 for i in (1, 3))
+
+    def worst(loads: list[list[float]]) -> float:
+        return max(load[-1] for load in loads) / 1000
+
+    return [Figure(f"page interactive p50 ({PAGE_LOADS} cold loads, max {worst(calm):.2f} s)",
+                   interactive, "s", targets["page_s"], plotly_run, "plotly.js evaluated, same loads"),
+            Figure(f"page interactive p50, one core busy ({PAGE_LOADS} cold loads, max {worst(busy):.2f} s)",
+                   busy_interactive, "s", targets["page_busy_s"], busy_plotly, "plotly.js evaluated, same loads"),
             Figure("page: plotly's map made p50", map_made, "s", "", plotly_run, "plotly.js evaluated"),
             Figure("page: plotly.js evaluated p50", plotly_run, "s", "", dash_run, "Dash's scripts run")]
 
@@ -228,4 +254,4 @@ def bench_tiles(settings: Settings, *, scale: str) -> list[Figure]:
         with engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
         return (_tile_figures(engine, targets) + _live_figures(engine, settings, targets)
-                + _page_figures(engine, targets["page_s"]))
+                + _page_figures(engine, targets))
