@@ -20,7 +20,7 @@ cell of the border_closed and port_control zones (all cells of the whole
 region would be too many at resolution 9 for a province).
 
 :func:`derive_coverage` rebuilds all three tables in one transaction, by
-set-based SQL driven from the places (GiST on the window's fixes); ``etl run``
+set-based SQL driven from the places (a GiST index per detection radius on the window's fixes); ``etl run``
 does that. The live path never rebuilds: each stored fix (a *hit* at every
 place within its radius) adds to a place's figures a dwell term (the gap to
 the unit's previous hit there, when within the cap) and a visit term (1 when
@@ -43,6 +43,7 @@ All hold one advisory lock, and the figures equal a rebuild's at the same time.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -82,10 +83,11 @@ def derive_coverage(engine: sa.Engine, *, settings: Settings, as_of: datetime | 
         if srid is None:
             return
         params["srid"] = srid
+        hits = _hits(settings.detection_radius_m.values())
         conn.execute(_LOCK)
         if grid_ids is not None:
             params["windows_at"] = _clock(conn) or as_of
-            for script in (_fixes(_NEAR_GRIDS), _LIMITS, _CHANGED_GRIDS, _HITS, _VISITS,
+            for script in (_fixes(_NEAR_GRIDS), _LIMITS, _CHANGED_GRIDS, hits,
                            "DELETE FROM grid_coverage WHERE grid_id = ANY(%(grid_ids)s)", _WRITE_GRIDS):
                 _run(conn, script, params)
             return
@@ -93,7 +95,7 @@ def derive_coverage(engine: sa.Engine, *, settings: Settings, as_of: datetime | 
         for script in ("DELETE FROM coverage_pending", _fixes(), _LIMITS):
             _run(conn, script, params)
         _stage_hexes(conn, settings)
-        for script in (_PLACES, _HITS, _VISITS, "TRUNCATE grid_coverage, segment_coverage, hex_coverage", _WRITE,
+        for script in (_PLACES, hits, "TRUNCATE grid_coverage, segment_coverage, hex_coverage", _WRITE,
                        _SET_CLOCK):
             _run(conn, script, params)
 
@@ -167,7 +169,6 @@ FROM position p
 {near}
 WHERE p.ts > %(as_of)s::timestamptz - make_interval(secs => %(lookback_h)s::float8 * 3600)
   AND p.ts <= %(as_of)s::timestamptz AND """ + _COUNTED + """;
-CREATE INDEX ON cov_fix USING gist (g);
 ANALYZE cov_fix
 """
 
@@ -215,39 +216,25 @@ _CHANGED_GRIDS = _places([_PLACE_ROWS["grid"] + " WHERE id = ANY(%(grid_ids)s)"]
 _NEAR_GRIDS = """JOIN (SELECT ST_Expand(ST_Extent(geom), 0.02) AS box FROM grid WHERE id = ANY(%(grid_ids)s)) near
   ON p.geom && near.box"""
 
-# Grids and segments: fixes within their unit's detection radius, driven from the places.
-# Cells: the cell each fix lies in (its fused h3).
-_HITS = """
-CREATE TEMP TABLE cov_hit ON COMMIT DROP AS
-SELECT pl.kind, pl.id, f.unit_id, f.ts
-FROM cov_place pl
-JOIN cov_fix f ON ST_DWithin(f.g, pl.g, %(max_radius)s) AND ST_DWithin(f.g, pl.g, f.radius_m)
-WHERE pl.kind <> 'hex'
+def _hits(radii: Iterable[float]) -> str:
+    """SQL staging the hits: for grids and segments the fixes within their unit's detection radius,
+    driven from the places, each radius's fixes searched on their own index within that radius (a
+    box grown by the largest radius holds several times more fixes); for cells the cell each fix
+    lies in (its fused h3). The hits are a series of terms (:func:`_terms`) like a live step's."""
+    radii = [repr(float(r)) + "::float8" for r in sorted(set(radii))]
+    indexes = "".join(f"CREATE INDEX ON cov_fix USING gist (g) WHERE radius_m = {r};\n" for r in radii)
+    places = "\nUNION ALL\n".join(
+        f"SELECT NULL::int AS window_h, pl.kind, pl.id, f.unit_id, f.ts, true AS marked FROM cov_place pl "
+        f"JOIN cov_fix f ON f.radius_m = {r} AND ST_DWithin(f.g, pl.g, {r}) WHERE pl.kind <> 'hex'"
+        for r in radii)
+    return indexes + f"""CREATE TEMP TABLE cov_hit ON COMMIT DROP AS
+{places}
 UNION ALL
-SELECT 'hex', h3, unit_id, ts FROM cov_fix WHERE h3 IS NOT NULL
+SELECT NULL, 'hex', h3, unit_id, ts, true FROM cov_fix WHERE h3 IS NOT NULL;
+CREATE TEMP TABLE cov_delta ON COMMIT DROP AS
+{_delta(f"({_terms('cov_hit', +1)}) t")}
 """
 
-_VISITS = """
-CREATE TEMP TABLE cov_visit ON COMMIT DROP AS
-WITH gaps AS (
-    SELECT kind, id, unit_id, ts,
-           extract(epoch FROM ts - lag(ts) OVER (PARTITION BY kind, id, unit_id ORDER BY ts)) AS gap_s
-    FROM cov_hit
-), numbered AS (
-    SELECT *, sum((gap_s IS NULL OR gap_s > %(cap)s)::int)
-              OVER (PARTITION BY kind, id ORDER BY unit_id, ts) AS visit_no
-    FROM gaps
-)
-SELECT kind, id, max(ts) AS last_visit,
-       count(DISTINCT visit_no) FILTER (WHERE ts > %(windows_at)s::timestamptz - interval '1 hour') AS visits_1h,
-       count(DISTINCT visit_no) FILTER (WHERE ts > %(windows_at)s::timestamptz - interval '4 hours') AS visits_4h,
-       count(DISTINCT visit_no) FILTER (WHERE ts > %(windows_at)s::timestamptz - interval '24 hours') AS visits_24h,
-       coalesce(sum(gap_s) FILTER (WHERE gap_s <= %(cap)s AND ts > %(windows_at)s::timestamptz - interval '1 hour'), 0) AS dwell_s_1h,
-       coalesce(sum(gap_s) FILTER (WHERE gap_s <= %(cap)s AND ts > %(windows_at)s::timestamptz - interval '4 hours'), 0) AS dwell_s_4h,
-       coalesce(sum(gap_s) FILTER (WHERE gap_s <= %(cap)s AND ts > %(windows_at)s::timestamptz - interval '24 hours'), 0) AS dwell_s_24h
-FROM numbered
-GROUP BY kind, id
-"""
 
 def _place_status(visit: str, limit_h: str, at: str) -> str:
     """SQL of a grid's or cell's status: fresh within half its limit, due within it, else overdue."""
@@ -264,10 +251,10 @@ def _segment_status(visit: str, limit_h: str, watched: str, at: str) -> str:
 
 _COLUMNS = "last_visit, visits_1h, visits_4h, visits_24h, dwell_s_1h, dwell_s_4h, dwell_s_24h, limit_h"
 _SELECT = f"""
-SELECT pl.id, v.last_visit, coalesce(v.visits_1h, 0), coalesce(v.visits_4h, 0), coalesce(v.visits_24h, 0),
+SELECT pl.id, v.last_ts, coalesce(v.visits_1h, 0), coalesce(v.visits_4h, 0), coalesce(v.visits_24h, 0),
        coalesce(v.dwell_s_1h, 0), coalesce(v.dwell_s_4h, 0), coalesce(v.dwell_s_24h, 0), pl.limit_h,
-       {_place_status("v.last_visit", "pl.limit_h", "%(as_of)s")}
-FROM cov_place pl LEFT JOIN cov_visit v ON v.kind = pl.kind AND v.id = pl.id
+       {_place_status("v.last_ts", "pl.limit_h", "%(as_of)s")}
+FROM cov_place pl LEFT JOIN cov_delta v ON v.kind = pl.kind AND v.id = pl.id
 """
 _WRITE_GRIDS = f"""
 INSERT INTO grid_coverage (grid_id, {_COLUMNS}, status)
@@ -283,12 +270,12 @@ SELECT s.id, s.last_visit, s.visits_1h, s.visits_4h, s.visits_24h, s.dwell_s_1h,
        s.limit_h, s.watched,
        {_segment_status("s.last_visit", "s.limit_h", "s.watched", "%(as_of)s")}
 FROM (
-    SELECT pl.id, v.last_visit, coalesce(v.visits_1h, 0) AS visits_1h, coalesce(v.visits_4h, 0) AS visits_4h,
+    SELECT pl.id, v.last_ts AS last_visit, coalesce(v.visits_1h, 0) AS visits_1h, coalesce(v.visits_4h, 0) AS visits_4h,
            coalesce(v.visits_24h, 0) AS visits_24h, coalesce(v.dwell_s_1h, 0) AS dwell_s_1h,
            coalesce(v.dwell_s_4h, 0) AS dwell_s_4h, coalesce(v.dwell_s_24h, 0) AS dwell_s_24h, pl.limit_h,
            EXISTS (SELECT 1 FROM sensor se WHERE se.up
                    AND ST_DWithin(ST_Transform(se.geom, %(srid)s::int), pl.g, se.range_m)) AS watched
-    FROM cov_place pl LEFT JOIN cov_visit v ON v.kind = pl.kind AND v.id = pl.id
+    FROM cov_place pl LEFT JOIN cov_delta v ON v.kind = pl.kind AND v.id = pl.id
     WHERE pl.kind = 'segment'
 ) s;
 """
@@ -352,7 +339,7 @@ SELECT window_h, kind, id, ts, marked, {sign} AS sign,
        CASE WHEN {gap} <= %(cap)s THEN {gap} ELSE 0 END AS dwell_s,
        (lead(ts) OVER s IS NULL OR extract(epoch FROM lead(ts) OVER s - ts) > %(cap)s)::int AS ends
 FROM {source} {where}
-WINDOW s AS (PARTITION BY window_h, kind, id, unit_id ORDER BY ts)"""
+WINDOW s AS (PARTITION BY id, unit_id, kind, window_h ORDER BY ts)"""
 
 
 # The pending fixes, taken out of ``coverage_pending`` (those past the look-back at the clock's
@@ -410,11 +397,16 @@ def _in_window(hours: int) -> str:
     return f"coalesce(window_h = {hours}, ts > %(windows_at)s::timestamptz - interval '{hours} hours')"
 
 
-_DELTA = ("CREATE TEMP TABLE cov_delta ON COMMIT DROP AS\n"
-          "SELECT kind, id, max(ts) FILTER (WHERE sign > 0) AS last_ts") + "".join(
-    f",\n       coalesce(sum(sign * ends) FILTER (WHERE {_in_window(w)}), 0)::int AS visits_{w}h"
-    f",\n       coalesce(sum(sign * dwell_s) FILTER (WHERE {_in_window(w)}), 0)::float8 AS dwell_s_{w}h"
-    for w in WINDOWS_H) + "\nFROM cov_term GROUP BY kind, id"
+def _delta(source: str) -> str:
+    """SQL of each place's figures from the terms in ``source``: the last hit added, and per window
+    the visits and the dwell."""
+    return "SELECT kind, id, max(ts) FILTER (WHERE sign > 0) AS last_ts" + "".join(
+        f",\n       coalesce(sum(sign * ends) FILTER (WHERE {_in_window(w)}), 0)::int AS visits_{w}h"
+        f",\n       coalesce(sum(sign * dwell_s) FILTER (WHERE {_in_window(w)}), 0)::float8 AS dwell_s_{w}h"
+        for w in WINDOWS_H) + f"\nFROM {source} GROUP BY kind, id"
+
+
+_DELTA = "CREATE TEMP TABLE cov_delta ON COMMIT DROP AS\n" + _delta("cov_term")
 
 
 def _apply(table: str, key: str, kind: str, status: str) -> str:

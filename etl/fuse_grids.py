@@ -8,9 +8,16 @@ nor the fusion settings changed since the last fusion.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import geopandas as gpd
 import pandas as pd
@@ -18,10 +25,10 @@ import shapely
 import sqlalchemy as sa
 from tqdm import tqdm
 
-from gridwatch.errors import InputError
+from gridwatch.errors import GridwatchError, InputError
 from gridwatch.etl._copy import copy_rows
 from gridwatch.etl.runlog import RunCounts
-from gridwatch.geo.grid_fusion import FusionReport, fuse_grids
+from gridwatch.geo.grid_fusion import FusionReport, FusionResult, fuse_grids
 from gridwatch.geo.topology import check_tiling
 from gridwatch.settings import Settings
 
@@ -88,21 +95,8 @@ def fuse_grid_sources(
         raise InputError("there are no departmental grids (grid_source) to fuse: load them first")
     if not chunks:
         raise InputError("there are no townships to fuse grids into: load the command units first")
-    results = []
-    for codes in tqdm(chunks, desc="fusing grids", unit="county", disable=not progress):
-        with engine.connect() as conn:
-            townships = gpd.read_postgis(sa.text(TOWNSHIPS_SQL), conn, geom_col="geom", params={"codes": codes})
-            sources = gpd.read_postgis(sa.text(SOURCES_SQL), conn, geom_col="geom", params={"codes": codes})
-        if sources.empty:
-            continue
-        townships = townships.rename_geometry("geometry")
-        result = fuse_grids(sources.rename_geometry("geometry"), townships, priority=ranking,
-                            sliver_area_m2=settings.sliver_area_m2)
-        violations = check_tiling(result.grids, townships, parent_key="township_code")
-        if violations:
-            kinds = pd.Series([v.kind for v in violations]).value_counts().to_dict()
-            raise InputError(f"the fused grids do not tile townships {codes}: {kinds}")
-        results.append(result)
+    results = [r for r in _fuse_counties(engine, chunks, settings=settings, ranking=ranking, progress=progress)
+               if r is not None]
     grids = pd.concat([r.grids for r in results], ignore_index=True)
     lineage = pd.concat([r.lineage for r in results], ignore_index=True)
     report = _merged([r.report for r in results], sources=total_sources)
@@ -110,6 +104,66 @@ def fuse_grid_sources(
     counts.rows_loaded += len(grids)
     _write(engine, grids, lineage, report, digest)
     return report
+
+
+def _fuse_counties(engine: sa.Engine, chunks: list[list[str]], *, settings: Settings, ranking: list[str],
+                   progress: bool) -> Iterator[FusionResult | None]:
+    """Each county's fusion, in the order of ``chunks``: in ``settings.fusion_processes`` processes side
+    by side (each county is read here and fused in one of them, a few counties ahead at most), or
+    here when there is one process or one county."""
+    read = (_county(engine, codes) for codes in chunks)
+    bar = tqdm(total=len(chunks), desc="fusing grids", unit="county", disable=not progress)
+    fuse = functools.partial(_fuse_county, ranking=ranking, sliver_area_m2=settings.sliver_area_m2)
+    processes = min(settings.fusion_processes, len(chunks))
+    with bar:
+        if processes == 1:
+            for county in read:
+                yield fuse(*county)
+                bar.update()
+            return
+        with _pool(processes) as pool:
+            pending: collections.deque[Future] = collections.deque()
+            for county in read:
+                pending.append(pool.submit(fuse, *county))
+                if len(pending) > processes:
+                    yield pending.popleft().result()
+                    bar.update()
+            while pending:
+                yield pending.popleft().result()
+                bar.update()
+
+
+@contextlib.contextmanager
+def _pool(processes: int) -> Iterator[ProcessPoolExecutor]:
+    """Fresh processes for the counties' fusions; one dying (out of memory, killed) is a clear error."""
+    try:
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield pool
+    except BrokenProcessPool:
+        raise GridwatchError(
+            "a grid fusion process died (out of memory or killed): run again, with fewer processes "
+            "if memory is short (GRIDWATCH_FUSION_PROCESSES)") from None
+
+
+def _county(engine: sa.Engine, codes: list[str]) -> tuple[list[str], gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """A county's townships and the grid sources touching them."""
+    with engine.connect() as conn:
+        townships = gpd.read_postgis(sa.text(TOWNSHIPS_SQL), conn, geom_col="geom", params={"codes": codes})
+        sources = gpd.read_postgis(sa.text(SOURCES_SQL), conn, geom_col="geom", params={"codes": codes})
+    return codes, townships.rename_geometry("geometry"), sources.rename_geometry("geometry")
+
+
+def _fuse_county(codes: list[str], townships: gpd.GeoDataFrame, sources: gpd.GeoDataFrame, *,
+                 ranking: list[str], sliver_area_m2: float) -> FusionResult | None:
+    """One county's fused grids, checked to tile its townships (None: no sources touch it)."""
+    if sources.empty:
+        return None
+    result = fuse_grids(sources, townships, priority=ranking, sliver_area_m2=sliver_area_m2)
+    violations = check_tiling(result.grids, townships, parent_key="township_code")
+    if violations:
+        kinds = pd.Series([v.kind for v in violations]).value_counts().to_dict()
+        raise InputError(f"the fused grids do not tile townships {codes}: {kinds}")
+    return result
 
 
 def _merged(reports: list[FusionReport], *, sources: int) -> FusionReport:

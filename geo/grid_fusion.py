@@ -241,21 +241,23 @@ def _face_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     seg_face = ring_face[ring_of[:-1][same]]
     seg_len = np.hypot(*(p1 - p0).T)
     perimeter = np.bincount(seg_face, weights=seg_len, minlength=len(faces))
-    q0 = np.rint(p0 / GRID_SIZE_M).astype(np.int64)
-    q1 = np.rint(p1 / GRID_SIZE_M).astype(np.int64)
-    swap = (q0[:, 0] > q1[:, 0]) | ((q0[:, 0] == q1[:, 0]) & (q0[:, 1] > q1[:, 1]))
-    lo = np.where(swap[:, None], q1, q0)
-    hi = np.where(swap[:, None], q0, q1)
-    order = np.lexsort((seg_face, hi[:, 1], hi[:, 0], lo[:, 1], lo[:, 0]))
-    key = np.column_stack([lo, hi])[order]
-    twin = np.flatnonzero((key[1:] == key[:-1]).all(axis=1))
+    # each snapped point as one integer, in (x, y) order (a county spans far fewer than 3e9 steps)
+    q = np.rint(coords / GRID_SIZE_M).astype(np.int64)
+    q -= q.min(axis=0) if len(q) else 0
+    point = q[:, 0] * (q[:, 1].max(initial=0) + 1) + q[:, 1]
+    a, b = point[:-1][same], point[1:][same]
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    order = np.lexsort((seg_face, hi, lo))
+    lo, hi = lo[order], hi[order]
+    twin = np.flatnonzero((lo[1:] == lo[:-1]) & (hi[1:] == hi[:-1]))
     fa, fb = seg_face[order][twin], seg_face[order][twin + 1]
     length = seg_len[order][twin]
     keep = fa != fb
     i, j = np.minimum(fa, fb)[keep], np.maximum(fa, fb)[keep]
-    pair = pd.DataFrame({"i": i, "j": j, "length": length[keep]})
-    pair = pair.groupby(["i", "j"], sort=True, as_index=False)["length"].sum()
-    return pair["i"].to_numpy(), pair["j"].to_numpy(), pair["length"].to_numpy(), perimeter
+    n = len(faces)
+    pair = pd.Series(length[keep]).groupby(i * n + j, sort=True).sum()
+    key = pair.index.to_numpy()
+    return key // n, key % n, pair.to_numpy(), perimeter
 
 
 def _first_per_group(group: np.ndarray, *sort_keys: np.ndarray) -> np.ndarray:

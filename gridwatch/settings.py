@@ -8,6 +8,7 @@ reads it, as it runs before the Python packages are installed.
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -131,6 +132,10 @@ class Settings(BaseSettings):
     )
     sliver_area_m2: float = Field(
         default=2000.0, ge=0, description="Fused-grid pieces below this area are absorbed."
+    )
+    fusion_processes: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1,
+        description="Processes fusing grids side by side, a county each (1: all in the command's own).",
     )
     plan_balance_tolerance: float = Field(
         default=0.25, gt=0, lt=1,
