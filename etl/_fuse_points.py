@@ -13,7 +13,6 @@ distance to that segment: the segment chosen is the nearest one or within
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -21,10 +20,11 @@ import psycopg
 import pyproj
 import shapely
 
-from gridwatch.geo.crs import WGS84, local_metric_crs
+from gridwatch.geo.crs import WGS84, local_metric_crs, project_geoms
 from gridwatch.geo.h3cells import cells_for_points
 
-__all__ = ["Reference", "REFERENCE_TABLES", "load_reference", "fuse_points", "region_srid", "FUSED_COLUMNS"]
+__all__ = ["Reference", "REFERENCE_TABLES", "load_reference", "fuse_points", "region_srid", "read_geoms",
+           "FUSED_COLUMNS"]
 
 FUSED_COLUMNS = ("grid_id", "zone_id", "segment_id", "border_m", "h3")
 # A point in two zones gets the most specific one.
@@ -60,8 +60,9 @@ class Reference:
         return minx - dlon, miny - dlat, maxx + dlon, maxy + dlat
 
 
-def _geoms(conn: psycopg.Connection, query: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = conn.execute(query).fetchall()
+def read_geoms(conn: psycopg.Connection, query: str, params: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ids and shapely geometries of ``query``'s rows (an id, then WKB)."""
+    rows = conn.execute(query, params).fetchall()
     if not rows:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
     ids, wkb = zip(*rows)
@@ -71,9 +72,9 @@ def _geoms(conn: psycopg.Connection, query: str) -> tuple[np.ndarray, np.ndarray
 def load_reference(conn: psycopg.Connection) -> Reference:
     """Read grids, zones, border segments and the region extent (prefectures, else grids),
     all brought into the region's metric CRS once, so each fix becomes one metric point."""
-    grid_ids, grids = _geoms(conn, "SELECT id, ST_AsBinary(geom) FROM grid ORDER BY id")
-    zone_ids, zones = _geoms(conn, f"SELECT id, ST_AsBinary(geom) FROM zone ORDER BY {_ZONE_ORDER}")
-    seg_ids, segs = _geoms(conn, "SELECT id, ST_AsBinary(geom) FROM border_segment ORDER BY id")
+    grid_ids, grids = read_geoms(conn, "SELECT id, ST_AsBinary(geom) FROM grid ORDER BY id")
+    zone_ids, zones = read_geoms(conn, f"SELECT id, ST_AsBinary(geom) FROM zone ORDER BY {_ZONE_ORDER}")
+    seg_ids, segs = read_geoms(conn, "SELECT id, ST_AsBinary(geom) FROM border_segment ORDER BY id")
     extent = conn.execute(
         "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM ("
         " SELECT coalesce((SELECT ST_Extent(geom) FROM command_unit WHERE level = 'prefecture'),"
@@ -87,8 +88,7 @@ def load_reference(conn: psycopg.Connection) -> Reference:
     if len(everything):
         crs = local_metric_crs(bbox or tuple(shapely.total_bounds(everything)))
         to_metric = pyproj.Transformer.from_crs(WGS84, crs, always_xy=True)
-        project = partial(shapely.transform, transformation=lambda xy: np.column_stack(to_metric.transform(*xy.T)))
-        grids, zones, segs = project(grids), project(zones), project(segs)
+        grids, zones, segs = (project_geoms(g, to_metric) for g in (grids, zones, segs))
     if len(segs):
         xy, vertex_segment = shapely.get_coordinates(shapely.segmentize(segs, VERTEX_SPACING_M), return_index=True)
         tree = shapely.STRtree(shapely.points(xy))

@@ -5,7 +5,8 @@
 byte matrix (field count, then each field's length and big-endian value); NULL
 fields keep their ``-1`` length and drop their payload through one boolean
 mask, so nullable columns cost no Python per row either. Points go in as EWKB
-with SRID 4326, which ``geometry``'s binary input accepts.
+with SRID 4326, which ``geometry``'s binary input accepts. :func:`read_columns`
+reads the other way: a query's fixed-width columns straight into numpy.
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import psycopg
+import shapely
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-__all__ = ["Column", "binary_copy", "copy_columns", "int4", "int8", "float4", "timestamptz", "text_const", "point4326"]
+__all__ = ["Column", "binary_copy", "copy_columns", "int4", "int8", "float4", "timestamptz", "text_const", "point4326",
+           "float8", "boolean", "ewkb_batches", "read_columns"]
 
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" * 2
 _TRAILER = b"\xff\xff"
@@ -57,6 +60,18 @@ def float4(name: str, values: np.ndarray) -> Column:
     return _fixed(name, values, ">f4", null if null.any() else None)
 
 
+def float8(name: str, values: np.ndarray) -> Column:
+    """A ``double precision`` column; NaN becomes NULL."""
+    values = np.asarray(values, dtype=np.float64)
+    null = np.isnan(values)
+    return _fixed(name, values, ">f8", null if null.any() else None)
+
+
+def boolean(name: str, values: np.ndarray) -> Column:
+    """A ``boolean`` column."""
+    return _fixed(name, np.asarray(values, dtype=bool), "u1", None)
+
+
 def timestamptz(name: str, utc: np.ndarray) -> Column:
     """A ``timestamptz`` column from ``datetime64`` values in UTC."""
     micros = np.asarray(utc).astype("datetime64[us]").view(np.int64) - _PG_EPOCH_US
@@ -75,6 +90,16 @@ def point4326(name: str, lon: np.ndarray, lat: np.ndarray) -> Column:
     rec["order"], rec["type"], rec["srid"] = 1, 0x20000001, 4326
     rec["x"], rec["y"] = lon, lat
     return Column(name, rec.view(np.uint8).reshape(len(rec), rec.itemsize))
+
+
+def ewkb_batches(name: str, geoms: np.ndarray, srid: int) -> Iterator[tuple[np.ndarray, Column]]:
+    """A ``geometry`` column of ``geoms`` (as EWKB with ``srid``) in batches of one encoded length each
+    (all hexagons, say), as the rows of each batch and its column."""
+    wkb = shapely.to_wkb(shapely.set_srid(geoms, srid), include_srid=True)
+    length = np.fromiter(map(len, wkb), dtype=np.int64, count=len(wkb))
+    for width in np.unique(length):
+        rows = np.flatnonzero(length == width)
+        yield rows, Column(name, np.frombuffer(b"".join(wkb[rows]), dtype=np.uint8).reshape(len(rows), width))
 
 
 def _encode(columns: Sequence[Column], start: int, stop: int) -> bytes:
@@ -130,3 +155,33 @@ def copy_columns(conn: psycopg.Connection, table: str, columns: Sequence[Column]
         return 0
     with binary_copy(conn, table, [c.name for c in columns]) as write:
         return write(columns)
+
+
+# Fixed-width types :func:`read_columns` reads, as big-endian numpy types (a timestamptz comes as
+# microseconds since 2000-01-01 UTC, and is handed out in Unix microseconds).
+_READ_TYPES = {"bool": "u1", "int4": ">i4", "int8": ">i8", "float8": ">f8", "timestamptz": ">i8"}
+
+
+def read_columns(
+    conn: psycopg.Connection, query: str, params: dict, columns: Sequence[tuple[str, str]]
+) -> dict[str, np.ndarray]:
+    """The rows of ``query`` as numpy columns, through one binary COPY. ``columns`` names each of the
+    query's columns in order with its type (a key of :data:`_READ_TYPES`); none may be NULL."""
+    dtype = np.dtype([("fields", ">i2")] + [
+        part for name, kind in columns for part in ((f"{name}_length", ">i4"), (name, _READ_TYPES[kind]))])
+    stmt = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(sql.SQL(query))
+    data = bytearray()
+    with conn.cursor().copy(stmt, params) as copy:
+        for block in copy:
+            data += block
+    body = memoryview(data)[len(_HEADER):len(data) - len(_TRAILER)]
+    if len(body) % dtype.itemsize:
+        raise ValueError("read_columns: a column is NULL or not of its declared width")
+    rows = np.frombuffer(body, dtype=dtype)
+    out = {name: rows[name].astype(rows[name].dtype.newbyteorder("=")) for name, _ in columns}
+    for name, kind in columns:
+        if kind == "timestamptz":
+            out[name] += _PG_EPOCH_US
+        elif kind == "bool":
+            out[name] = out[name].astype(bool)
+    return out

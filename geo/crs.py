@@ -22,8 +22,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyproj
+import shapely
 
-__all__ = ["local_metric_crs", "to_metric", "require_crs", "WGS84", "EXPORT_CRSS", "export_crs", "to_export_crs", "export_points_wkb"]
+__all__ = ["local_metric_crs", "to_metric", "project_geoms", "require_crs", "WGS84", "EXPORT_CRSS", "export_crs",
+           "to_export_crs", "export_points_wkb"]
 
 WGS84 = pyproj.CRS.from_epsg(4326)
 #: The CRSs files are written in, by the names the commands take: China's geodetic CRS or WGS 84.
@@ -153,6 +155,11 @@ def to_metric(
     if not target.is_projected or target.axis_info[0].unit_name not in ("metre", "meter"):
         raise ValueError(f"crs {target.to_string()} is not a projected CRS in metres")
     return gdf if source.equals(target) else gdf.to_crs(target)
+
+
+def project_geoms(geoms: np.ndarray, transformer: pyproj.Transformer) -> np.ndarray:
+    """Shapely geometries with every coordinate passed through ``transformer`` (x = lon, y = lat)."""
+    return shapely.transform(geoms, lambda xy: np.column_stack(transformer.transform(*xy.T)))
 
 
 def export_crs(name: str) -> str:
