@@ -54,13 +54,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-import h3
 import numpy as np
 import pandas as pd
 import psycopg
 import pyproj
 import shapely
 import sqlalchemy as sa
+from h3.api import basic_int as h3_int
 
 from gridwatch.etl import _pgbinary as pgb
 from gridwatch.etl._copy import create_staging
@@ -97,20 +97,21 @@ def derive_coverage(engine: sa.Engine, *, settings: Settings, as_of: datetime | 
         params["srid"] = srid
         to_metric = _to_metric(srid)
         conn.execute(_LOCK)
-        if grid_ids is not None:
+        if grid_ids is None:
+            params["windows_at"] = as_of
+            conn.execute("DELETE FROM coverage_pending")
+        else:
             params["windows_at"] = _clock(conn) or as_of
-            fixes = _read_fixes(conn, params, near=_NEAR_GRIDS)
-            places = _stage_places(conn, settings, to_metric, {"grid": grid_ids})
-            _stage_figures(conn, places, fixes, to_metric, params["windows_at"])
+        fixes = _read_fixes(conn, params, near="" if grid_ids is None else _NEAR_GRIDS)
+        wanted = {"grid": grid_ids} if grid_ids is not None else {
+            "grid": None, "segment": None,
+            "hex": np.union1d(fixes["h3"][fixes["h3"] != 0], _zone_cells(conn, settings))}
+        places = _stage_places(conn, settings, to_metric, wanted)
+        _stage_figures(conn, places, fixes, to_metric, params["windows_at"])
+        if grid_ids is not None:
             conn.execute("DELETE FROM grid_coverage WHERE grid_id = ANY(%(grid_ids)s)", params)
             _run(conn, _WRITE_GRIDS, params)
             return
-        params["windows_at"] = as_of
-        conn.execute("DELETE FROM coverage_pending")
-        fixes = _read_fixes(conn, params)
-        cells = np.union1d(fixes["h3"][fixes["h3"] != 0], _zone_cells(conn, settings))
-        places = _stage_places(conn, settings, to_metric, {"grid": None, "segment": None, "hex": cells})
-        _stage_figures(conn, places, fixes, to_metric, as_of)
         for script in ("TRUNCATE grid_coverage, segment_coverage, hex_coverage", _WRITE, _SET_CLOCK):
             _run(conn, script, params)
 
@@ -148,9 +149,8 @@ def _zone_cells(conn: psycopg.Connection, settings: Settings) -> np.ndarray:
     zones = conn.execute(
         "SELECT ST_AsBinary(geom) FROM zone WHERE kind = ANY(%s)", (list(HEX_ZONE_KINDS),)
     ).fetchall()
-    cells = [h3.str_to_int(c) for (wkb,) in zones
-             for c in h3.geo_to_cells(shapely.from_wkb(wkb), settings.h3_resolution)]
-    return np.unique(np.asarray(cells, dtype=np.int64))
+    cells = [h3_int.geo_to_cells(shapely.from_wkb(wkb), settings.h3_resolution) for (wkb,) in zones]
+    return np.unique(np.concatenate([np.asarray(c, dtype=np.int64) for c in cells] or [np.empty(0, np.int64)]))
 
 
 # Each fix's unit's detection radius.
@@ -189,8 +189,7 @@ def _read_fixes(conn: psycopg.Connection, params: dict, near: str = "") -> dict[
     counted = ~pending
     counted[:-1] &= ~(pending[1:] & (unit[1:] == unit[:-1]) & (ts[1:] == ts[:-1]))
     keep = order[counted]
-    return {"unit": unit[counted], "ts_us": ts[counted]} | {
-        name: column[keep] for name, column in rows.items() if name not in ("unit", "ts_us")}
+    return {name: column[keep] for name, column in rows.items()}
 
 
 @dataclass(frozen=True)
