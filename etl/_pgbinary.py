@@ -6,7 +6,8 @@ byte matrix (field count, then each field's length and big-endian value); NULL
 fields keep their ``-1`` length and drop their payload through one boolean
 mask, so nullable columns cost no Python per row either. Points go in as EWKB
 with SRID 4326, which ``geometry``'s binary input accepts. :func:`read_columns`
-reads the other way: a query's fixed-width columns straight into numpy.
+reads the other way: a query's fixed-width columns straight into numpy, each
+packed by the server into one value.
 """
 from __future__ import annotations
 
@@ -157,28 +158,34 @@ def copy_columns(conn: psycopg.Connection, table: str, columns: Sequence[Column]
         return write(columns)
 
 
-# Fixed-width types :func:`read_columns` reads, as big-endian numpy types (a timestamptz comes as
-# microseconds since 2000-01-01 UTC, and is handed out in Unix microseconds).
-_READ_TYPES = {"bool": "u1", "int4": ">i4", "int8": ">i8", "float8": ">f8", "timestamptz": ">i8"}
+# The fixed-width types :func:`read_columns` reads: each one's binary send function and the big-endian
+# numpy type of what it sends (a timestamptz goes as microseconds since 2000-01-01 UTC, and is handed
+# out in Unix microseconds).
+_READ_TYPES = {"bool": ("boolsend", "u1"), "int4": ("int4send", ">i4"), "int8": ("int8send", ">i8"),
+               "float8": ("float8send", ">f8"), "timestamptz": ("timestamptz_send", ">i8")}
 
 
 def read_columns(
     conn: psycopg.Connection, query: str, params: dict, columns: Sequence[tuple[str, str]]
 ) -> dict[str, np.ndarray]:
-    """The rows of ``query`` as numpy columns, through one binary COPY. ``columns`` names each of the
-    query's columns in order with its type (a key of :data:`_READ_TYPES`); none may be NULL."""
-    dtype = np.dtype([("fields", ">i2")] + [
-        part for name, kind in columns for part in ((f"{name}_length", ">i4"), (name, _READ_TYPES[kind]))])
-    stmt = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(sql.SQL(query))
-    data = bytearray()
-    with conn.cursor().copy(stmt, params) as copy:
-        for block in copy:
-            data += block
-    body = memoryview(data)[len(_HEADER):len(data) - len(_TRAILER)]
-    if len(body) % dtype.itemsize:
-        raise ValueError("read_columns: a column is NULL or not of its declared width")
-    rows = np.frombuffer(body, dtype=dtype)
-    out = {name: rows[name].astype(rows[name].dtype.newbyteorder("=")) for name, _ in columns}
+    """The rows of ``query`` as numpy columns. The server packs each column into one ``bytea`` of its
+    values' binary form (``string_agg`` of the type's send function, the aggregates fed the rows in
+    one order), so the client takes a few large values instead of a message per row (a COPY's), and
+    numpy reads them as they are. ``columns`` names each of the query's columns in order with its
+    type (a key of :data:`_READ_TYPES`); none may be NULL, and each packed column stays under
+    PostgreSQL's 1 GB per value (~130 M values of 8 bytes)."""
+    aliases = [sql.Identifier(f"c{i}") for i in range(len(columns))]
+    stmt = sql.SQL("SELECT {} FROM ({}) q ({})").format(
+        sql.SQL(", ").join(sql.SQL("string_agg({}({}), ''::bytea)").format(sql.SQL(_READ_TYPES[kind][0]), alias)
+                           for alias, (_, kind) in zip(aliases, columns)),
+        sql.SQL(query), sql.SQL(", ").join(aliases))
+    packed = conn.execute(stmt, params, binary=True).fetchone()
+    out = {}
+    for (name, kind), data in zip(columns, packed):
+        wire = np.dtype(_READ_TYPES[kind][1])
+        out[name] = np.frombuffer(data or b"", dtype=wire).astype(wire.newbyteorder("="))
+    if len({len(column) for column in out.values()}) > 1:
+        raise ValueError("read_columns: a column holds a NULL")
     for name, kind in columns:
         if kind == "timestamptz":
             out[name] += _PG_EPOCH_US

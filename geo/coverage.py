@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PlaceFigures", "place_figures", "unit_time_rank"]
+__all__ = ["PlaceFigures", "place_figures"]
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,6 @@ class PlaceFigures:
     last_us: np.ndarray
     visits: dict[int, np.ndarray]
     dwell_s: dict[int, np.ndarray]
-
-
-def unit_time_rank(unit: np.ndarray, ts_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The order of fixes by unit then time, and each fix's rank in it."""
-    order = np.lexsort((ts_us, unit))
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return order, rank
 
 
 def place_figures(

@@ -82,6 +82,14 @@ def test_hex_cells_cover_visits_and_border_zone(region):
     assert got == {inland: "fresh", strip: "due"}  # 2.5 h ago: past half of the strip's 4 h limit
     # every cell of the border strip is listed, most never visited
     assert rows(region, "SELECT count(*) > 300, bool_or(status = 'overdue') FROM hex_coverage") == [(True, True)]
+    # the cells' spatial index, built after the insert, is there again and serves a box search
+    assert rows(region, "SELECT indexdef LIKE '%USING gist (geom)' FROM pg_indexes "
+                        "WHERE indexname = 'hex_coverage_geom_gist'") == [(True,)]
+    with region.begin() as conn:
+        conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+        plan = conn.execute(sa.text("EXPLAIN SELECT h3 FROM hex_coverage "
+                                    "WHERE geom && ST_MakeEnvelope(100, 22, 100.1, 22.1, 4326)")).scalars().all()
+    assert any("hex_coverage_geom_gist" in line for line in plan)
 
 
 def test_rebuild_is_idempotent(region):
