@@ -1,14 +1,15 @@
 """Bulk writes with PostgreSQL COPY (binary), the fast path for every load."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
 
-__all__ = ["copy_rows", "create_staging"]
+__all__ = ["copy_rows", "create_staging", "keys_built_after"]
 
 
 def create_staging(conn: psycopg.Connection, name: str, like: str | None = None, *, columns: str | None = None) -> None:
@@ -23,6 +24,34 @@ def create_staging(conn: psycopg.Connection, name: str, like: str | None = None,
     else:
         ddl = sql.SQL("CREATE TEMP TABLE {} (" + columns + ") ON COMMIT DROP").format(sql.Identifier(name))
     conn.execute(ddl)
+
+
+@contextmanager
+def keys_built_after(conn: psycopg.Connection, table: str) -> Iterator[None]:
+    """Drop ``table``'s keys (primary, unique, foreign) and indexes, and build them again from their own
+    definitions after the block's bulk insert: one sorted build per index and one set-based check per
+    foreign key, where an insert per row costs a descent into every index and a trigger call per key.
+
+    Only inside the transaction that empties ``table``: its lock holds until commit, so no reader
+    sees the table without them, and a failed check rolls the whole write back.
+    """
+    keys = conn.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass "
+        "AND contype IN ('p', 'u', 'f') ORDER BY contype = 'f', conname", (table,)).fetchall()
+    indexes = conn.execute(
+        "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "WHERE x.indrelid = %s::regclass AND NOT EXISTS (SELECT FROM pg_constraint c "
+        "WHERE c.conindid = x.indexrelid AND c.contype IN ('p', 'u'))", (table,)).fetchall()
+    for name, _ in reversed(keys):  # foreign keys first
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(table), sql.Identifier(name)))
+    for name, _ in indexes:
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+    yield
+    for name, definition in keys:  # primary and unique keys before the foreign ones
+        conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            sql.Identifier(table), sql.Identifier(name), sql.SQL(definition)))
+    for _, definition in indexes:
+        conn.execute(definition)
 
 
 def copy_rows(

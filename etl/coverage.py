@@ -51,9 +51,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -64,10 +63,9 @@ import pyproj
 import shapely
 import sqlalchemy as sa
 from h3.api import basic_int as h3_int
-from psycopg import sql
 
 from gridwatch.etl import _pgbinary as pgb
-from gridwatch.etl._copy import create_staging
+from gridwatch.etl._copy import create_staging, keys_built_after
 from gridwatch.etl._feeds import pg_transaction
 from gridwatch.etl._fuse_points import read_geoms, region_srid
 from gridwatch.geo.coverage import place_figures
@@ -119,23 +117,9 @@ def derive_coverage(engine: sa.Engine, *, settings: Settings, as_of: datetime | 
             _run(conn, _WRITE_GRIDS, params)
             return
         conn.execute("TRUNCATE grid_coverage, segment_coverage, hex_coverage")
-        with _gist_built_after(conn, "hex_coverage"):
+        with keys_built_after(conn, "grid_coverage"), keys_built_after(conn, "hex_coverage"):
             _run(conn, _WRITE, params)
         _run(conn, _SET_CLOCK, params)
-
-
-@contextmanager
-def _gist_built_after(conn: psycopg.Connection, table: str) -> Iterator[None]:
-    """Drop ``table``'s GiST indexes and build them again, from their own definitions, after the
-    block's inserts: a bulk build takes half the time of an insert per row into the index (the
-    table is locked by its TRUNCATE until commit, so no reader sees it without them)."""
-    indexes = conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
-                           "AND tablename = %s AND indexdef LIKE '%% USING gist %%'", (table,)).fetchall()
-    for name, _ in indexes:
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-    yield
-    for _, definition in indexes:
-        conn.execute(definition)
 
 
 def _params(settings: Settings, now: datetime) -> dict:

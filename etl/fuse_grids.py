@@ -21,12 +21,13 @@ from concurrent.futures.process import BrokenProcessPool
 
 import geopandas as gpd
 import pandas as pd
+import psycopg
 import shapely
 import sqlalchemy as sa
 from tqdm import tqdm
 
 from gridwatch.errors import GridwatchError, InputError
-from gridwatch.etl._copy import copy_rows
+from gridwatch.etl._copy import copy_rows, keys_built_after
 from gridwatch.etl.runlog import RunCounts
 from gridwatch.geo.grid_fusion import FusionReport, FusionResult, fuse_grids
 from gridwatch.geo.topology import check_tiling
@@ -39,15 +40,16 @@ CHUNKS_SQL = """
 SELECT array_agg(code ORDER BY code) FROM command_unit WHERE level = 'township'
 GROUP BY coalesce(parent_id, id) ORDER BY min(code)
 """
-TOWNSHIPS_SQL = "SELECT code, geom FROM command_unit WHERE level = 'township' AND code = ANY(:codes) ORDER BY code"
+TOWNSHIPS_SQL = ("SELECT code, ST_AsBinary(geom) FROM command_unit WHERE level = 'township' AND code = ANY(%(codes)s) "
+                 "ORDER BY code")
 # The sources touching a chunk's townships: driven from the few townships over
 # the GiST index of grid_source.
 SOURCES_SQL = """
 WITH hit AS (
     SELECT DISTINCT s.id FROM command_unit t JOIN grid_source s ON ST_Intersects(s.geom, t.geom)
-    WHERE t.level = 'township' AND t.code = ANY(:codes)
+    WHERE t.level = 'township' AND t.code = ANY(%(codes)s)
 )
-SELECT s.department, s.source_code, s.name, s.township_code, s.households, s.population, s.geom
+SELECT s.department, s.source_code, s.name, s.township_code, s.households, s.population, ST_AsBinary(s.geom)
 FROM grid_source s JOIN hit USING (id)
 ORDER BY s.department, s.source_code
 """
@@ -147,10 +149,18 @@ def _pool(processes: int) -> Iterator[ProcessPoolExecutor]:
 
 def _county(engine: sa.Engine, codes: list[str]) -> tuple[list[str], gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """A county's townships and the grid sources touching them."""
-    with engine.connect() as conn:
-        townships = gpd.read_postgis(sa.text(TOWNSHIPS_SQL), conn, geom_col="geom", params={"codes": codes})
-        sources = gpd.read_postgis(sa.text(SOURCES_SQL), conn, geom_col="geom", params={"codes": codes})
-    return codes, townships.rename_geometry("geometry"), sources.rename_geometry("geometry")
+    with engine.connect() as sa_conn:
+        conn = sa_conn.connection.driver_connection
+        return codes, _frame(conn, TOWNSHIPS_SQL, codes), _frame(conn, SOURCES_SQL, codes)
+
+
+def _frame(conn: psycopg.Connection, query: str, codes: list[str]) -> gpd.GeoDataFrame:
+    """``query``'s rows (its last column WKB) for ``codes``, read in binary: a GeoDataFrame in lon/lat."""
+    cursor = conn.execute(query, {"codes": codes}, binary=True)
+    names = [column.name for column in cursor.description]
+    frame = pd.DataFrame(cursor.fetchall(), columns=names)
+    geometry = shapely.from_wkb(frame.pop(names[-1]).to_numpy())
+    return gpd.GeoDataFrame(frame, geometry=geometry, crs=4326)
 
 
 def _fuse_county(codes: list[str], townships: gpd.GeoDataFrame, sources: gpd.GeoDataFrame, *,
@@ -211,32 +221,28 @@ def _write(engine: sa.Engine, grids: gpd.GeoDataFrame, lineage: pd.DataFrame, re
             (json.dumps(dataclasses.asdict(report), ensure_ascii=False, default=str), digest),
         ).fetchone()[0]
         conn.execute("DELETE FROM grid WHERE code NOT IN (SELECT code FROM stage_grid)")
-        conn.execute(
-            """
-            INSERT INTO grid (code, name, township_id, households, population, version, geom)
-            SELECT s.code, s.name, t.id, round(s.households)::int, round(s.population)::int, %s,
-                   ST_Multi(ST_SetSRID(ST_GeomFromWKB(s.wkb), 4326))
-            FROM stage_grid s JOIN command_unit t ON t.code = s.township_code AND t.level = 'township'
-            ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, township_id = EXCLUDED.township_id,
-                households = EXCLUDED.households, population = EXCLUDED.population,
-                version = EXCLUDED.version, geom = EXCLUDED.geom
-            """,
-            (version,),
-        )
         # Each grid lies in exactly one police area: the one holding its inner point.
         conn.execute(
             """
-            UPDATE grid g SET police_area_id = (
-                SELECT p.id FROM police_area p WHERE ST_Contains(p.geom, ST_PointOnSurface(g.geom)) LIMIT 1)
-            """
+            INSERT INTO grid (code, name, township_id, households, population, version, geom, police_area_id)
+            SELECT s.code, s.name, t.id, round(s.households)::int, round(s.population)::int, %s, g.geom,
+                   (SELECT p.id FROM police_area p WHERE ST_Contains(p.geom, ST_PointOnSurface(g.geom)) LIMIT 1)
+            FROM stage_grid s JOIN command_unit t ON t.code = s.township_code AND t.level = 'township',
+                 LATERAL (SELECT ST_Multi(ST_SetSRID(ST_GeomFromWKB(s.wkb), 4326)) AS geom) g
+            ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, township_id = EXCLUDED.township_id,
+                households = EXCLUDED.households, population = EXCLUDED.population,
+                version = EXCLUDED.version, geom = EXCLUDED.geom, police_area_id = EXCLUDED.police_area_id
+            """,
+            (version,),
         )
-        conn.execute("DELETE FROM grid_lineage")
-        conn.execute(
-            """
-            INSERT INTO grid_lineage (grid_id, source_id, share)
-            SELECT g.id, s.id, least(l.share, 1.0) FROM stage_lineage l
-            JOIN grid g ON g.code = l.grid_code
-            JOIN grid_source s ON s.department = l.department AND s.source_code = l.source_code
-            WHERE l.share > 0
-            """
-        )
+        conn.execute("TRUNCATE grid_lineage")
+        with keys_built_after(conn, "grid_lineage"):
+            conn.execute(
+                """
+                INSERT INTO grid_lineage (grid_id, source_id, share)
+                SELECT g.id, s.id, least(l.share, 1.0) FROM stage_lineage l
+                JOIN grid g ON g.code = l.grid_code
+                JOIN grid_source s ON s.department = l.department AND s.source_code = l.source_code
+                WHERE l.share > 0
+                """
+            )

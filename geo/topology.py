@@ -225,11 +225,14 @@ def check_tiling(
         kind = "outside_parent" if a >= ga - tol else "crosses_parent"
         out.append(Violation(kind, (gcode[i],), float(a), geom, f"{a:,.1f} m² outside {pcode[j]}"))
 
-    # overlaps between grids ------------------------------------------------------
-    tree = shapely.STRtree(g)
-    left, right = tree.query(g, predicate="intersects")
+    # overlaps between grids: none when they form a valid coverage (no two interiors meet and
+    # neighbours share their edges vertex for vertex), else the pairs whose interiors meet ------
+    coverage = bool(shapely.coverage_is_valid(g[ok]))
+    left, right = np.empty((2, 0), dtype=np.intp) if coverage else shapely.STRtree(g).query(g, predicate="intersects")
     keep = (left < right) & ok[left] & ok[right]
     left, right = left[keep], right[keep]
+    meet = shapely.relate_pattern(g[left], g[right], "2********")
+    left, right = left[meet], right[meet]
     inter = shapely.intersection(g[left], g[right])
     inter = _polygonal(inter)
     ia = shapely.area(inter)
@@ -247,7 +250,8 @@ def check_tiling(
         matrix = np.full((len(groups), counts.max()), None, dtype=object)
         col = np.arange(len(order)) - np.repeat(starts, counts)
         matrix[np.repeat(np.arange(len(groups)), counts), col] = g[ki][order]
-        covered[groups] = shapely.union_all(matrix, axis=1)
+        union = shapely.coverage_union_all if coverage else shapely.union_all
+        covered[groups] = union(matrix, axis=1)
     covered = np.where(shapely.is_missing(covered), shapely.from_wkt("POLYGON EMPTY"), covered)
     gaps = _polygonal(shapely.difference(pvalid, covered))
     parts, owner = shapely.get_parts(gaps, return_index=True)
