@@ -20,7 +20,8 @@ import sqlalchemy as sa
 
 __all__ = ["REFERENCE_DIR", "run_digest", "reference_file", "same_as_reference"]
 
-# The prefecture sample's reference (the bench's); the test suite keeps its small one under tests/reference.
+# The bench's references of the prefecture and province samples; the test suite keeps its small one under
+# tests/reference.
 REFERENCE_DIR = Path(__file__).with_name("reference")
 
 # A zone's stable name: its kind, name and shape (worked out once per zone, not per fix).
