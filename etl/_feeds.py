@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +21,7 @@ import sqlalchemy as sa
 
 from gridwatch.errors import InputError
 from gridwatch.etl._fuse_points import Reference
+from gridwatch.etl.database import pg_transaction
 from gridwatch.etl.manifest import FileEntry
 from gridwatch.etl.runlog import (
     FileOutcome,
@@ -35,7 +35,7 @@ from gridwatch.etl.runlog import (
 )
 
 __all__ = [
-    "CSV_FORMAT", "TextRows", "FileLoad", "Rejections", "pg_transaction", "load_each_file", "refusal",
+    "CSV_FORMAT", "TextRows", "FileLoad", "Rejections", "load_each_file", "refusal",
     "read_csv_text", "require_fields", "parse_times", "parse_numbers", "check_coordinates",
 ]
 
@@ -116,13 +116,6 @@ class Rejections:
         written += quarantine_rows(conn, file.run_id, source, rows.unparsed[["text"]], rows.unparsed["reason"],
                                    lines=rows.unparsed["line"].to_numpy())
         file.outcome.rows_rejected += written
-
-
-@contextmanager
-def pg_transaction(engine: sa.Engine) -> Iterator[psycopg.Connection]:
-    """A psycopg connection inside one transaction: committed at exit, rolled back on error."""
-    with engine.connect() as conn, conn.begin():
-        yield conn.connection.driver_connection
 
 
 def refusal(exc: BaseException, entry: FileEntry) -> str:

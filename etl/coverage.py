@@ -66,8 +66,8 @@ from h3.api import basic_int as h3_int
 
 from gridwatch.etl import _pgbinary as pgb
 from gridwatch.etl._copy import create_staging, keys_built_after
-from gridwatch.etl._feeds import pg_transaction
 from gridwatch.etl._fuse_points import read_geoms, region_srid
+from gridwatch.etl.database import pg_transaction
 from gridwatch.geo.coverage import place_figures
 from gridwatch.geo.crs import project_geoms
 from gridwatch.geo.h3cells import cell_polygons

@@ -9,13 +9,14 @@ from pathlib import Path
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from gridwatch.errors import DatabaseError
 from gridwatch.etl.server import EmbeddedServer, database_url  # beside the server: `db url` loads no driver
 from gridwatch.settings import Settings, get_settings
 
 __all__ = ["database_url", "database_engine", "engine_for", "ensure_database", "upgrade_schema", "check_postgis", "SCHEMA_LOCK",
-           "scratch_database"]
+           "scratch_database", "pg_connection", "pg_transaction"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The advisory lock two commands starting at once take in turn to enable PostGIS and migrate the schema.
@@ -36,8 +37,41 @@ def _sqlalchemy_url(url: str) -> sa.URL:
 
 
 def engine_for(url: str, **kwargs) -> Engine:
-    """A SQLAlchemy engine (psycopg 3) for a libpq URL."""
-    return sa.create_engine(_sqlalchemy_url(url), pool_pre_ping=True, **kwargs)
+    """A SQLAlchemy engine (psycopg 3) for a libpq URL.
+
+    Connections are checked before use (those a restart cut are replaced) and rolled back when
+    returned, unless the server went away under them: then they are dropped quietly, the error
+    that reported it already on its way to the caller.
+    """
+    engine = sa.create_engine(_sqlalchemy_url(url), pool_pre_ping=True, pool_reset_on_return=None, **kwargs)
+    sa.event.listen(engine, "reset", _roll_back_on_return)
+    return engine
+
+
+def _roll_back_on_return(driver: psycopg.Connection, record: ConnectionPoolEntry, state: PoolResetState) -> None:
+    """The pool's reset of a returned connection: a rollback, or, if its server is gone, discarding it."""
+    if state.transaction_was_reset or state.terminate_only:
+        return
+    try:
+        driver.rollback()
+    except psycopg.OperationalError as exc:
+        if not (driver.broken or driver.closed):
+            raise
+        record.invalidate(exc)
+
+
+@contextmanager
+def pg_connection(engine: Engine) -> Iterator[psycopg.Connection]:
+    """The psycopg connection under one of ``engine``'s (for COPY, binary reads and the like)."""
+    with engine.connect() as conn:
+        yield conn.connection.driver_connection
+
+
+@contextmanager
+def pg_transaction(engine: Engine) -> Iterator[psycopg.Connection]:
+    """:func:`pg_connection` inside one transaction: committed at exit, rolled back on error."""
+    with pg_connection(engine) as conn, conn.transaction():
+        yield conn
 
 
 def database_engine(settings: Settings | None = None, **kwargs) -> Engine:

@@ -18,7 +18,7 @@ import shapely
 import sqlalchemy as sa
 
 from gridwatch.etl._copy import copy_rows
-from gridwatch.etl._feeds import pg_transaction
+from gridwatch.etl.database import pg_transaction
 from gridwatch.geo.routing import RoadGraph, build_road_graph
 from gridwatch.settings import Settings
 

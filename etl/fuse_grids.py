@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from gridwatch.errors import GridwatchError, InputError
 from gridwatch.etl._copy import copy_rows, keys_built_after
+from gridwatch.etl.database import pg_connection, pg_transaction
 from gridwatch.etl.runlog import RunCounts
 from gridwatch.geo.grid_fusion import FusionReport, FusionResult, fuse_grids
 from gridwatch.geo.topology import check_tiling
@@ -149,8 +150,7 @@ def _pool(processes: int) -> Iterator[ProcessPoolExecutor]:
 
 def _county(engine: sa.Engine, codes: list[str]) -> tuple[list[str], gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """A county's townships and the grid sources touching them."""
-    with engine.connect() as sa_conn:
-        conn = sa_conn.connection.driver_connection
+    with pg_connection(engine) as conn:
         return codes, _frame(conn, TOWNSHIPS_SQL, codes), _frame(conn, SOURCES_SQL, codes)
 
 
@@ -204,8 +204,7 @@ def _write(engine: sa.Engine, grids: gpd.GeoDataFrame, lineage: pd.DataFrame, re
         "wkb": shapely.to_wkb(grids.geometry.values),
     })
     links = lineage[["grid_code", "department", "source_code", "share"]]
-    with engine.begin() as sa_conn:
-        conn = sa_conn.connection.driver_connection
+    with pg_transaction(engine) as conn:
         conn.execute(
             "CREATE TEMP TABLE stage_grid (code text, name text, township_code text, households float8, "
             "population float8, wkb bytea) ON COMMIT DROP"

@@ -28,9 +28,9 @@ from tqdm import tqdm
 
 from gridwatch.errors import InputError
 from gridwatch.etl._copy import copy_rows, create_staging
-from gridwatch.etl._feeds import pg_transaction
 from gridwatch.etl.accounts import audit
 from gridwatch.etl.coverage import derive_coverage
+from gridwatch.etl.database import pg_transaction
 from gridwatch.geo.plan import GRID_COLUMNS, Plan
 from gridwatch.geo.plan_faces import Blocks, township_faces
 from gridwatch.geo.plan_rules import Rules

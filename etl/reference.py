@@ -29,6 +29,7 @@ from tqdm import tqdm
 from gridwatch.errors import InputError
 from gridwatch.etl._copy import copy_rows
 from gridwatch.etl._feeds import refusal
+from gridwatch.etl.database import pg_connection, pg_transaction
 from gridwatch.etl.manifest import TARGETS, FileEntry, Manifest
 from gridwatch.etl.readers import VectorRead, choose_layer, read_vector
 from gridwatch.etl.runlog import (
@@ -372,8 +373,8 @@ def load_reference(
             continue
         files = _prepare(entries, target)
         if all(f.outcome.status != "refused" for f in files):
-            with engine.connect() as conn:
-                if not force and all(already_loaded(conn.connection.driver_connection, f.key, target) for f in files):
+            with pg_connection(engine) as conn:
+                if not force and all(already_loaded(conn, f.key, target) for f in files):
                     for file in files:
                         counts.add(FileOutcome(file.outcome.source, target, "unchanged"))
                     continue
@@ -418,8 +419,7 @@ def _read(files: list[_File], region: tuple[float, float, float, float] | None) 
 
 def _write(engine: sa.Engine, target: str, files: list[_File], settings: Settings, run_id: int) -> None:
     """Write one load in one transaction, with its ledger rows."""
-    with engine.begin() as sa_conn:
-        conn = sa_conn.connection.driver_connection
+    with pg_transaction(engine) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"gridwatch.load.{target}",))
         for file in files:
             forget_earlier_load(conn, file.entry.source, target, file.key)

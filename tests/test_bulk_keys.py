@@ -5,7 +5,7 @@ import psycopg
 import pytest
 
 from gridwatch.etl._copy import keys_built_after
-from gridwatch.etl._feeds import pg_transaction
+from gridwatch.etl.database import pg_transaction
 
 _TABLES = """
 CREATE TEMP TABLE bk_parent (id int PRIMARY KEY);

@@ -1,6 +1,8 @@
 """The embedded PostGIS: lifecycle, crash recovery and clear errors."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -8,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -172,3 +175,43 @@ def test_a_restart_keeps_the_port_even_with_clients_connected(server: EmbeddedSe
         client.close()
     with psycopg.connect(first) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@contextlib.contextmanager
+def _may_fail() -> Iterator[None]:
+    """Tolerates the error of a connection whose server went away, and only that."""
+    try:
+        yield
+    except (psycopg.OperationalError, sa.exc.OperationalError) as exc:
+        assert "terminating connection" in str(exc)
+
+
+@pytest.mark.parametrize("opened", ["connect", "begin", "pg_connection", "pg_transaction"])
+@pytest.mark.parametrize("cut", ["before the last statement", "after it"])
+def test_a_connection_the_server_cut_is_dropped_without_a_failed_rollback(
+        opened: str, cut: str, engine: sa.Engine, server_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Whether SQLAlchemy saw the error or not (a psycopg call on the driver connection, or the
+    server gone between the last statement and the return), the pooled connection is discarded
+    quietly: no failed rollback logged when it is returned, and the pool's next connection works."""
+    from gridwatch.etl import database
+
+    def terminate(pid: int) -> None:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    raw = opened.startswith("pg_")
+    opener = getattr(database, opened) if raw else getattr(engine, opened)
+    cut_first = cut == "before the last statement"
+    # Cut before, the statement fails; cut after, the rollback or commit at the end may.
+    with pytest.raises((psycopg.OperationalError, sa.exc.OperationalError)) if cut_first else _may_fail():
+        with opener(engine) if raw else opener() as conn:
+            driver = conn if raw else conn.connection.driver_connection
+            if cut_first:
+                terminate(driver.info.backend_pid)
+            conn.execute("SELECT 1") if raw else conn.exec_driver_sql("SELECT 1")
+            if not cut_first:
+                terminate(driver.info.backend_pid)
+                time.sleep(0.2)  # the backend has gone before the return
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT 1").scalar() == 1

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gridwatch.etl import _pgbinary as pgb
-from gridwatch.etl._feeds import pg_transaction
+from gridwatch.etl.database import pg_transaction
 
 COLUMNS = (("i", "int4"), ("big", "int8"), ("x", "float8"), ("t", "timestamptz"), ("b", "bool"))
 

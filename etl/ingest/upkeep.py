@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 from gridwatch.etl.alerts import refresh_alerts
 from gridwatch.etl.coverage import age_coverage, derive_coverage
-from gridwatch.etl.database import engine_for
+from gridwatch.etl.database import engine_for, pg_transaction
 from gridwatch.settings import Settings
 
 __all__ = ["Upkeep"]
@@ -64,7 +64,7 @@ class Upkeep(threading.Thread):
             derived = conn.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM coverage_clock)").scalar()
         if not derived:
             derive_coverage(engine, settings=self.settings, as_of=now)
-        with engine.begin() as conn:  # its own transaction: the writer waits for the coverage lock only this long
-            age_coverage(conn.connection.driver_connection, settings=self.settings, now=now)
+        with pg_transaction(engine) as conn:  # its own: the writer waits for the coverage lock only this long
+            age_coverage(conn, settings=self.settings, now=now)
         with engine.begin() as conn:
             refresh_alerts(conn, self.settings, now)

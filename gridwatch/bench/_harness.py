@@ -300,7 +300,7 @@ def seed_plan_region(engine: sa.Engine, plan) -> None:
     import shapely
 
     from gridwatch.etl._copy import copy_rows
-    from gridwatch.etl._feeds import pg_transaction
+    from gridwatch.etl.database import pg_transaction
     from gridwatch.geo.plan import grid_geometries
 
     faces = plan.faces

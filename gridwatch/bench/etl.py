@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from gridwatch.bench import Figure
 from gridwatch.bench._harness import bench_engine, bench_sample, load_sample
 from gridwatch.bench._reference_run import reference_file, run_digest, same_as_reference
-from gridwatch.etl._feeds import pg_transaction
+from gridwatch.etl.database import pg_transaction
 from gridwatch.etl.manifest import read_manifest
 from gridwatch.settings import Settings
 

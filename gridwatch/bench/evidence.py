@@ -28,6 +28,7 @@ from gridwatch.bench._harness import bench_engine, bench_sample, load_sample, ti
 from gridwatch.dashboard.shift_report import write_shift_report
 from gridwatch.errors import GridwatchError
 from gridwatch.etl.alerts import refresh_alerts
+from gridwatch.etl.database import pg_connection
 from gridwatch.etl.manifest import read_manifest
 from gridwatch.layers.evidence import export_evidence, position_counts, positions_sql, read_evidence, window
 from gridwatch.layers.gaps import gap_list
@@ -50,8 +51,8 @@ def _ogr2ogr(engine: sa.Engine, win, out: Path) -> None:
     url = engine.url
     dsn = " ".join(f"{key}={value}" for key, value in (("host", url.host), ("port", url.port), ("dbname", url.database),
                                                        ("user", url.username), ("password", url.password)) if value)
-    with engine.connect() as conn:
-        sql = positions_sql(conn.connection.driver_connection, win, geometry="p.geom")
+    with pg_connection(engine) as conn:
+        sql = positions_sql(conn, win, geometry="p.geom")
     subprocess.run(["ogr2ogr", "-f", "GPKG", "-overwrite", "-a_srs", "EPSG:4490", "-nln", "positions", str(out),
                     f"PG:{dsn}", "-sql", sql], check=True, capture_output=True)
 
