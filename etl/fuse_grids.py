@@ -29,7 +29,7 @@ from tqdm import tqdm
 from gridwatch.errors import GridwatchError, InputError
 from gridwatch.etl._copy import copy_rows, keys_built_after
 from gridwatch.etl.database import pg_connection, pg_transaction
-from gridwatch.etl.runlog import RunCounts
+from gridwatch.etl.runlog import RunCounts, freeze_start_up
 from gridwatch.geo.grid_fusion import FusionReport, FusionResult, fuse_grids
 from gridwatch.geo.topology import check_tiling
 from gridwatch.settings import Settings
@@ -136,11 +136,18 @@ def _fuse_counties(engine: sa.Engine, chunks: list[list[str]], *, settings: Sett
                 bar.update()
 
 
+def _process_started() -> None:
+    """A fusion process, this module imported (and with it geopandas and shapely) to unpickle this
+    function: what start-up made is left out of the collector's passes."""
+    freeze_start_up()
+
+
 @contextlib.contextmanager
 def _pool(processes: int) -> Iterator[ProcessPoolExecutor]:
     """Fresh processes for the counties' fusions; one dying (out of memory, killed) is a clear error."""
     try:
-        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_process_started) as pool:
             yield pool
     except BrokenProcessPool:
         raise GridwatchError(

@@ -17,6 +17,7 @@ what the earlier load produced, its quarantine rows included.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from gridwatch.etl.schema import etl_run
 
 __all__ = [
     "RunCounts", "FileOutcome", "job_run", "quarantine_rows", "load_key", "already_loaded", "loaded_before",
-    "forget_earlier_load", "mark_loaded",
+    "forget_earlier_load", "mark_loaded", "freeze_start_up",
 ]
 
 Status = Literal["loaded", "unchanged", "refused", "skipped"]
@@ -92,6 +93,14 @@ class RunCounts:
         return [f for f in self.files if f.status in ("refused", "skipped")]
 
 
+def freeze_start_up() -> None:
+    """Leave the objects that exist now (modules, settings, the engine) out of the cyclic
+    collector's passes until ``gc.unfreeze()``: a job makes millions of objects, and each full
+    pass walked all of those again (0.8 s of a 6 s position load, 0.5 s of 5 s of grid fusion)."""
+    gc.collect()
+    gc.freeze()
+
+
 @contextmanager
 def job_run(engine: sa.Engine, job: str, source: str | None = None) -> Iterator[RunCounts]:
     """Record a job in ``etl_run``: ``running``, then ``ok`` with counts, or ``failed`` (an error,
@@ -100,12 +109,15 @@ def job_run(engine: sa.Engine, job: str, source: str | None = None) -> Iterator[
         run_id = conn.execute(sa.insert(etl_run).values(job=job, source=source).returning(etl_run.c.id)).scalar_one()
     counts = RunCounts(run_id)
     this_run = sa.update(etl_run).where(etl_run.c.id == run_id).values(finished=sa.func.now())
+    freeze_start_up()
     try:
         yield counts
     except BaseException as exc:
         with engine.begin() as conn:
             conn.execute(this_run.values(status="failed", message=f"{type(exc).__name__}: {exc}"[:2000]))
         raise
+    finally:
+        gc.unfreeze()
     refused = "; ".join(f.describe() for f in counts.not_done)
     with engine.begin() as conn:
         conn.execute(this_run.values(status="failed" if refused else "ok", message=refused[:2000] or None,

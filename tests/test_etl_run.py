@@ -2,6 +2,7 @@
 and a run killed at any moment then run again ends like an uninterrupted one."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -120,3 +121,23 @@ def test_since_reads_only_feed_files_changed_since(
             "SELECT rows_in, rows_loaded FROM etl_run WHERE job = 'positions' ORDER BY id DESC LIMIT 1")).one()
     assert tuple(positions) == (1, 1)  # only the late file was read
     assert snapshot(clean_db)["position"] == before["position"] + 1
+
+
+def test_a_job_leaves_what_came_before_it_out_of_the_collector_and_frees_it_after(clean_db: sa.Engine) -> None:
+    """While a job runs, the objects made before it are frozen (the cyclic collector's passes skip
+    them); after it, failed or not, nothing stays frozen, so they are collected again."""
+    import gc
+
+    from gridwatch.etl.runlog import job_run
+
+    def collected(o: object) -> bool:  # in the generations the collector walks (frozen ones are not)
+        return any(x is o for x in gc.get_objects())
+
+    before = [[]]
+    for fails in (False, True):
+        with contextlib.suppress(RuntimeError), job_run(clean_db, "freeze check"):
+            during = [[]]
+            assert not collected(before) and collected(during)
+            if fails:
+                raise RuntimeError("the job failed")
+        assert gc.get_freeze_count() == 0 and collected(before)
