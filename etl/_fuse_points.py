@@ -2,7 +2,8 @@
 
 The reference layers are small (~1.5k grids, a few zones, ~400 segments), the
 points many; so the points go into one shapely STRtree, queried with the
-prepared polygons (the fast direction, see DESIGN.md). The nearest border
+polygons (the fast direction, see DESIGN.md), and the coordinates of each pair
+whose boxes meet are tested against the prepared polygon. The nearest border
 segment is found through the nearest of the segments' vertices densified to
 :data:`VERTEX_SPACING_M` in the region's metric CRS (a point-to-point search,
 ~3x faster than nearest-line; a k-d tree is 4x slower here, as the vertices
@@ -97,12 +98,17 @@ def load_reference(conn: psycopg.Connection) -> Reference:
     return Reference(grid_ids, grids, zone_ids, zones, seg_ids, segs, tree, vertex_segment, to_metric, bbox)
 
 
-def _containing(points_tree: shapely.STRtree, n: int, polygons: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Id of the first polygon (in ``polygons`` order) holding each point, or -1."""
-    out = np.full(n, -1, dtype=np.int64)
-    if len(polygons) == 0 or n == 0:
+def _containing(points_tree: shapely.STRtree, x: np.ndarray, y: np.ndarray, polygons: np.ndarray,
+                ids: np.ndarray) -> np.ndarray:
+    """Id of the first polygon (in ``polygons`` order) holding each point (the tree's, at ``x``, ``y``),
+    or -1. The tree gives the pairs whose boxes meet; the coordinates are tested against the
+    prepared polygons directly (twice as fast as the tree testing its point geometries)."""
+    out = np.full(len(x), -1, dtype=np.int64)
+    if len(polygons) == 0 or len(x) == 0:
         return out
-    poly_idx, point_idx = points_tree.query(polygons, predicate="intersects")
+    poly_idx, point_idx = points_tree.query(polygons)
+    inside = shapely.intersects_xy(polygons[poly_idx], x[point_idx], y[point_idx])
+    poly_idx, point_idx = poly_idx[inside], point_idx[inside]
     if point_idx.size == 0:
         return out
     order = np.lexsort((poly_idx, point_idx))
@@ -124,10 +130,11 @@ def fuse_points(ref: Reference, lon: np.ndarray, lat: np.ndarray, *, resolution:
     if ref.to_metric is not None and n:
         x, y = ref.to_metric.transform(lon, lat)
         order = np.lexsort((y // 2000.0, x // 2000.0))  # nearby points together: warmer tree paths
-        points = shapely.points(x[order], y[order])
+        x, y = x[order], y[order]
+        points = shapely.points(x, y)
         tree = shapely.STRtree(points)
-        grid_id[order] = _containing(tree, n, ref.grids, ref.grid_ids)
-        zone_id[order] = _containing(tree, n, ref.zones, ref.zone_ids)
+        grid_id[order] = _containing(tree, x, y, ref.grids, ref.grid_ids)
+        zone_id[order] = _containing(tree, x, y, ref.zones, ref.zone_ids)
         if ref.vertex_tree is not None:
             _, vertex = ref.vertex_tree.query_nearest(points, all_matches=False)
             nearest = ref.vertex_segment[vertex]
