@@ -68,6 +68,7 @@ from gridwatch.etl import _pgbinary as pgb
 from gridwatch.etl._copy import create_staging, keys_built_after
 from gridwatch.etl._fuse_points import read_geoms, region_srid
 from gridwatch.etl.database import pg_transaction
+from gridwatch.etl.runlog import collector_paused
 from gridwatch.geo.coverage import place_figures
 from gridwatch.geo.crs import project_geoms
 from gridwatch.geo.h3cells import cell_polygons
@@ -347,7 +348,7 @@ def _hits(places: np.ndarray, fixes: dict[str, np.ndarray], to_metric: pyproj.Tr
     bounds = np.flatnonzero(np.diff(radius[order])) + 1  # one radius per chunk
     chunks = [c for group in np.split(order, bounds) if len(places) and len(group)
               for c in np.array_split(group, -(-len(group) // _FIX_CHUNK))]
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
+    with collector_paused(), ThreadPoolExecutor(os.cpu_count()) as pool:
         found = [(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)), *pool.map(search, chunks)]
     return np.concatenate([p for p, _ in found]), np.concatenate([f for _, f in found])
 

@@ -36,7 +36,7 @@ from gridwatch.etl.schema import etl_run
 
 __all__ = [
     "RunCounts", "FileOutcome", "job_run", "quarantine_rows", "load_key", "already_loaded", "loaded_before",
-    "forget_earlier_load", "mark_loaded", "freeze_start_up",
+    "forget_earlier_load", "mark_loaded", "freeze_start_up", "collector_paused",
 ]
 
 Status = Literal["loaded", "unchanged", "refused", "skipped"]
@@ -99,6 +99,20 @@ def freeze_start_up() -> None:
     pass walked all of those again (0.8 s of a 6 s position load, 0.5 s of 5 s of grid fusion)."""
     gc.collect()
     gc.freeze()
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic collector off for a block that makes millions of objects holding no cycles
+    (geometries, arrays): each batch of them survived into the oldest generation and set off full
+    passes (54 in a province coverage rebuild, 2.2 s; 18 and 0.5 s with the fixes' search paused)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 @contextmanager

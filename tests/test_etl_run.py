@@ -141,3 +141,21 @@ def test_a_job_leaves_what_came_before_it_out_of_the_collector_and_frees_it_afte
             if fails:
                 raise RuntimeError("the job failed")
         assert gc.get_freeze_count() == 0 and collected(before)
+
+
+def test_a_paused_collector_is_on_again_after_the_block_and_stays_off_if_it_was() -> None:
+    import gc
+
+    from gridwatch.etl.runlog import collector_paused
+
+    with contextlib.suppress(RuntimeError), collector_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("the block failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
