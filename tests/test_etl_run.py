@@ -155,7 +155,7 @@ def test_a_paused_collector_is_on_again_after_the_block_and_stays_off_if_it_was(
     gc.disable()
     try:
         with collector_paused():
-            pass
+            assert not gc.isenabled()
         assert not gc.isenabled()
     finally:
         gc.enable()
