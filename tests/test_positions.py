@@ -180,3 +180,26 @@ def test_geojson_points(region, tmp_path):
     counts = load(region, [FileEntry(path=path, target="position")])
     assert (counts.rows_loaded, counts.rows_rejected) == (1, 1)
     assert rows(region, "SELECT reason FROM quarantine") == [("unparseable time",)]
+
+
+def test_the_nearest_vertex_is_the_default_trees_even_where_vertices_tie() -> None:
+    """The fast vertex search answers as a tree of shapely's default nodes does, for fixes at one
+    least distance and for fixes equidistant from several vertices (at the shared end of two
+    segments, on the bisectors of neighbouring vertices)."""
+    import numpy as np
+    import shapely
+
+    from gridwatch.etl._fuse_points import VERTEX_NODE_CAPACITY, Reference, _nearest_vertex
+
+    rng = np.random.default_rng(7)
+    k = np.arange(201.0)
+    xy = np.concatenate([np.c_[20 * k, 0 * k], np.c_[4000 + 20 * k, 20 * k]])  # two segments sharing (4000, 0)
+    vertices = shapely.points(xy)
+    default = shapely.STRtree(vertices)
+    ref = Reference(*(np.empty(0),) * 6, shapely.STRtree(vertices, node_capacity=VERTEX_NODE_CAPACITY), default,
+                    np.repeat([0, 1], 201), None, None)
+    bisectors = np.c_[np.repeat(20 * k[:-1] + 10, 4), np.tile([-3000, -300, -30, -3], 200)]  # B lies above y = 0
+    points = shapely.points(np.vstack([rng.uniform(-20_000, 30_000, size=(20_000, 2)), [[4000, 0]], bisectors]))
+    ties = np.bincount(default.query_nearest(points, all_matches=True)[0]) > 1
+    assert ties[20_000:].all()
+    assert np.array_equal(_nearest_vertex(ref, points), default.query_nearest(points, all_matches=False)[1])

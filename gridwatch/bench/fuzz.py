@@ -84,7 +84,7 @@ _REFERENCE = Reference(
     grid_ids=np.empty(0, dtype=np.int64), grids=np.empty(0, dtype=object),
     zone_ids=np.empty(0, dtype=np.int64), zones=np.empty(0, dtype=object),
     segment_ids=np.empty(0, dtype=np.int64), segments=np.empty(0, dtype=object),
-    vertex_tree=None, vertex_segment=np.empty(0, dtype=np.int64), to_metric=None, bbox=REGION,
+    vertex_tree=None, tie_tree=None, vertex_segment=np.empty(0, dtype=np.int64), to_metric=None, bbox=REGION,
 )
 
 # ---------------------------------------------------------------- strategies
