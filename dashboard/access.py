@@ -18,6 +18,7 @@ Flask-Limiter, used in those two views alone so that no other request pays for i
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
@@ -32,6 +33,7 @@ import flask
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from limits import parse, storage, strategies
 from markupsafe import escape
+from werkzeug.exceptions import BadRequest
 
 from gridwatch.dashboard._context import DB_ERRORS, context
 from gridwatch.errors import GridwatchError
@@ -44,7 +46,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["Principal", "Rule", "ROUTES", "PAGES", "CALLBACKS", "install_access", "principal", "may", "rank",
+           "refuse_unusable_values",
            "scope_code", "callback_id", "RECHECK_S"]
+
+_log = logging.getLogger(__name__)
 
 RECHECK_S = 5.0
 KIOSK_LIFETIME = timedelta(days=400)  # browsers keep a cookie at most this long; a wall in use renews it
@@ -381,18 +386,63 @@ def _refused(rule: Rule, status: int) -> flask.Response:
     if status == 401 and rule.page:
         target = flask.request.full_path if flask.request.query_string else flask.request.path
         return flask.redirect(f"/login?next={quote(target, safe='/')}", 303)
-    message = {401: "sign in first", 403: "not allowed for your role", 400: "no such callback"}[status]
+    message = {401: "sign in first", 403: "not allowed for your role",
+               400: "no such callback, or a request not shaped as its own"}[status]
     return flask.Response(flask.json.dumps({"error": message}), status=status, mimetype="application/json")
 
 
+def _sent_as_registered(sent: object, registered: list[dict]) -> bool:
+    """Whether a callback request's inputs (or state, or outputs) are the callback's own: one per
+    registered dependency, naming its id and property (an output's may carry Dash's ``@`` suffix of
+    a duplicate output); a wildcard one's ids are objects, and it may be a list of them."""
+    if not isinstance(sent, list) or len(sent) != len(registered):
+        return False
+    for item, dependency in zip(sent, registered):
+        wildcard = dependency["id"].startswith("{")
+        for one in item if wildcard and isinstance(item, list) else [item]:
+            if not isinstance(one, dict) or str(one.get("property")).partition("@")[0] != dependency["property"]:
+                return False
+            if not (isinstance(one.get("id"), dict) if wildcard else one.get("id") == dependency["id"]):
+                return False
+    return True
+
+
+def _well_formed(body: dict, entry: dict) -> bool:
+    """Whether a ``_dash-update-component`` body has the shape of its callback's (a hand-made one
+    that does not would fail inside Dash, with a 500 and a logged traceback)."""
+    output = entry["output"]
+    outputs = output if isinstance(output, list) else [output]
+    sent = body.get("outputs")
+    return (_sent_as_registered(body.get("inputs"), entry["inputs"])
+            and _sent_as_registered(body.get("state", []), entry["state"])
+            and _sent_as_registered(sent if isinstance(output, list) else [sent],
+                                    [{"id": o.component_id_str(), "property": o.component_property} for o in outputs])
+            and isinstance(changed := body.get("changedPropIds", []), list)
+            and all(isinstance(prop, str) for prop in changed))
+
+
+def refuse_unusable_values(error: Exception) -> None:
+    """Dash's handler of an exception raised in a server callback: values no page sends (a
+    hand-made request; the pages' own are tested to work) are refused with a 400 and one log
+    line instead of a 500 and a logged traceback, which is kept for the debug level."""
+    body = flask.request.get_json(silent=True)
+    output = body.get("output") if isinstance(body, dict) else None
+    reason = (str(error).strip().splitlines() or [""])[0][:200]
+    _log.warning("callback %s refused its request's values: %s: %s", str(output)[:120], type(error).__name__, reason)
+    _log.debug("the callback's exception", exc_info=error)
+    raise BadRequest(response=flask.Response(flask.json.dumps({"error": "the callback cannot use the values sent"}),
+                                             status=400, mimetype="application/json"))
+
+
 def _callback_rule(app: dash.Dash) -> str | None:
-    """The least role of the callback a ``_dash-update-component`` request runs (None: no such callback)."""
+    """The least role of the callback a ``_dash-update-component`` request runs (None: no such
+    callback, or a request not shaped as its callback's)."""
     body = flask.request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("output"), str):
         return None
     entry = app.callback_map.get(body["output"])
     function = entry.get("callback") if entry else None
-    if function is None:
+    if function is None or not _well_formed(body, entry):
         return None
     least = CALLBACKS.get(callback_id(function))
     if least is not None and callback_id(function) == "dash.dash.update":

@@ -21,7 +21,7 @@ import dash
 import flask
 
 from gridwatch.dashboard._context import WallContext
-from gridwatch.dashboard.access import install_access
+from gridwatch.dashboard.access import install_access, refuse_unusable_values
 from gridwatch.dashboard.routes import routes
 from gridwatch.etl.database import database_engine, engine_for
 from gridwatch.layers.glyphs import FONTSTACK, glyph_range, glyphs_available
@@ -110,6 +110,7 @@ def create_app(url: str | None = None, settings: Settings | None = None) -> dash
     app = dash.Dash(
         __name__, use_pages=True, pages_folder=str(HERE / "pages"), assets_folder=str(HERE / "assets"),
         serve_locally=True, title="gridwatch", update_title=None, suppress_callback_exceptions=True,
+        on_error=refuse_unusable_values,
     )
     app.server.extensions["gridwatch"] = WallContext(engine=engine, settings=settings)
     install_access(app, settings)

@@ -5,7 +5,9 @@ refused; kiosk links work and are revoked; accounts see their own command unit o
 """
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -15,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from _accounts import ORIGIN, client_of
 
-from gridwatch.bench._harness import new_account
+from gridwatch.bench._harness import callback_body, new_account
 from gridwatch.dashboard.access import CALLBACKS, PAGES, RECHECK_S, ROUTES, callback_id, rank
 from gridwatch.dashboard.app import create_app
 from gridwatch.etl.accounts import add_kiosk, revoke_kiosk, set_password
@@ -92,9 +94,8 @@ def server_callbacks(app) -> dict[str, str]:
 
 
 def crafted(app, name: str) -> dict:
-    """A hand-built ``_dash-update-component`` body for the callback ``name``."""
-    output = next(key for key, cid in server_callbacks(app).items() if cid == name)
-    return {"output": output, "outputs": [], "inputs": [], "state": [], "changedPropIds": []}
+    """A ``_dash-update-component`` body for the callback ``name``, shaped as the page sends it, values unset."""
+    return callback_body(app, name)
 
 
 def test_every_route_page_and_callback_has_an_entry(app) -> None:
@@ -148,6 +149,39 @@ def test_a_callback_not_on_the_server_or_unknown_is_refused(app, accounts) -> No
     for output in (clientside, "no-such.children", None):
         response = client.post("/_dash-update-component", json={"output": output}, headers={"Origin": ORIGIN})
         assert response.status_code == 400
+
+
+# Values no page sends, for any input or state.
+HOSTILE_VALUES = (0, -1, 1e308, "x", "\x00", "A" * 5000, [1, "a"], {"a": {"b": 1}}, True)
+
+
+def test_a_hand_made_callback_request_is_refused_with_one_log_line(app, accounts, caplog) -> None:
+    """Bodies not shaped as their callback's, and any value in any input or state, end in a 4xx
+    (the page's own requests are the browser tests'), never in a 500 with a logged traceback."""
+    client = client_of(app, accounts["admin"])
+    for page in ("/wall", "/dispatch", "/plan"):
+        client.get(page)
+    post = functools.partial(client.post, "/_dash-update-component", headers={"Origin": ORIGIN})
+    refused = 0
+    for name in set(server_callbacks(app).values()):
+        good = callback_body(app, name)
+        for wrong in ({"inputs": "x"}, {"inputs": good["inputs"][1:]}, {"state": [1] + good["state"]},
+                      {"outputs": 3}, {"changedPropIds": [1]}):
+            response = post(json={**good, **wrong})
+            assert response.status_code == 400, (name, wrong, response.status_code)
+            assert response.get_json() == {"error": "no such callback, or a request not shaped as its own"}
+        plain = [d for d in app.callback_map[good["output"]]["inputs"] + app.callback_map[good["output"]]["state"]
+                 if not d["id"].startswith("{")]
+        for dependency in plain:
+            for value in HOSTILE_VALUES:
+                status = post(json=callback_body(app, name, {f"{dependency['id']}.{dependency['property']}": value})
+                              ).status_code
+                assert status < 500, (name, dependency, value, status)
+                refused += status == 400
+    assert refused > 0  # some values do reach a callback that cannot use them
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text[:2000]
+    warnings = [r for r in caplog.records if r.name == "gridwatch.dashboard.access"]
+    assert len(warnings) == refused and all("\n" not in r.getMessage() for r in warnings)
 
 
 def _pathname_body(app, path: str) -> dict:

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from _accounts import ORIGIN, client_of
 
-from gridwatch.bench._harness import new_account, seed_plan_region
+from gridwatch.bench._harness import callback_body, new_account, seed_plan_region
 from gridwatch.dashboard.app import create_app
 from gridwatch.data.plan_township import plan_township
 from gridwatch.geo.plan import grid_geometries
@@ -179,12 +179,8 @@ def test_a_viewer_or_dispatcher_calling_a_planner_callback_is_refused(region, db
     a, b = neighbours(township)
     planner = client_of(app, new_account(region, "planner"))
     planner.get("/plan")  # Dash takes the pages' callbacks at the first request
-    output = next(k for k, v in app.callback_map.items() if "callback" in v and "plan-state.data" in k)
-    body = {"output": output, "outputs": [], "state": [{"id": "plan-police-area", "property": "value", "value": None}],
-            "changedPropIds": ["plan-edit.data"],
-            "inputs": [{"id": "plan-township", "property": "value", "value": "T0"},
-                       {"id": "plan-edit", "property": "data",
-                        "value": {"seq": 1, "op": "paint", "grid": a, "faces": [1, 2, 3]}}]}
+    body = callback_body(app, "pages.plan.act", {
+        "plan-township.value": "T0", "plan-edit.data": {"seq": 1, "op": "paint", "grid": a, "faces": [1, 2, 3]}})
     with region.connect() as conn:
         drafts = conn.execute(sa.text("SELECT count(*) FROM plan_draft")).scalar()
     for role in ("viewer", "dispatcher"):

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from _accounts import ORIGIN, client_of
 
-from gridwatch.bench._harness import new_account
+from gridwatch.bench._harness import callback_body, new_account
 from gridwatch.dashboard.app import PLOTLY_PATH, create_app
 from gridwatch.data.synthetic import REGIONS, make_region
 from gridwatch.layers.catalog import CATALOG, UnknownLayerError
@@ -28,8 +28,13 @@ def region(engine):
 
 
 @pytest.fixture(scope="module")
-def client(region, db_url):
-    return client_of(create_app(db_url), new_account(region))
+def app(db_url):
+    return create_app(db_url)
+
+
+@pytest.fixture(scope="module")
+def client(app, region):
+    return client_of(app, new_account(region))
 
 
 def decode(data: bytes) -> dict:
@@ -181,28 +186,18 @@ def test_pages_forbid_other_origins(client):
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
 
 
-def _kpi_callback(client) -> dict:
+def _kpi_callback(app, client) -> dict:
     """The wall's slow-tick callback (KPIs, unit tree, bounds, toggles, callsigns) as the browser posts it."""
     client.get("/wall")  # Dash registers its page callbacks on the first request
-    return {
-        "output": "..wall-kpis.children...wall-scope.options...wall-bounds.data...wall-layers.options..."
-                  "wall-find.options..",
-        "outputs": [{"id": "wall-kpis", "property": "children"}, {"id": "wall-scope", "property": "options"},
-                    {"id": "wall-bounds", "property": "data"}, {"id": "wall-layers", "property": "options"},
-                    {"id": "wall-find", "property": "options"}],
-        "inputs": [{"id": "wall-slow-tick", "property": "n_intervals", "value": 1},
-                   {"id": "wall-scope", "property": "value", "value": None}],
-        "state": [{"id": "wall-lang", "property": "data", "value": "en"},
-                  {"id": "wall-bounds", "property": "data", "value": None}],
-        "changedPropIds": ["wall-slow-tick.n_intervals"],
-    }
+    return callback_body(app, "pages.wall.refresh_slow",
+                         {"wall-slow-tick.n_intervals": 1, "wall-lang.data": "en"})
 
 
 @pytest.mark.parametrize("kind", [
     "page", "root", "tile", "tile-304", "tile-404", "style", "glyphs", "live", "callback", "dash-layout",
     "asset", "plotly-bundle",
 ])
-def test_every_response_carries_the_security_headers(client, kind):
+def test_every_response_carries_the_security_headers(app, client, kind):
     """Pages, tiles (200, 304 and 404), style, glyphs, live JSON, a Dash callback, assets: the four headers."""
     z, x, y = tiles_covering(CENTRE, 10)[0]
     tile_url = f"/tiles/grids/{z}/{x}/{y}.pbf"
@@ -210,7 +205,7 @@ def test_every_response_carries_the_security_headers(client, kind):
         etag = client.get(tile_url).headers["ETag"]
         response = client.get(tile_url, headers={"If-None-Match": etag})
     elif kind == "callback":
-        response = client.post("/_dash-update-component", json=_kpi_callback(client), headers={"Origin": ORIGIN})
+        response = client.post("/_dash-update-component", json=_kpi_callback(app, client), headers={"Origin": ORIGIN})
         assert response.is_json and "wall-kpis" in response.get_json()["response"]
     else:
         response = client.get({

@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 
 from gridwatch.bench import Figure
-from gridwatch.bench._harness import p95_ms, timed
+from gridwatch.bench._harness import callback_body, p95_ms, timed
 from gridwatch.settings import Settings
 
 __all__ = ["bench_access"]
@@ -102,19 +102,7 @@ def _no_redirects() -> urllib.request.OpenerDirector:
 
 
 def _callback_body(app, client) -> dict:
-    """The wall's live refresh callback as the page sends it: its inputs, states and outputs as
-    registered, the refresh due, the language English, the rest unset."""
-    from gridwatch.dashboard.access import callback_id
-
+    """The wall's live refresh callback as the page sends it: the refresh due, the language English,
+    the rest unset."""
     client.get("/wall")  # Dash registers its callbacks at the first request
-    output, entry = next((key, entry) for key, entry in app.callback_map.items()
-                         if "callback" in entry and callback_id(entry["callback"]) == "pages.wall.refresh_live")
-    values = {"wall-live-due.data": 1, "wall-lang.data": "en"}
-
-    def sent(dependencies: list[dict]) -> list[dict]:
-        return [{**d, "value": values.get(f"{d['id']}.{d['property']}")} for d in dependencies]
-
-    outputs = entry["output"] if isinstance(entry["output"], list) else [entry["output"]]
-    return {"output": output, "changedPropIds": ["wall-live-due.data"], "inputs": sent(entry["inputs"]),
-            "state": sent(entry["state"]),
-            "outputs": [{"id": o.component_id, "property": o.component_property} for o in outputs]}
+    return callback_body(app, "pages.wall.refresh_live", {"wall-live-due.data": 1, "wall-lang.data": "en"})
