@@ -4,6 +4,7 @@ the dashboard finds a restarted database again, on its port or a new one."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -16,11 +17,12 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 import sqlalchemy as sa
-from _accounts import cli_account, signed_opener
+from _accounts import ORIGIN, cli_account, client_of, signed_opener
 from sqlalchemy.engine import make_url
 
-from gridwatch.bench._harness import new_account
+from gridwatch.bench._harness import callback_body, new_account
 from gridwatch.dashboard._context import LastKnown, WallContext
+from gridwatch.dashboard.access import callback_id
 from gridwatch.dashboard.app import create_app
 from gridwatch.dashboard.wall_data import live_update
 from gridwatch.data.synthetic import REGIONS, make_region
@@ -124,6 +126,29 @@ def test_a_server_that_never_saw_the_database_says_there_is_no_data_yet(region: 
         cut.resume()
         _wait_drawn(page)
         page.wait_for_function(f"() => ({BANNER})() === ''", timeout=30_000)
+
+
+def test_no_callback_fails_on_a_database_that_went_away(region: sa.Engine, db_url: str, caplog) -> None:
+    """Every server callback, asked while the database is cut, answers without a 500 or a logged
+    traceback (the data it reads falls back to the last known picture)."""
+    url = make_url(db_url)
+    cut = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    app = create_app(url.set(port=cut.port).render_as_string(hide_password=False))
+    client = client_of(app, new_account(region, "admin"))
+    for page in ("/wall", "/dispatch", "/plan"):
+        client.get(page)
+    names = {callback_id(e["callback"]) for e in app.callback_map.values() if "callback" in e}
+    languages = {f"{d['id']}.{d['property']}": "en" for e in app.callback_map.values() if "callback" in e
+                 for d in e["state"] if d["id"].endswith("-lang")}
+    cut.cut()
+    try:
+        for name in sorted(names):
+            response = client.post("/_dash-update-component", json=callback_body(app, name, languages),
+                                   headers={"Origin": ORIGIN})
+            assert response.status_code < 500, (name, response.status_code)
+    finally:
+        cut.resume()
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text[:2000]
 
 
 def test_the_last_known_answer_is_kept_within_its_bound() -> None:
