@@ -5,6 +5,7 @@ start without loading pydantic's settings (for help), the database drivers, geop
 """
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -855,7 +856,9 @@ def _os_error(exc: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning expected failures into one line."""
+    """Entry point: run the CLI, turning expected failures into one line (a fatal signal, a crash in
+    compiled code, leaves every thread's Python stack instead, for its diagnosis)."""
+    faulthandler.enable()
     try:
         cli.main(args=argv, prog_name="gridwatch", standalone_mode=False)
     except click.exceptions.Abort:

@@ -159,3 +159,16 @@ def test_a_paused_collector_is_on_again_after_the_block_and_stays_off_if_it_was(
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_crash_in_compiled_code_leaves_every_threads_stack(
+    clean_db: sa.Engine, small_sample: Path, cli_env: dict[str, str]
+) -> None:
+    """An abort (as glibc raises on a corrupted heap) mid-run prints the Python stack of each thread."""
+    run = subprocess.Popen([*GRIDWATCH, "etl", "run", "--input", str(small_sample)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, env=cli_env)
+    time.sleep(2.0)
+    run.send_signal(signal.SIGABRT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == -signal.SIGABRT
+    assert "Fatal Python error: Aborted" in stderr and "most recent call first" in stderr, stderr[-2000:]
