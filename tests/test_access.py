@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from _accounts import ORIGIN, client_of
 
-from gridwatch.bench._harness import callback_body, new_account
+from gridwatch.bench._harness import callback_body, dependency_key, new_account
 from gridwatch.dashboard.access import CALLBACKS, PAGES, RECHECK_S, ROUTES, callback_id, rank
 from gridwatch.dashboard.app import create_app
 from gridwatch.etl.accounts import add_kiosk, revoke_kiosk, set_password
@@ -174,8 +174,7 @@ def test_a_hand_made_callback_request_is_refused_with_one_log_line(app, accounts
                  if not d["id"].startswith("{")]
         for dependency in plain:
             for value in HOSTILE_VALUES:
-                status = post(json=callback_body(app, name, {f"{dependency['id']}.{dependency['property']}": value})
-                              ).status_code
+                status = post(json=callback_body(app, name, {dependency_key(dependency): value})).status_code
                 assert status < 500, (name, dependency, value, status)
                 refused += status == 400
     assert refused > 0  # some values do reach a callback that cannot use them

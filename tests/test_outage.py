@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from _accounts import ORIGIN, cli_account, client_of, signed_opener
 from sqlalchemy.engine import make_url
 
-from gridwatch.bench._harness import callback_body, new_account
+from gridwatch.bench._harness import callback_body, dependency_key, new_account
 from gridwatch.dashboard._context import LastKnown, WallContext
 from gridwatch.dashboard.access import callback_id
 from gridwatch.dashboard.app import create_app
@@ -138,7 +138,7 @@ def test_no_callback_fails_on_a_database_that_went_away(region: sa.Engine, db_ur
     for page in ("/wall", "/dispatch", "/plan"):
         client.get(page)
     names = {callback_id(e["callback"]) for e in app.callback_map.values() if "callback" in e}
-    languages = {f"{d['id']}.{d['property']}": "en" for e in app.callback_map.values() if "callback" in e
+    languages = {dependency_key(d): "en" for e in app.callback_map.values() if "callback" in e
                  for d in e["state"] if d["id"].endswith("-lang")}
     cut.cut()
     try:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from gridwatch.etl.runner import JobResult
 
 __all__ = ["bench_engine", "bench_sample", "load_sample", "serving", "offline_browser", "offline_page",
-           "new_account", "sign_in", "callback_body", "free_port",
+           "new_account", "sign_in", "callback_body", "dependency_key", "free_port",
            "IngestProcess", "SmallDisk", "INTERACTIVE", "CHROMIUM", "CHROMIUM_ARGS"]
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -141,11 +141,16 @@ def new_account(engine: sa.Engine, role: str = "viewer", *, unit: str | None = N
     return name, password
 
 
+def dependency_key(dependency: dict) -> str:
+    """The ``"id.property"`` a Dash callback dependency is named by (in ``changedPropIds``, say)."""
+    return f"{dependency['id']}.{dependency['property']}"
+
+
 def callback_body(app, name: str, values: dict[str, object] | None = None) -> dict:
     """A ``_dash-update-component`` body for the server callback ``name`` (its
     :func:`~gridwatch.dashboard.access.callback_id`) as a page sends it: its inputs, states and outputs
     as registered (Dash registers them at its first request), each valued from ``values`` (by
-    ``"id.property"``) or unset, the valued inputs changed; a wildcard input matches no component."""
+    :func:`dependency_key`) or unset, the valued inputs changed; a wildcard input matches no component."""
     from gridwatch.dashboard.access import callback_id
 
     output, entry = next((key, entry) for key, entry in app.callback_map.items()
@@ -153,14 +158,14 @@ def callback_body(app, name: str, values: dict[str, object] | None = None) -> di
     values = values or {}
 
     def sent(dependencies: list[dict]) -> list:
-        return [[] if d["id"].startswith("{") else {**d, "value": values.get(f"{d['id']}.{d['property']}")}
-                for d in dependencies]
+        return [[] if d["id"].startswith("{") else {**d, "value": values.get(dependency_key(d))} for d in dependencies]
 
+    multi = isinstance(entry["output"], list)
     outputs = [{"id": o.component_id, "property": o.component_property}
-               for o in (entry["output"] if isinstance(entry["output"], list) else [entry["output"]])]
-    changed = [f"{d['id']}.{d['property']}" for d in entry["inputs"] if f"{d['id']}.{d['property']}" in values]
-    return {"output": output, "outputs": outputs if isinstance(entry["output"], list) else outputs[0],
-            "inputs": sent(entry["inputs"]), "state": sent(entry["state"]), "changedPropIds": changed}
+               for o in (entry["output"] if multi else [entry["output"]])]
+    return {"output": output, "outputs": outputs if multi else outputs[0],
+            "inputs": sent(entry["inputs"]), "state": sent(entry["state"]),
+            "changedPropIds": [dependency_key(d) for d in entry["inputs"] if dependency_key(d) in values]}
 
 
 def sign_in(context, base_url: str, account: tuple[str, str]) -> None:
